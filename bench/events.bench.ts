@@ -1,0 +1,131 @@
+/**
+ * KV-event protocol benchmark.
+ *  - publish → subscribe → decode throughput (one process, loopback tcp), batches of 1 and 32
+ *    BlockStored events of 16 tokens: batches/s and block events/s;
+ *  - time to replay 10 000 buffered batches through the replay client (decode included).
+ * Median and spread over repeats; writes bench/results/events.json.
+ * Run: npm run bench:events   (REPEATS=n to change the number of runs)
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { connectAddressFor, parseKVEventsConfig } from '../src/events/config.js';
+import { KVEventPublisher } from '../src/events/publisher.js';
+import { requestReplay } from '../src/events/replay-client.js';
+import { KVEventSubscriber } from '../src/events/subscriber.js';
+import type { KVEvent } from '../src/events/types.js';
+import { batchOf } from '../test/helpers/events.js';
+
+const REPEATS = Number(process.env.REPEATS ?? 5);
+const REPLAY_BATCHES = 10_000;
+
+interface Summary {
+  median: number;
+  min: number;
+  max: number;
+  runs: number[];
+}
+
+function summarize(xs: number[]): Summary {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+  return { median, min: s[0]!, max: s[s.length - 1]!, runs: xs };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Pre-built batches so the bench measures the protocol, not fixture building. */
+function fixtures(n: number, perBatch: number): KVEvent[][] {
+  return Array.from({ length: Math.min(n, 1000) }, (_, i) => batchOf(i, perBatch));
+}
+
+async function throughputRun(perBatch: number, batches: number): Promise<{ seconds: number; gaps: number; missing: number }> {
+  const pub = await KVEventPublisher.create({ config: parseKVEventsConfig({ endpoint: 'tcp://*:0', replay_endpoint: 'tcp://*:0', buffer_steps: batches }) });
+  let received = 0;
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  const sub = new KVEventSubscriber({
+    endpoint: connectAddressFor(pub.endpoint),
+    replayEndpoint: connectAddressFor(pub.replayEndpoint!),
+    onItem: (item) => {
+      if (item.kind === 'batch' && ++received === batches) done();
+    },
+  });
+  await sub.start();
+  while (!sub.health().connected) await sleep(5);
+  await sleep(100);
+  const evs = fixtures(batches, perBatch);
+  const t0 = performance.now();
+  for (let i = 0; i < batches; i++) {
+    pub.publish(evs[i % evs.length]!);
+    // Give the subscriber (same event loop) its turn, as a real worker's scheduler would.
+    if (i % 200 === 199) await new Promise((r) => setImmediate(r));
+  }
+  await finished;
+  const seconds = (performance.now() - t0) / 1000;
+  const h = sub.health();
+  await sub.close();
+  await pub.close(100);
+  return { seconds, gaps: h.gaps, missing: h.historyMissing };
+}
+
+async function replayRun(perBatch: number): Promise<number> {
+  const pub = await KVEventPublisher.create({ config: parseKVEventsConfig({ endpoint: 'tcp://*:0', replay_endpoint: 'tcp://*:0', buffer_steps: REPLAY_BATCHES }) });
+  const evs = fixtures(REPLAY_BATCHES, perBatch);
+  for (let i = 0; i < REPLAY_BATCHES; i++) {
+    pub.publish(evs[i % evs.length]!);
+    if (i % 1000 === 999) await pub.flush();
+  }
+  await pub.flush();
+  const t0 = performance.now();
+  const r = await requestReplay(connectAddressFor(pub.replayEndpoint!), 0n, { timeoutMs: 10_000 });
+  const ms = performance.now() - t0;
+  await pub.close(100);
+  if (r.status !== 'done' || r.batches.length !== REPLAY_BATCHES) throw new Error(`replay incomplete: ${r.status}, ${r.batches.length}`);
+  return ms;
+}
+
+const results: Record<string, unknown> = {};
+for (const perBatch of [1, 32]) {
+  const batches = perBatch === 1 ? 50_000 : 10_000;
+  await throughputRun(perBatch, Math.min(batches, 5000)); // warm-up
+  const runs: number[] = [];
+  let gaps = 0;
+  let missing = 0;
+  for (let r = 0; r < REPEATS; r++) {
+    const x = await throughputRun(perBatch, batches);
+    runs.push(batches / x.seconds);
+    gaps += x.gaps;
+    missing += x.missing;
+  }
+  const bps = summarize(runs);
+  const eps = summarize(runs.map((x) => x * perBatch));
+  results[`throughput_${perBatch}_events_per_batch`] = { batches_per_run: batches, batches_per_s: bps, block_events_per_s: eps, gaps, history_missing: missing };
+  console.log(
+    `pub→sub→decode, ${perBatch} BlockStored(16 tokens)/batch: ${fmt(bps.median)} batches/s [${fmt(bps.min)}–${fmt(bps.max)}], ` +
+      `${fmt(eps.median)} block events/s [${fmt(eps.min)}–${fmt(eps.max)}]` + (gaps ? `, ${gaps} gaps (recovered by replay)` : ''),
+  );
+}
+for (const perBatch of [1, 32]) {
+  await replayRun(perBatch); // warm-up
+  const runs: number[] = [];
+  for (let r = 0; r < REPEATS; r++) runs.push(await replayRun(perBatch));
+  const s = summarize(runs);
+  results[`replay_${REPLAY_BATCHES}_batches_${perBatch}_events_ms`] = s;
+  console.log(`replay ${REPLAY_BATCHES} buffered batches of ${perBatch} event(s): ${s.median.toFixed(1)} ms median [${s.min.toFixed(1)}–${s.max.toFixed(1)}]`);
+}
+
+const out = join(dirname(fileURLToPath(import.meta.url)), 'results', 'events.json');
+mkdirSync(dirname(out), { recursive: true });
+writeFileSync(
+  out,
+  JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model, repeats: REPEATS, command: 'npm run bench:events', results }, null, 2) + '\n',
+);
+console.log(`wrote ${out}`);
+process.exit(0);
+
+function fmt(x: number): string {
+  return Math.round(x).toLocaleString('en-US');
+}

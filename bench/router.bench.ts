@@ -1,0 +1,265 @@
+/**
+ * Router overhead, side by side in one run against one `sim` worker:
+ *  - added latency per request (p50/p99): through the router (cache_aware, real tokenization,
+ *    real event stream) versus straight to the worker, interleaved, for 1k- and 8k-token prompts;
+ *  - the highest request rate sustained (closed loop, fixed concurrency) through the router vs direct;
+ *  - the same through nginx as a plain round-robin proxy, where nginx is installed.
+ * Each figure: median over rounds, with min–max spread. Results: bench/results/router.json.
+ *
+ *   npm run bench:router [-- --rounds 5 --requests 200 --concurrency 16 --seconds 5]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Agent, request } from 'node:http';
+import { Tokenizer } from '../src/tokenizer/tokenizer.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const { values: a } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    requests: { type: 'string', default: '200' },
+    concurrency: { type: 'string', default: '16' },
+    seconds: { type: 'string', default: '4' },
+    'no-nginx': { type: 'boolean', default: false },
+  },
+});
+const ROUNDS = Number(a.rounds);
+const REQUESTS = Number(a.requests);
+const CONC = Number(a.concurrency);
+const SECONDS = Number(a.seconds);
+
+const children: ChildProcess[] = [];
+process.on('exit', () => children.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function launch(args: string[]): ChildProcess {
+  const c = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(c);
+  return c;
+}
+
+async function waitOk(url: string, ms = 120_000): Promise<void> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {
+      /* not yet */
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${url}`);
+}
+
+async function stop(c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return;
+  const done = new Promise((r) => c.once('exit', r));
+  c.kill('SIGTERM');
+  const t = setTimeout(() => c.kill('SIGKILL'), 8000);
+  await done;
+  clearTimeout(t);
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: 256 });
+
+/** One completion, fully read; returns ms. */
+/** One completion; a keep-alive socket the server closed at the same moment is retried once. */
+async function once(base: string, body: string): Promise<number> {
+  try {
+    return await once1(base, body);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ECONNRESET') throw e;
+    return once1(base, body);
+  }
+}
+
+function once1(base: string, body: string): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request(`${base}/v1/completions`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      res.on('data', () => {});
+      res.on('end', () => (res.statusCode === 200 ? resolve(performance.now() - t0) : reject(new Error(`${base}: HTTP ${res.statusCode}`))));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((x, y) => x - y);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+const median = (xs: number[]) => pct(xs, 50);
+const fmt = (xs: number[], d = 2) => `${median(xs).toFixed(d)} (${Math.min(...xs).toFixed(d)}–${Math.max(...xs).toFixed(d)})`;
+
+/** A text prompt of n tokens (± a few) for the default tokenizer, and its token ids. */
+function promptOf(tok: Tokenizer, n: number, tag: string): { text: string; ids: number[] } {
+  const words = (k: number) => Array.from({ length: k }, (_, i) => ` ${tag}${i % 997}`).join('');
+  let k = Math.round(n / 3);
+  for (let it = 0; it < 6; it++) {
+    const len = tok.encode(words(k)).length;
+    if (Math.abs(len - n) <= 4) break;
+    k = Math.max(1, Math.round((k * n) / len));
+  }
+  const text = words(k);
+  return { text, ids: tok.encode(text) };
+}
+
+let errors = 0;
+async function closedLoop(base: string, bodies: string[], seconds: number, conc: number): Promise<number> {
+  let done = 0;
+  let i = 0;
+  const t0 = performance.now();
+  const until = t0 + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: conc }, async () => {
+      while (performance.now() < until) {
+        try {
+          await once(base, bodies[i++ % bodies.length]!);
+          done++;
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  return (done * 1000) / (performance.now() - t0);
+}
+
+function nginxConf(dir: string, port: number, upstream: string): string | null {
+  const bin = ['/usr/sbin/nginx', '/usr/bin/nginx'].find(existsSync);
+  if (!bin) return null;
+  const conf = join(dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  upstream w { server ${upstream}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${port};
+    client_max_body_size 64m;
+    location / { proxy_pass http://w; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+`,
+  );
+  return bin;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'kv-router-bench-'));
+  const [wPort, pub, rep, rPort, nPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const worker = launch([
+    'bin/kv-worker.js', '--engine', 'sim', '--host', '127.0.0.1', '--port', String(wPort), '--block-size', '16', '--num-blocks', '8192',
+    '--prefill-tokens-per-s', '1e9', '--decode-step-ms', '0', '--max-batch', '64', '--max-waiting', '4096',
+    '--kv-events-config', JSON.stringify({ endpoint: `tcp://*:${pub}`, replay_endpoint: `tcp://*:${rep}`, topic: 'kv-events' }),
+  ]);
+  const direct = `http://127.0.0.1:${wPort}`;
+  await waitOk(`${direct}/health`);
+  const cfg = join(dir, 'router.json');
+  writeFileSync(cfg, JSON.stringify({
+    port: rPort,
+    policy: 'cache_aware',
+    tokenizer_threads: 2,
+    workers: [{ id: 'sim', url: direct, kv_events: { endpoint: `tcp://127.0.0.1:${pub}`, replay_endpoint: `tcp://127.0.0.1:${rep}`, topic: 'kv-events' } }],
+  }));
+  const router = launch(['bin/kv-router.js', '--config', cfg, '--quiet']);
+  const routed = `http://127.0.0.1:${rPort}`;
+  await waitOk(`${routed}/health`);
+
+  let nginx: ChildProcess | null = null;
+  let viaNginx: string | null = null;
+  if (!a['no-nginx']) {
+    const bin = nginxConf(dir, nPort, `127.0.0.1:${wPort}`);
+    if (bin) {
+      nginx = spawn(bin, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
+      children.push(nginx);
+      viaNginx = `http://127.0.0.1:${nPort}`;
+      await waitOk(`${viaNginx}/health`, 10_000).catch(() => {
+        viaNginx = null;
+      });
+    }
+  }
+  const targets: [string, string][] = [['direct', direct], ['router', routed], ...(viaNginx ? ([['nginx', viaNginx]] as [string, string][]) : [])];
+  console.log(`router overhead: one sim worker, ${ROUNDS} rounds × ${REQUESTS} sequential requests per target and size; rate: ${CONC} concurrent clients for ${SECONDS} s`);
+  console.log(`targets: ${targets.map(([n]) => n).join(', ')}${viaNginx ? '' : ' (nginx not installed: skipped)'}\n`);
+
+  const results: Record<string, unknown> = { rounds: ROUNDS, requests: REQUESTS, concurrency: CONC, seconds: SECONDS, sizes: {} };
+  const tok = await Tokenizer.loadDefault();
+  for (const [size, kind] of [[1024, 'text'], [1024, 'ids'], [8192, 'text'], [8192, 'ids']] as const) {
+    // A few distinct prompts, max_tokens 1; after the first round they are cached on the worker,
+    // so the worker's own time is small and what differs is the proxy path. `text` prompts are
+    // tokenized by the router (and the worker); `ids` prompts skip tokenization everywhere.
+    const bodies = Array.from({ length: 8 }, (_, k) => {
+      const p = promptOf(tok, size, `p${k}x`);
+      return JSON.stringify({ prompt: kind === 'text' ? p.text : p.ids, max_tokens: 1 });
+    });
+    for (const [, base] of targets) for (const b of bodies) await once(base, b);
+    const lat: Record<string, { p50: number[]; p99: number[] }> = {};
+    const added: Record<string, { p50: number[]; p99: number[] }> = {};
+    const rate: Record<string, number[]> = {};
+    for (const [n] of targets) {
+      lat[n] = { p50: [], p99: [] };
+      added[n] = { p50: [], p99: [] };
+      rate[n] = [];
+    }
+    for (let r = 0; r < ROUNDS; r++) {
+      const samples: Record<string, number[]> = Object.fromEntries(targets.map(([n]) => [n, []]));
+      for (let i = 0; i < REQUESTS; i++) {
+        const b = bodies[i % bodies.length]!;
+        for (const [n, base] of targets) samples[n]!.push(await once(base, b)); // interleaved
+      }
+      for (const [n] of targets) {
+        lat[n]!.p50.push(pct(samples[n]!, 50));
+        lat[n]!.p99.push(pct(samples[n]!, 99));
+      }
+      for (const [n] of targets) {
+        added[n]!.p50.push(lat[n]!.p50.at(-1)! - lat.direct!.p50.at(-1)!);
+        added[n]!.p99.push(lat[n]!.p99.at(-1)! - lat.direct!.p99.at(-1)!);
+      }
+      for (const [n, base] of targets) rate[n]!.push(await closedLoop(base, bodies, SECONDS, CONC));
+    }
+    console.log(`${size}-token prompts as ${kind === 'text' ? 'text (router tokenizes)' : 'token ids (no tokenization)'}: ${bodies.length} distinct, cached on the worker, max_tokens 1`);
+    console.log(`  ${'target'.padEnd(8)} ${'latency p50 ms'.padEnd(22)} ${'latency p99 ms'.padEnd(22)} ${'added p50 ms'.padEnd(22)} ${'added p99 ms'.padEnd(22)} max rate req/s`);
+    for (const [n] of targets) {
+      console.log(`  ${n.padEnd(8)} ${fmt(lat[n]!.p50).padEnd(22)} ${fmt(lat[n]!.p99).padEnd(22)} ${(n === 'direct' ? '-' : fmt(added[n]!.p50)).padEnd(22)} ${(n === 'direct' ? '-' : fmt(added[n]!.p99)).padEnd(22)} ${fmt(rate[n]!, 0)}`);
+    }
+    console.log('');
+    (results.sizes as Record<string, unknown>)[`${size}-${kind}`] = { latency_ms: lat, added_ms: added, rate_rps: rate };
+  }
+  const m = await (await fetch(`${routed}/metrics`)).text();
+  const sum = (name: string) => Number(/^(\S+) (\S+)$/m.exec(m.split('\n').filter((l) => l.startsWith(name)).join('\n'))?.[2] ?? NaN);
+  const dec = sum('kv_router_decision_seconds_sum') / sum('kv_router_decision_seconds_count');
+  const tokMean = sum("kv_router_tokenize_seconds_sum") / sum("kv_router_tokenize_seconds_count");
+  console.log(`failed requests during rate runs: ${errors}`);
+  results.errors = errors;
+  console.log(`router internals (means over the run): decision ${(dec * 1e6).toFixed(1)} µs, tokenization ${(tokMean * 1e3).toFixed(2)} ms`);
+  results.decision_mean_us = dec * 1e6;
+  results.tokenize_mean_ms = tokMean * 1e3;
+  mkdirSync(join(root, 'bench/results'), { recursive: true });
+  writeFileSync(join(root, 'bench/results/router.json'), JSON.stringify(results, null, 2) + '\n');
+  console.log('written bench/results/router.json');
+  await Promise.all([stop(router), stop(worker), ...(nginx ? [stop(nginx)] : [])]);
+  agent.destroy();
+  rmSync(dir, { recursive: true, force: true });
+}
+
+await main();

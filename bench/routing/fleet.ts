@@ -1,0 +1,246 @@
+/**
+ * Starts and stops the fleet of a run: N `kv-worker --engine sim` processes publishing KV events
+ * over ipc:// (loopback by nature, no port races) and R `kv-router` processes subscribed to all of
+ * them. Every child gets its own process group so it can be stopped with whatever it forked; a
+ * process 'exit' hook kills whatever is left if the harness dies.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const workerBin = join(root, 'bin/kv-worker.js');
+const routerBin = join(root, 'bin/kv-router.js');
+
+export interface WorkerParams {
+  blockSize: number;
+  numBlocks: number;
+  prefillTokensPerS: number;
+  decodeStepMs: number;
+  maxBatch: number;
+  maxWaiting: number;
+}
+
+export interface FleetOptions {
+  workers: number;
+  routers: number;
+  policy: string;
+  worker: WorkerParams;
+  /** Extra router config (merged at the top level). */
+  routerConfig?: Record<string, unknown>;
+  startTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface Child {
+  name: string;
+  proc: ChildProcess;
+  /** Last lines of its stdout/stderr, for error messages. */
+  tail: string[];
+  exited: Promise<void>;
+  exitInfo: string | null;
+}
+
+export interface Fleet {
+  workerUrls: string[];
+  workerIds: string[];
+  routerUrls: string[];
+  children: Child[];
+  dir: string;
+  stop(): Promise<void>;
+}
+
+const live = new Set<Child>();
+let hooked = false;
+
+function hookExit(): void {
+  if (hooked) return;
+  hooked = true;
+  process.on('exit', () => {
+    for (const c of live) killGroup(c, 'SIGKILL');
+  });
+}
+
+function killGroup(c: Child, sig: NodeJS.Signals): void {
+  const pid = c.proc.pid;
+  if (pid === undefined || c.exitInfo !== null) return;
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    try {
+      c.proc.kill(sig);
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+/** Children still running (for tests: must be empty after stop). */
+export function liveChildren(): number {
+  return live.size;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function spawnChild(name: string, args: string[]): Child {
+  hookExit();
+  const proc = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const c: Child = { name, proc, tail: [], exited: Promise.resolve(), exitInfo: null };
+  const keep = (d: Buffer) => {
+    for (const line of d.toString('utf8').split('\n')) {
+      if (!line.trim()) continue;
+      c.tail.push(line);
+      if (c.tail.length > 40) c.tail.shift();
+    }
+  };
+  proc.stdout!.on('data', keep);
+  proc.stderr!.on('data', keep);
+  c.exited = new Promise((resolve) => {
+    proc.once('exit', (code, sig) => {
+      c.exitInfo = sig ? `killed by ${sig}` : `exited with code ${code}`;
+      live.delete(c);
+      resolve();
+    });
+    proc.once('error', (e) => {
+      c.exitInfo = `failed to start: ${e.message}`;
+      live.delete(c);
+      resolve();
+    });
+  });
+  live.add(c);
+  return c;
+}
+
+async function stopChild(c: Child, graceMs: number): Promise<void> {
+  if (c.exitInfo !== null) return;
+  killGroup(c, 'SIGTERM');
+  const t = setTimeout(() => killGroup(c, 'SIGKILL'), graceMs);
+  await c.exited;
+  clearTimeout(t);
+  // Stages the worker forked share its group: make sure none outlives it.
+  try {
+    if (c.proc.pid !== undefined) process.kill(-c.proc.pid, 'SIGKILL');
+  } catch {
+    /* group empty */
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function getJson(url: string, timeoutMs = 2000): Promise<{ status: number; body: unknown }> {
+  const r = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+  const text = await r.text();
+  let body: unknown = null;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = text;
+  }
+  return { status: r.status, body };
+}
+
+function deadError(c: Child): Error {
+  return new Error(`${c.name} ${c.exitInfo}:\n  ${c.tail.slice(-15).join('\n  ')}`);
+}
+
+export async function startFleet(o: FleetOptions): Promise<Fleet> {
+  const log = o.log ?? (() => {});
+  const dir = mkdtempSync(join(tmpdir(), 'kvbench-'));
+  const children: Child[] = [];
+  const workerUrls: string[] = [];
+  const workerIds: string[] = [];
+  const routerUrls: string[] = [];
+  const stop = async () => {
+    // Routers first (they stop sending), then the workers; all at once, bounded.
+    await Promise.all(children.filter((c) => c.name.startsWith('router')).map((c) => stopChild(c, 5000)));
+    await Promise.all(children.filter((c) => !c.name.startsWith('router')).map((c) => stopChild(c, 10_000)));
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const w = o.worker;
+    const workerSpecs: Record<string, unknown>[] = [];
+    for (let i = 0; i < o.workers; i++) {
+      const port = await freePort();
+      const ev = { publisher: 'zmq', endpoint: `ipc://${dir}/w${i}.pub`, replay_endpoint: `ipc://${dir}/w${i}.rep`, topic: 'kv-events', buffer_steps: 10000, hwm: 100000, max_queue_size: 100000 };
+      const args = [
+        workerBin, '--engine', 'sim', '--host', '127.0.0.1', '--port', String(port),
+        '--kv-events-config', JSON.stringify(ev),
+        '--block-size', String(w.blockSize), '--num-blocks', String(w.numBlocks),
+        '--prefill-tokens-per-s', String(w.prefillTokensPerS), '--decode-step-ms', String(w.decodeStepMs),
+        '--max-batch', String(w.maxBatch), '--max-waiting', String(w.maxWaiting),
+      ];
+      children.push(spawnChild(`worker-${i}`, args));
+      const url = `http://127.0.0.1:${port}`;
+      workerUrls.push(url);
+      workerIds.push(`w${i}`);
+      workerSpecs.push({ id: `w${i}`, url, kv_events: { endpoint: ev.endpoint, replay_endpoint: ev.replay_endpoint, topic: ev.topic }, block_size: w.blockSize });
+    }
+    // Routers start alongside the workers: they subscribe (ipc connects before the bind) and probe until healthy.
+    for (let r = 0; r < o.routers; r++) {
+      const port = await freePort();
+      const cfg = {
+        description: 'kv-router routing benchmark (bench/routing)',
+        host: '127.0.0.1',
+        port,
+        policy: o.policy,
+        tokenizer_threads: 0,
+        approx_tree: { block_size: w.blockSize },
+        health: { interval_ms: 500, timeout_ms: 2000, failure_threshold: 5, poll_load: true },
+        ...o.routerConfig,
+        workers: workerSpecs,
+      };
+      const file = join(dir, `router-${r}.json`);
+      writeFileSync(file, JSON.stringify(cfg, null, 2));
+      children.push(spawnChild(`router-${r}`, [routerBin, '--config', file]));
+      routerUrls.push(`http://127.0.0.1:${port}`);
+    }
+    log(`started ${o.workers} worker(s) and ${o.routers} router(s) (policy ${o.policy}); waiting until ready`);
+
+    const deadline = Date.now() + (o.startTimeoutMs ?? 120_000);
+    const check = () => {
+      for (const c of children) if (c.exitInfo !== null) throw deadError(c);
+      if (Date.now() > deadline) throw new Error(`fleet not ready after ${Math.round((o.startTimeoutMs ?? 120_000) / 1000)} s`);
+    };
+    for (const url of workerUrls) {
+      for (;;) {
+        check();
+        const ok = await getJson(`${url}/health`).then((r) => r.status === 200, () => false);
+        if (ok) break;
+        await sleep(200);
+      }
+    }
+    // Every router: all workers healthy and every event stream connected.
+    for (const url of routerUrls) {
+      for (;;) {
+        check();
+        const ready = await getJson(`${url}/workers`).then(
+          (r) => {
+            const ws = (r.body as { workers?: { state: string; ranks: { events: { connected?: boolean } | null }[] }[] }).workers ?? [];
+            return r.status === 200 && ws.length === o.workers && ws.every((x) => x.state === 'healthy' && x.ranks.every((k) => k.events?.connected !== false));
+          },
+          () => false,
+        );
+        if (ready) break;
+        await sleep(200);
+      }
+    }
+    // Let the subscriptions settle (ZeroMQ's slow joiner) before traffic.
+    await sleep(500);
+    return { workerUrls, workerIds, routerUrls, children, dir, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}

@@ -1,0 +1,431 @@
+/**
+ * Routing quality on real traffic (issue 7): replays a workload through the real router over HTTP
+ * against N real `sim` workers publishing real KV-event streams, once per policy (and per router
+ * replica count), with a fresh fleet for every run; prints a table and writes
+ * bench/results/<workload>.{json,md} plus SVG plots.
+ *
+ *   npm run bench:routing -- [--workload mooncake|system-prompt|multi-turn|shared-prompt]
+ *     [--trace FILE] [--slice START:COUNT] [--speed F] [--workers 8] [--policies a,b,c]
+ *     [--replicas 1,2,4] [--replica-policies approx_tree,cache_aware] [--block-size 16]
+ *     [--num-blocks N] [--prefill-tokens-per-s X] [--out bench/results] ...   (--help for all)
+ */
+import { existsSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { pollLoads, replay, type LoadSample, type RequestResult } from './client.js';
+import { liveChildren, startFleet, type Fleet, type WorkerParams } from './fleet.js';
+import { cdfSvg, loadSvg } from './plots.js';
+import { fleetLines, runKey, table, writeReport, type Report } from './report.js';
+import { loadSeries, runStats } from './stats.js';
+import { upperBound } from './upper-bound.js';
+import {
+  mooncakeWorkload,
+  multiTurnWorkload,
+  parseSlice,
+  readMooncake,
+  sharedPromptWorkload,
+  systemPromptWorkload,
+  type Workload,
+} from './workloads.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const SHARED_TRACE = join(root, '../shared/traces/mooncake_conversation_trace.jsonl');
+const FIXTURE_TRACE = join(root, 'test/fixtures/mooncake/conversation-slice.jsonl');
+
+export const WORKLOADS = ['mooncake', 'system-prompt', 'multi-turn', 'shared-prompt'] as const;
+export type WorkloadName = (typeof WORKLOADS)[number];
+const POLICIES = ['cache_aware', 'round_robin', 'random', 'least_load', 'approx_tree'];
+
+export interface BenchOptions {
+  workload: WorkloadName;
+  trace: string;
+  slice: string;
+  speed: number;
+  workers: number;
+  policies: string[];
+  replicas: number[];
+  /** Policies that also run with more than one router replica. */
+  replicaPolicies: string[];
+  blockSize: number;
+  /** null: sized from the workload so that the fleet holds `cacheFraction` of its distinct blocks. */
+  numBlocks: number | null;
+  cacheFraction: number;
+  /** null: sized from the workload so that prefill alone would keep the fleet `utilization` busy at the upper-bound hit rate. */
+  prefillTokensPerS: number | null;
+  utilization: number;
+  decodeStepMs: number;
+  maxBatch: number;
+  maxWaiting: number;
+  outputScale: number;
+  maxOutput: number;
+  /** Synthetic workloads. */
+  requests: number;
+  rate: number;
+  seed: number;
+  timeoutMs: number;
+  out: string;
+  plots: boolean;
+  /** Interval of the per-worker GET /load samples. */
+  loadEveryMs: number;
+  quiet: boolean;
+  /** Extra router config for every run (e.g. cache_aware weights). */
+  routerConfig?: Record<string, unknown>;
+  command?: string;
+}
+
+export const DEFAULTS: BenchOptions = {
+  workload: 'mooncake',
+  trace: existsSync(SHARED_TRACE) ? SHARED_TRACE : FIXTURE_TRACE,
+  slice: '0:800',
+  speed: 6,
+  workers: 8,
+  policies: ['round_robin', 'least_load', 'approx_tree', 'cache_aware'],
+  replicas: [1, 2, 4],
+  replicaPolicies: ['approx_tree', 'cache_aware'],
+  blockSize: 16,
+  numBlocks: null,
+  cacheFraction: 0.75,
+  prefillTokensPerS: null,
+  utilization: 0.7,
+  decodeStepMs: 10,
+  maxBatch: 64,
+  maxWaiting: 4096,
+  outputScale: 0.1,
+  maxOutput: 64,
+  requests: 400,
+  rate: 20,
+  seed: 7,
+  timeoutMs: 120_000,
+  out: join(root, 'bench/results'),
+  plots: true,
+  loadEveryMs: 500,
+  quiet: false,
+};
+
+export const USAGE = `npm run bench:routing -- [options]
+  --workload mooncake|system-prompt|multi-turn|shared-prompt   (default mooncake)
+  --trace FILE            Mooncake JSONL trace (default ../shared/traces/mooncake_conversation_trace.jsonl,
+                          else test/fixtures/mooncake/conversation-slice.jsonl)
+  --slice START:COUNT     trace lines to replay (default ${DEFAULTS.slice})
+  --speed F               arrival times divided by F (default ${DEFAULTS.speed})
+  --workers N             sim workers (default ${DEFAULTS.workers})
+  --policies a,b,c        default ${DEFAULTS.policies.join(',')} (also: random)
+  --replicas 1,2,4        router replica counts (default 1,2,4; >1 only for --replica-policies)
+  --replica-policies a,b  default ${DEFAULTS.replicaPolicies.join(',')}
+  --block-size B          worker KV block size (default 16)
+  --num-blocks N          KV blocks per worker (default: fleet holds --cache-fraction of the workload's distinct blocks)
+  --cache-fraction F      default ${DEFAULTS.cacheFraction}
+  --prefill-tokens-per-s X  sim prefill speed (default: prefill keeps the fleet --utilization busy at the upper-bound hit rate)
+  --utilization U         default ${DEFAULTS.utilization}
+  --decode-step-ms MS     default ${DEFAULTS.decodeStepMs}; --max-batch N (${DEFAULTS.maxBatch}); --max-waiting N (${DEFAULTS.maxWaiting})
+  --output-scale F        Mooncake output_length × F as max_tokens (default ${DEFAULTS.outputScale}); --max-output N (${DEFAULTS.maxOutput})
+  --requests N --rate R   synthetic workloads: request count (${DEFAULTS.requests}) and Poisson rate before --speed (${DEFAULTS.rate}/s)
+  --seed N                synthetic workloads (default ${DEFAULTS.seed})
+  --timeout-ms MS         per request (default ${DEFAULTS.timeoutMs})
+  --out DIR               results directory (default bench/results)
+  --no-plots              skip the SVG plots
+  --quiet                 no progress output`;
+
+function list(s: string): string[] {
+  return s.split(',').map((x) => x.trim()).filter(Boolean);
+}
+
+function num(name: string, s: string, min = 0): number {
+  const v = Number(s);
+  if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be a number ≥ ${min}, got "${s}"`);
+  return v;
+}
+
+export function parseOptions(argv: string[]): BenchOptions | 'help' {
+  const strings = [
+    'workload', 'trace', 'slice', 'speed', 'workers', 'policies', 'replicas', 'replica-policies', 'block-size', 'num-blocks',
+    'cache-fraction', 'prefill-tokens-per-s', 'utilization', 'decode-step-ms', 'max-batch', 'max-waiting', 'output-scale',
+    'max-output', 'requests', 'rate', 'seed', 'timeout-ms', 'out',
+  ];
+  const { values: v } = parseArgs({
+    args: argv,
+    options: {
+      ...Object.fromEntries(strings.map((s) => [s, { type: 'string' as const }])),
+      'no-plots': { type: 'boolean' },
+      quiet: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  }) as { values: Record<string, string | boolean | undefined> };
+  if (v.help) return 'help';
+  const s = (k: string) => v[k] as string | undefined;
+  const o: BenchOptions = { ...DEFAULTS };
+  if (s('workload') !== undefined) {
+    if (!(WORKLOADS as readonly string[]).includes(s('workload')!)) throw new Error(`--workload must be one of ${WORKLOADS.join(', ')}`);
+    o.workload = s('workload') as WorkloadName;
+    if (o.workload !== 'mooncake') o.speed = 1;
+  }
+  if (s('trace')) o.trace = s('trace')!;
+  if (s('slice')) o.slice = s('slice')!;
+  if (s('speed')) o.speed = num('speed', s('speed')!, 0.001);
+  if (s('workers')) o.workers = Math.round(num('workers', s('workers')!, 1));
+  if (s('policies')) o.policies = list(s('policies')!);
+  if (s('replicas')) o.replicas = list(s('replicas')!).map((x) => Math.round(num('replicas', x, 1)));
+  if (s('replica-policies')) o.replicaPolicies = list(s('replica-policies')!);
+  if (s('block-size')) o.blockSize = Math.round(num('block-size', s('block-size')!, 1));
+  if (s('num-blocks')) o.numBlocks = Math.round(num('num-blocks', s('num-blocks')!, 1));
+  if (s('cache-fraction')) o.cacheFraction = num('cache-fraction', s('cache-fraction')!, 0.001);
+  if (s('prefill-tokens-per-s')) o.prefillTokensPerS = num('prefill-tokens-per-s', s('prefill-tokens-per-s')!, 1);
+  if (s('utilization')) o.utilization = num('utilization', s('utilization')!, 0.01);
+  if (s('decode-step-ms')) o.decodeStepMs = num('decode-step-ms', s('decode-step-ms')!);
+  if (s('max-batch')) o.maxBatch = Math.round(num('max-batch', s('max-batch')!, 1));
+  if (s('max-waiting')) o.maxWaiting = Math.round(num('max-waiting', s('max-waiting')!));
+  if (s('output-scale')) o.outputScale = num('output-scale', s('output-scale')!);
+  if (s('max-output')) o.maxOutput = Math.round(num('max-output', s('max-output')!, 1));
+  if (s('requests')) o.requests = Math.round(num('requests', s('requests')!, 1));
+  if (s('rate')) o.rate = num('rate', s('rate')!, 0.001);
+  if (s('seed')) o.seed = Math.round(num('seed', s('seed')!));
+  if (s('timeout-ms')) o.timeoutMs = Math.round(num('timeout-ms', s('timeout-ms')!, 100));
+  if (s('out')) o.out = s('out')!;
+  if (v['no-plots']) o.plots = false;
+  if (v.quiet) o.quiet = true;
+  for (const p of [...o.policies, ...o.replicaPolicies]) if (!POLICIES.includes(p)) throw new Error(`unknown policy "${p}" (known: ${POLICIES.join(', ')})`);
+  return o;
+}
+
+export function buildWorkload(o: BenchOptions): Workload {
+  const syn = { requests: o.requests, rate: o.rate, maxTokens: o.maxOutput, seed: o.seed };
+  switch (o.workload) {
+    case 'mooncake': {
+      const slice = parseSlice(o.slice);
+      const recs = readMooncake(o.trace, slice);
+      return mooncakeWorkload(recs, { outputScale: o.outputScale, maxOutput: o.maxOutput }, { trace: relative(root, o.trace) || o.trace, slice: o.slice });
+    }
+    case 'system-prompt':
+      return systemPromptWorkload({ ...syn, groups: 24, systemTokens: 2048, userTokens: 192 });
+    case 'multi-turn':
+      return multiTurnWorkload({ ...syn, chats: Math.max(4, Math.round(o.requests / 6)), firstTokens: 1536, turnTokens: 384, thinkMs: 4000 });
+    case 'shared-prompt':
+      return sharedPromptWorkload({ ...syn, sharedTokens: 4096, tailTokens: 32 });
+  }
+}
+
+/** Runs that make up a benchmark: every policy with one router, then the replica runs. */
+export function planRuns(o: BenchOptions): { policy: string; replicas: number }[] {
+  const runs: { policy: string; replicas: number }[] = [];
+  for (const r of [...new Set(o.replicas)].sort((a, b) => a - b)) {
+    for (const p of o.policies) {
+      if (r === 1 || o.replicaPolicies.includes(p)) runs.push({ policy: p, replicas: r });
+    }
+  }
+  return runs;
+}
+
+function progress(label: string, total: number, quiet: boolean) {
+  const tty = process.stderr.isTTY;
+  let lastDecile = -1;
+  let lastLine = 0;
+  return {
+    update(sent: number, done: number, failed: number) {
+      if (quiet) return;
+      if (tty) {
+        const width = 30;
+        const fill = Math.round((done / total) * width);
+        const sentFill = Math.max(fill, Math.round((sent / total) * width));
+        const bar = '#'.repeat(fill) + '-'.repeat(sentFill - fill) + ' '.repeat(width - sentFill);
+        process.stderr.write(`\r  ${label.padEnd(16)} [${bar}] ${done}/${total} done, ${sent} sent${failed ? `, ${failed} failed` : ''}   `);
+      } else {
+        const decile = Math.floor((done / total) * 10);
+        if (decile !== lastDecile && (decile === 10 || Date.now() - lastLine > 2000)) {
+          lastDecile = decile;
+          lastLine = Date.now();
+          process.stderr.write(`  ${label}: ${done}/${total} done, ${sent} sent, ${failed} failed\n`);
+        }
+      }
+    },
+    end() {
+      if (!quiet && tty) process.stderr.write('\n');
+    },
+  };
+}
+
+let current: Fleet | null = null;
+
+export interface BenchResult {
+  report: Report;
+  files: string[];
+  runs: { key: string; results: RequestResult[]; loads: LoadSample[] }[];
+}
+
+export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
+  const say = (m: string) => {
+    if (!o.quiet) process.stderr.write(m + '\n');
+  };
+  const load0 = loadavg();
+  const wl = buildWorkload(o);
+  const ub = upperBound(wl.requests, o.blockSize);
+  const duration = Math.max(...wl.requests.map((r) => r.at)) / 1000;
+  // Sizing: caches hold a fraction of the working set (they must evict), prefill keeps the fleet busy.
+  const numBlocks = o.numBlocks ?? Math.max(64, Math.ceil((ub.uniqueBlocks * o.cacheFraction) / o.workers));
+  const realDuration = Math.max(1, duration / o.speed);
+  const uncachedPerS = (ub.promptTokens - ub.cachedTokens) / realDuration;
+  const prefill = o.prefillTokensPerS ?? Math.max(1000, Math.round(uncachedPerS / o.workers / o.utilization / 1000) * 1000);
+  const worker: WorkerParams = { blockSize: o.blockSize, numBlocks, prefillTokensPerS: prefill, decodeStepMs: o.decodeStepMs, maxBatch: o.maxBatch, maxWaiting: o.maxWaiting };
+  const maxPrompt = Math.max(...wl.requests.map((r) => r.promptLength + r.maxTokens));
+  if (maxPrompt > numBlocks * o.blockSize) throw new Error(`a request needs ${maxPrompt} tokens but a worker holds ${numBlocks * o.blockSize}: raise --num-blocks`);
+
+  const runs = planRuns(o);
+  const report: Report = {
+    workload: wl.name,
+    description: wl.description,
+    command: o.command ?? 'runBenchmark()',
+    generated_at: new Date().toISOString(),
+    machine: { cpus: cpus().length, node: process.versions.node, loadavg_at_start: load0 },
+    source: wl.source,
+    speed: o.speed,
+    workload_stats: {
+      requests: wl.requests.length,
+      prompt_tokens: ub.promptTokens,
+      mean_prompt_tokens: Math.round(ub.promptTokens / wl.requests.length),
+      duration_s: Math.round(duration * 10) / 10,
+      unique_blocks: ub.uniqueBlocks,
+    },
+    fleet: {
+      workers: o.workers,
+      block_size: o.blockSize,
+      num_blocks: numBlocks,
+      cache_tokens_per_worker: numBlocks * o.blockSize,
+      fleet_cache_fraction_of_working_set: Math.round(((numBlocks * o.workers) / Math.max(1, ub.uniqueBlocks)) * 100) / 100,
+      prefill_tokens_per_s: prefill,
+      decode_step_ms: o.decodeStepMs,
+      max_batch: o.maxBatch,
+      max_waiting: o.maxWaiting,
+      offered_uncached_prefill_tokens_per_s_at_upper_bound: Math.round(uncachedPerS),
+      prefill_utilization_at_upper_bound: Math.round((uncachedPerS / (prefill * o.workers)) * 100) / 100,
+      timing_note: `sim engine: a step sleeps prefill_tokens / ${prefill} s + ${o.decodeStepMs} ms × (1 + (batch − 1)/16); at the upper-bound hit rate prefill alone keeps the fleet ${Math.round((uncachedPerS / (prefill * o.workers)) * 100)}% busy`,
+      router_config: o.routerConfig ?? {},
+    },
+    upper_bound_hit_rate: Math.round(ub.hitRate * 10000) / 10000,
+    policies: {},
+    goals: [],
+    plots: [],
+  };
+  for (const l of fleetLines(report)) say(l);
+  say(`runs: ${runs.map((r) => runKey(r.policy, r.replicas)).join(', ')}\n`);
+
+  const out: BenchResult = { report, files: [], runs: [] };
+  for (const run of runs) {
+    const key = runKey(run.policy, run.replicas);
+    const t0 = Date.now();
+    current = await startFleet({
+      workers: o.workers,
+      routers: run.replicas,
+      policy: run.policy,
+      worker,
+      ...(o.routerConfig ? { routerConfig: o.routerConfig } : {}),
+      log: () => {},
+    });
+    const fleet = current;
+    let stats;
+    try {
+      say(`${key}: fleet ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      const bar = progress(key, wl.requests.length, o.quiet);
+      const poller = pollLoads(fleet.workerUrls, o.loadEveryMs);
+      const rep = await replay(wl.requests, { routerUrls: fleet.routerUrls, speed: o.speed, timeoutMs: o.timeoutMs, onProgress: (s, d, f) => bar.update(s, d, f) });
+      const loads = poller.stop();
+      bar.end();
+      stats = runStats(run.policy, run.replicas, fleet.workerIds, rep.results, rep.wallMs, rep.maxLagMs);
+      out.runs.push({ key, results: rep.results, loads });
+    } finally {
+      await fleet.stop();
+      current = null;
+    }
+    report.policies[key] = { ...stats, hit_rate_vs_upper_bound: Math.round((stats.hit_rate / Math.max(1e-9, report.upper_bound_hit_rate)) * 1000) / 1000 };
+    say(
+      `${key}: hit ${(stats.hit_rate * 100).toFixed(1)}%, TTFT p50/p99 ${stats.ttft_p50_ms}/${stats.ttft_p99_ms} ms, imbalance ${stats.imbalance}, failed ${stats.failed}` +
+        `${stats.errors.length ? ` (${stats.errors[0]})` : ''} [${((Date.now() - t0) / 1000).toFixed(0)} s]`,
+    );
+  }
+
+  report.goals = goals(report);
+  if (o.plots) {
+    mkdirSync(o.out, { recursive: true });
+    const cdf = `${wl.name}-ttft-cdf.svg`;
+    const loadFile = `${wl.name}-worker-load.svg`;
+    writeFileSync(join(o.out, cdf), cdfSvg(`TTFT distribution, ${wl.name} (${wl.requests.length} requests, ${o.workers} workers)`, out.runs.map((r) => ({ name: r.key, values: r.results.filter((x) => x.ok).map((x) => x.ttftMs!) }))));
+    writeFileSync(join(o.out, loadFile), loadSvg(`Per-worker load over time, ${wl.name}`, out.runs.map((r) => ({ name: r.key, series: loadSeries(r.loads, o.workers) }))));
+    report.plots = [cdf, loadFile];
+    out.files.push(join(o.out, cdf), join(o.out, loadFile));
+  }
+  const files = writeReport(o.out, report);
+  out.files.unshift(files.json, files.md);
+  say('');
+  say(table(report, false));
+  say('');
+  for (const g of report.goals) say(`goal: ${g}`);
+  say(`\nwrote ${out.files.map((f) => relative(process.cwd(), f) || f).join(', ')}`);
+  return out;
+}
+
+/** What the issue's goals came to, in words (measured, not asserted). */
+function goals(r: Report): string[] {
+  const p = r.policies;
+  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+  const g: string[] = [];
+  const ca = p.cache_aware;
+  const rr = p.round_robin;
+  if (ca) {
+    const frac = ca.hit_rate / Math.max(1e-9, r.upper_bound_hit_rate);
+    g.push(`cache_aware hit rate ${pct(ca.hit_rate)} = ${(frac * 100).toFixed(0)}% of the upper bound ${pct(r.upper_bound_hit_rate)} (goal ≥ 90%): ${frac >= 0.9 ? 'met' : 'not met'}`);
+  }
+  if (ca && rr) {
+    const ratio = ca.ttft_p99_ms / rr.ttft_p99_ms;
+    g.push(`cache_aware TTFT p99 ${ca.ttft_p99_ms} ms vs round_robin ${rr.ttft_p99_ms} ms = ${ratio.toFixed(2)}× (goal ≤ 0.5×): ${ratio <= 0.5 ? 'met' : 'not met'}`);
+  }
+  for (const [k, s] of Object.entries(p)) {
+    if (s.replicas === 1) continue;
+    const single = p[s.policy];
+    if (!single) continue;
+    const d = (s.hit_rate - single.hit_rate) * 100;
+    g.push(`${k}: hit rate ${pct(s.hit_rate)} vs ${pct(single.hit_rate)} with one router (${d >= 0 ? '+' : ''}${d.toFixed(1)} points)${s.policy === 'cache_aware' ? ` (goal: within 2 points: ${Math.abs(d) <= 2 || d > 0 ? 'met' : 'not met'})` : ''}`);
+  }
+  if (r.workload === 'shared-prompt' && ca) {
+    g.push(`shared prompt: cache_aware imbalance ${ca.imbalance} (goal < 1.5: ${ca.imbalance < 1.5 ? 'met' : 'not met'})${rr ? `, TTFT p99 ${ca.ttft_p99_ms} ms vs round_robin ${rr.ttft_p99_ms} ms (goal: lower: ${ca.ttft_p99_ms < rr.ttft_p99_ms ? 'met' : 'not met'})` : ''}`);
+  }
+  return g;
+}
+
+async function cli(): Promise<void> {
+  let o: BenchOptions | 'help';
+  try {
+    o = parseOptions(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`bench:routing: ${(e as Error).message}\n\n${USAGE}\n`);
+    process.exit(2);
+  }
+  if (o === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return;
+  }
+  o.command = `npm run bench:routing${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
+  let interrupted = false;
+  const onSignal = (sig: string) => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    process.stderr.write(`\n${sig}: stopping the fleet\n`);
+    const hard = setTimeout(() => process.exit(130), 15_000);
+    hard.unref();
+    void (current?.stop() ?? Promise.resolve()).finally(() => process.exit(130));
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  try {
+    await runBenchmark(o);
+  } catch (e) {
+    process.stderr.write(`bench:routing: ${(e as Error).stack ?? e}\n`);
+    if (current) await current.stop().catch(() => {});
+    process.exitCode = 1;
+  }
+  if (liveChildren() > 0) process.stderr.write(`bench:routing: ${liveChildren()} child process(es) still running at exit; killing them\n`);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) await cli();

@@ -1,0 +1,103 @@
+/** The results: a terminal table, bench/results/<workload>.md and bench/results/<workload>.json. */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { RunStats } from './stats.js';
+
+export interface Report {
+  workload: string;
+  description: string;
+  command: string;
+  generated_at: string;
+  machine: { cpus: number; node: string; loadavg_at_start: number[] };
+  source: Record<string, unknown>;
+  speed: number;
+  workload_stats: { requests: number; prompt_tokens: number; mean_prompt_tokens: number; duration_s: number; unique_blocks: number };
+  fleet: Record<string, unknown>;
+  upper_bound_hit_rate: number;
+  /** Keyed by policy for single-router runs, `policy@N` for N router replicas. */
+  policies: Record<string, RunStats & { hit_rate_vs_upper_bound: number }>;
+  goals: string[];
+  plots: string[];
+}
+
+export function runKey(policy: string, replicas: number): string {
+  return replicas === 1 ? policy : `${policy}@${replicas}`;
+}
+
+const COLS: [string, (s: Report['policies'][string]) => string][] = [
+  ['run', (s) => runKey(s.policy, s.replicas)],
+  ['routers', (s) => String(s.replicas)],
+  ['hit rate', (s) => `${(s.hit_rate * 100).toFixed(1)}%`],
+  ['of bound', (s) => `${(s.hit_rate_vs_upper_bound * 100).toFixed(0)}%`],
+  ['TTFT p50', (s) => ms(s.ttft_p50_ms)],
+  ['TTFT p90', (s) => ms(s.ttft_p90_ms)],
+  ['TTFT p99', (s) => ms(s.ttft_p99_ms)],
+  ['e2e p50', (s) => ms(s.e2e_p50_ms)],
+  ['e2e p99', (s) => ms(s.e2e_p99_ms)],
+  ['req/s', (s) => s.throughput_rps.toFixed(2)],
+  ['imbalance', (s) => s.imbalance.toFixed(2)],
+  ['failed', (s) => `${s.failed}/${s.requests}`],
+];
+
+function ms(v: number): string {
+  if (!Number.isFinite(v)) return '–';
+  return v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${Math.round(v)} ms`;
+}
+
+export function table(r: Report, markdown: boolean): string {
+  const rows = Object.values(r.policies).map((s) => COLS.map(([, g]) => g(s)));
+  const head = COLS.map(([h]) => h);
+  if (markdown) {
+    return [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...rows.map((c) => `| ${c.join(' | ')} |`)].join('\n');
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((c) => c[i]!.length)));
+  const line = (c: string[]) => c.map((x, i) => (i === 0 ? x.padEnd(widths[i]!) : x.padStart(widths[i]!))).join('  ');
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+export function fleetLines(r: Report): string[] {
+  const f = r.fleet as Record<string, number | string>;
+  return [
+    `workload: ${r.description}`,
+    `requests: ${r.workload_stats.requests}, ${r.workload_stats.prompt_tokens} prompt tokens (mean ${r.workload_stats.mean_prompt_tokens}), ${r.workload_stats.duration_s} s of arrivals at speed ${r.speed}; ${r.workload_stats.unique_blocks} distinct ${f.block_size}-token blocks`,
+    `fleet: ${f.workers} sim workers × ${f.num_blocks} blocks of ${f.block_size} tokens = ${f.cache_tokens_per_worker} cached tokens each (${f.fleet_cache_fraction_of_working_set} of the working set for the whole fleet: caches must evict); prefill ${f.prefill_tokens_per_s} tokens/s, decode step ${f.decode_step_ms} ms, max batch ${f.max_batch}`,
+    `timing model: ${f.timing_note}`,
+    `upper bound (one unlimited cache that saw every earlier request): ${(r.upper_bound_hit_rate * 100).toFixed(1)}% hit rate`,
+  ];
+}
+
+export function writeReport(dir: string, r: Report): { json: string; md: string } {
+  mkdirSync(dir, { recursive: true });
+  const json = join(dir, `${r.workload}.json`);
+  const md = join(dir, `${r.workload}.md`);
+  writeFileSync(json, JSON.stringify(r, null, 2) + '\n');
+  const perWorker = Object.values(r.policies).map((s) => {
+    const ws = Object.entries(s.per_worker);
+    return `| ${runKey(s.policy, s.replicas)} | ${ws.map(([, w]) => `${w.requests}/${Math.round(w.prefill_tokens / 1000)}k`).join(' · ')} |`;
+  });
+  const text = [
+    `# Routing benchmark: ${r.workload}`,
+    '',
+    `Generated ${r.generated_at} by \`${r.command}\` on ${r.machine.cpus} CPU(s), Node ${r.machine.node} (load average at start ${r.machine.loadavg_at_start.map((x) => x.toFixed(1)).join(', ')}).`,
+    '',
+    ...fleetLines(r).map((l) => `- ${l}`),
+    '',
+    table(r, true),
+    '',
+    'hit rate = cached prompt tokens / prompt tokens, from the workers\' own `usage`; "of bound" = hit rate / upper bound; TTFT = first streamed chunk at the client; imbalance = max / mean of per-worker prefill tokens (prompt − cached); `policy@N` = N router replicas behind a round-robin client.',
+    '',
+    '## Per worker (requests / prefill tokens)',
+    '',
+    '| run | per worker |',
+    '|---|---|',
+    ...perWorker,
+    '',
+    '## Goals (issue 7)',
+    '',
+    ...r.goals.map((g) => `- ${g}`),
+    '',
+    ...(r.plots.length ? ['## Plots', '', ...r.plots.map((p) => `![${p}](${p})`), ''] : []),
+  ].join('\n');
+  writeFileSync(md, text);
+  return { json, md };
+}

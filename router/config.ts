@@ -1,0 +1,152 @@
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+
+/** Where a tokenizer comes from: the default (Qwen3, as our workers use) or a user's files. */
+export const TokenizerSpecSchema = z.union([
+  z.literal('default'),
+  z.object({
+    tokenizer_json: z.string().min(1),
+    tokenizer_config: z.string().min(1).optional(),
+  }).strict(),
+]);
+export type TokenizerSpec = z.infer<typeof TokenizerSpecSchema>;
+
+/** The KV-event stream of one worker, in the engines' --kv-events-config form (extra keys ignored). */
+export const WorkerEventsSchema = z.object({
+  publisher: z.string().optional(),
+  endpoint: z.string().min(1),
+  replay_endpoint: z.string().min(1).nullable().optional(),
+  topic: z.string().default(''),
+}).passthrough();
+
+export const WorkerSchema = z.object({
+  /** Stable id; defaults to host:port of the url. */
+  id: z.string().regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits, . _ : - only').optional(),
+  /** HTTP base URL of the OpenAI server, e.g. http://10.0.0.5:8100 */
+  url: z.string().url(),
+  /**
+   * The worker's event stream. Bind-form hosts (*, 0.0.0.0, ::) are replaced by the url's host.
+   * Rank r's ports are the rank-0 ports plus r, as the engines offset them.
+   * Absent: the worker is routed to without cache knowledge (cache score 0).
+   */
+  kv_events: WorkerEventsSchema.nullable().optional(),
+  /** Data-parallel ranks behind this url: a count (0..n-1) or an explicit list. */
+  dp_ranks: z.union([z.number().int().min(1).max(1024), z.array(z.number().int().min(0)).min(1)]).default(1),
+  /** Block size of the worker's KV cache (tokens), used for provisional entries until events say otherwise. */
+  block_size: z.number().int().min(1).default(16),
+  /** Tokenizer override for this worker; defaults to the router's. */
+  tokenizer: TokenizerSpecSchema.optional(),
+}).strict();
+export type WorkerConfig = z.infer<typeof WorkerSchema>;
+export type WorkerInput = z.input<typeof WorkerSchema>;
+
+export const PolicyNameSchema = z.enum(['cache_aware', 'round_robin', 'random', 'least_load', 'approx_tree']);
+export type PolicyName = z.infer<typeof PolicyNameSchema>;
+
+export const RouterConfigSchema = z.object({
+  /** Free text: what this config is for, engine flags to match, etc. Ignored by the router. */
+  description: z.string().optional(),
+  host: z.string().default('127.0.0.1'),
+  port: z.number().int().min(0).max(65535).default(8000),
+  policy: PolicyNameSchema.default('cache_aware'),
+  /** Bearer key for /workers routes. Also read from KV_ROUTER_ADMIN_KEY. */
+  admin_key: z.string().min(1).nullable().default(null),
+  tokenizer: TokenizerSpecSchema.default('default'),
+  /** Worker threads for tokenization (0: tokenize on the main thread). */
+  tokenizer_threads: z.number().int().min(0).max(64).default(2),
+  cache_aware: z.object({
+    /** Weight of one uncached prompt token (prefill still to compute). */
+    prefill_weight: z.number().min(0).default(1),
+    /** Weight of one prefill token already queued on the worker. */
+    queued_prefill_weight: z.number().min(0).default(1),
+    /** Cost, in prefill-token equivalents, of one request already decoding on the worker. */
+    decode_weight: z.number().min(0).default(32),
+    /** How long a routed prompt counts as cached on the chosen worker before events confirm it. */
+    provisional_ttl_ms: z.number().int().min(0).default(2000),
+    /** Costs within this many tokens of the best count as ties (spread by in-flight, then random). */
+    tie_tolerance: z.number().min(0).default(0),
+  }).strict().prefault({}),
+  approx_tree: z.object({
+    /** Blocks remembered per worker (LRU). */
+    max_blocks_per_worker: z.number().int().min(1).default(200_000),
+    /** Forget a routed block after this long (0: never). */
+    ttl_ms: z.number().int().min(0).default(120_000),
+    block_size: z.number().int().min(1).default(16),
+  }).strict().prefault({}),
+  health: z.object({
+    interval_ms: z.number().int().min(10).default(1000),
+    timeout_ms: z.number().int().min(10).default(1000),
+    /** Consecutive failed probes (or failed requests) that take a worker out of rotation. */
+    failure_threshold: z.number().int().min(1).default(3),
+    /** Also poll GET /load for the worker's own queue (ignored if the worker has none). */
+    poll_load: z.boolean().default(true),
+  }).strict().prefault({}),
+  retry: z.object({
+    /** Total attempts per request, first one included. */
+    max_attempts: z.number().int().min(1).max(10).default(3),
+    backoff_ms: z.number().int().min(0).default(25),
+  }).strict().prefault({}),
+  /** Request timeout to a worker until its response headers arrive (ms). */
+  upstream_header_timeout_ms: z.number().int().min(100).default(600_000),
+  max_body_bytes: z.number().int().min(1024).default(64 * 1024 * 1024),
+  workers: z.array(WorkerSchema).default([]),
+}).strict();
+export type RouterConfig = z.infer<typeof RouterConfigSchema>;
+export type RouterConfigInput = z.input<typeof RouterConfigSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** zod issues as "path: message" lines. */
+export function formatZodError(err: z.ZodError, where = 'config'): string {
+  const lines = err.issues.map((i) => {
+    const path = i.path.length ? i.path.map(String).join('.') : '(root)';
+    return `  ${path}: ${i.message}`;
+  });
+  return `invalid ${where}:\n${lines.join('\n')}`;
+}
+
+export function parseRouterConfig(input: unknown, where = 'config'): RouterConfig {
+  const r = RouterConfigSchema.safeParse(input);
+  if (!r.success) throw new ConfigError(formatZodError(r.error, where));
+  const ids = new Set<string>();
+  for (const w of r.data.workers) {
+    const id = workerIdOf(w);
+    if (ids.has(id)) throw new ConfigError(`invalid ${where}:\n  workers: duplicate worker id "${id}"`);
+    ids.add(id);
+  }
+  return r.data;
+}
+
+export function parseWorker(input: unknown): WorkerConfig {
+  const r = WorkerSchema.safeParse(input);
+  if (!r.success) throw new ConfigError(formatZodError(r.error, 'worker'));
+  return r.data;
+}
+
+export async function loadRouterConfigFile(path: string): Promise<RouterConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config file ${path}: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  return parseRouterConfig(json, `config file ${path}`);
+}
+
+export function workerIdOf(w: Pick<WorkerConfig, 'id' | 'url'>): string {
+  if (w.id) return w.id;
+  const u = new URL(w.url);
+  return `${u.hostname}:${u.port || (u.protocol === 'https:' ? '443' : '80')}`;
+}
+
+export function ranksOf(w: Pick<WorkerConfig, 'dp_ranks'>): number[] {
+  return typeof w.dp_ranks === 'number' ? Array.from({ length: w.dp_ranks }, (_, i) => i) : [...w.dp_ranks];
+}

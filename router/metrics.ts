@@ -1,0 +1,118 @@
+import { Counter, Gauge, Histogram, Registry as PromRegistry } from 'prom-client';
+import type { Registry } from './registry.js';
+import { sourceId } from './registry.js';
+import type { LoadTracker } from './load.js';
+import type { IndexLike } from './registry.js';
+
+/** The router's Prometheus metrics (own registry, so several routers can live in one process). */
+export class RouterMetrics {
+  readonly registry = new PromRegistry();
+  readonly requests: Counter<'worker' | 'outcome' | 'endpoint'>;
+  readonly decisionSeconds: Histogram<'policy'>;
+  readonly tokenizeSeconds: Histogram;
+  readonly expectedCachedTokens: Counter<'worker'>;
+  readonly promptTokens: Counter<'worker'>;
+  readonly retries: Counter<'worker' | 'reason'>;
+
+  constructor(workers: Registry, load: LoadTracker, index: IndexLike) {
+    const r = this.registry;
+    this.requests = new Counter({
+      name: 'kv_router_requests_total',
+      help: 'Proxied requests by worker and outcome (ok, upstream_status, retry, stream_error, aborted, no_worker, bad_request)',
+      labelNames: ['worker', 'outcome', 'endpoint'],
+      registers: [r],
+    });
+    this.decisionSeconds = new Histogram({
+      name: 'kv_router_decision_seconds',
+      help: 'Time to rank the candidates (index walk + cost), tokenization excluded',
+      labelNames: ['policy'],
+      buckets: [1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2],
+      registers: [r],
+    });
+    this.tokenizeSeconds = new Histogram({
+      name: 'kv_router_tokenize_seconds',
+      help: 'Time to tokenize a prompt (worker thread round trip)',
+      buckets: [1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1],
+      registers: [r],
+    });
+    this.expectedCachedTokens = new Counter({
+      name: 'kv_router_expected_cached_tokens_total',
+      help: 'Prompt tokens the router expected the chosen worker to hold',
+      labelNames: ['worker'],
+      registers: [r],
+    });
+    this.promptTokens = new Counter({
+      name: 'kv_router_prompt_tokens_total',
+      help: 'Prompt tokens routed to each worker',
+      labelNames: ['worker'],
+      registers: [r],
+    });
+    this.retries = new Counter({
+      name: 'kv_router_retries_total',
+      help: 'Attempts that failed before the first byte and moved to the next worker',
+      labelNames: ['worker', 'reason'],
+      registers: [r],
+    });
+
+    const perSource = (
+      name: string,
+      help: string,
+      value: (w: ReturnType<Registry['list']>[number], rank: number, source: string) => number | null,
+    ) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['worker', 'rank'],
+        registers: [r],
+        collect() {
+          this.reset();
+          for (const w of workers.list()) {
+            for (const rank of w.ranks) {
+              const v = value(w, rank, sourceId(w.id, rank));
+              if (v !== null && Number.isFinite(v)) this.set({ worker: w.id, rank: String(rank) }, v);
+            }
+          }
+        },
+      });
+
+    new Gauge({
+      name: 'kv_router_worker_healthy',
+      help: '1 when the worker is in rotation',
+      labelNames: ['worker'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const w of workers.list()) this.set({ worker: w.id }, w.state === 'healthy' ? 1 : 0);
+      },
+    });
+    perSource('kv_router_in_flight', 'Requests this router has in flight on the worker', (_w, _r, s) => load.get(s).inFlight);
+    perSource('kv_router_pending_prefill_tokens', 'Uncached prompt tokens sent and not yet past their first byte', (_w, _r, s) => load.get(s).pendingPrefillTokens);
+    perSource('kv_router_active_decodes', 'Requests past their first byte, not finished', (_w, _r, s) => load.get(s).activeDecodes);
+    const stream = (w: ReturnType<Registry['list']>[number], rank: number) => workers.streamHealth(w, rank);
+    perSource('kv_router_stream_trusted', '1 when the event stream is trusted (cache scores count)', (w, rank) => {
+      const h = stream(w, rank);
+      return h ? (h.trusted ? 1 : 0) : null;
+    });
+    perSource('kv_router_stream_last_seq', 'Last applied event batch sequence number', (w, rank) => {
+      const s = stream(w, rank)?.lastSeq;
+      return s === null || s === undefined ? null : Number(s);
+    });
+    for (const [key, what] of [
+      ['batches', 'Event batches applied'],
+      ['gaps', 'Sequence gaps seen'],
+      ['replays', 'Replays requested'],
+      ['resets', 'Stream resets (publisher restarted)'],
+      ['historyMissing', 'Times history was confirmed missing (tree cleared)'],
+      ['malformed', 'Malformed frames skipped'],
+    ] as const) {
+      const name = key === 'historyMissing' ? 'history_missing' : key;
+      perSource(`kv_router_stream_${name}`, what, (w, rank) => {
+        const h = stream(w, rank);
+        return h ? h[key] : null;
+      });
+    }
+    perSource('kv_router_tree_blocks', 'Blocks the index holds for the stream', (_w, _r, s) => index.stats(s).blocks);
+    perSource('kv_router_tree_nodes', 'Distinct token-keyed nodes the index holds for the stream', (_w, _r, s) => index.stats(s).nodes);
+    perSource('kv_router_tree_provisional_blocks', 'Provisional (predicted) blocks for the stream', (_w, _r, s) => index.stats(s).provisionalBlocks);
+  }
+}

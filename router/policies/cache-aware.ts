@@ -1,0 +1,52 @@
+import type { Candidate, CostWeights, Policy, RouteRequest, Scored } from './policy.js';
+import { costTerms, sortByCost } from './policy.js';
+import type { MatchIndex, MatchResult } from './match-index.js';
+import { mediumRecord, provisionalOf } from './match-index.js';
+
+/**
+ * Event-driven: matched prefix from the index (built from the workers' KV events), weighed
+ * against the work queued on each worker. Marks the pick provisional so a burst of siblings follows.
+ */
+export class CacheAwarePolicy implements Policy {
+  readonly name = 'cache_aware';
+  constructor(
+    private readonly index: MatchIndex,
+    private readonly w: CostWeights,
+    private readonly rnd: () => number = Math.random,
+  ) {}
+
+  rank(req: RouteRequest, candidates: Candidate[]): Scored[] {
+    // One walk per distinct token sequence (one per tokenizer; usually just one).
+    const matches = new Map<number[], Map<string, MatchResult>>();
+    const scored = candidates.map((c): Scored => {
+      const tokens = req.tokensFor(c);
+      let m = matches.get(tokens);
+      if (!m) {
+        m = this.index.match(tokens, { lora: req.lora });
+        matches.set(tokens, m);
+      }
+      const r = m.get(c.source);
+      const indexMatched = Math.min(r?.matchedTokens ?? 0, tokens.length);
+      // Untrusted stream: its real blocks count as zero; what this router itself predicted
+      // (provisional marks) still counts while nothing real is known for the prompt.
+      const prov = Math.min(provisionalOf(r?.byMedium), indexMatched);
+      const matched = c.trusted ? indexMatched : prov === indexMatched ? prov : 0;
+      const { terms, cost } = costTerms(this.w, tokens.length, matched, c.load, Math.min(prov, matched));
+      return {
+        candidate: c,
+        matchedTokens: matched,
+        indexMatchedTokens: indexMatched,
+        byMedium: mediumRecord(r?.byMedium),
+        promptTokens: tokens.length,
+        terms,
+        cost,
+      };
+    });
+    return sortByCost(scored, this.w.tie_tolerance, this.rnd);
+  }
+
+  routed(req: RouteRequest, pick: Candidate): void {
+    const tokens = req.tokensFor(pick);
+    if (tokens.length >= pick.blockSize) this.index.markProvisional(pick.source, tokens, pick.blockSize, req.lora);
+  }
+}

@@ -1,0 +1,25 @@
+import type { RouterConfig } from '../config.js';
+import type { Policy } from './policy.js';
+import type { MatchIndex } from './match-index.js';
+import { CacheAwarePolicy } from './cache-aware.js';
+import { RoundRobinPolicy } from './round-robin.js';
+import { RandomPolicy } from './random.js';
+import { LeastLoadPolicy } from './least-load.js';
+import { ApproxTreePolicy } from './approx-tree.js';
+
+export type { Policy, Candidate, RouteRequest, Scored, CostWeights } from './policy.js';
+
+export function createPolicy(cfg: Pick<RouterConfig, 'policy' | 'cache_aware' | 'approx_tree'>, index: MatchIndex): Policy {
+  switch (cfg.policy) {
+    case 'cache_aware':
+      return new CacheAwarePolicy(index, cfg.cache_aware);
+    case 'round_robin':
+      return new RoundRobinPolicy();
+    case 'random':
+      return new RandomPolicy();
+    case 'least_load':
+      return new LeastLoadPolicy(cfg.cache_aware);
+    case 'approx_tree':
+      return new ApproxTreePolicy(cfg.cache_aware, cfg.approx_tree);
+  }
+}

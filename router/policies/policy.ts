@@ -1,0 +1,100 @@
+import type { WorkerLoad } from '../load.js';
+
+/** One place a request can go: a (worker, dp rank) stream with its current load. */
+export interface Candidate {
+  workerId: string;
+  rank: number;
+  /** Index source id: `${workerId}:${rank}`. */
+  source: string;
+  /** The worker's event stream is trusted: its cache score counts. Untrusted → matched tokens count as 0. */
+  trusted: boolean;
+  blockSize: number;
+  /** Key of the tokenizer this worker uses (candidates with different tokenizers see different token ids). */
+  tokenizerKey: string;
+  load: WorkerLoad;
+}
+
+export interface RouteRequest {
+  /** Prompt token ids as the candidate's tokenizer produces them. */
+  tokensFor(c: Candidate): number[];
+  lora: string | null;
+}
+
+export interface Scored {
+  candidate: Candidate;
+  /** Prefix tokens the worker is expected to hold, as counted in the cost. */
+  matchedTokens: number;
+  /** What the index reports, before trust is applied (explain only). */
+  indexMatchedTokens: number;
+  byMedium?: Record<string, number>;
+  promptTokens: number;
+  /** Each term of the cost, named. */
+  terms: Record<string, number>;
+  cost: number;
+}
+
+/** A routing policy: ranks candidates best first (the proxy retries down the list). */
+export interface Policy {
+  readonly name: string;
+  rank(req: RouteRequest, candidates: Candidate[]): Scored[];
+  /** The request was sent to `pick` (learn from it: provisional entries, own tree, rotation). */
+  routed?(req: RouteRequest, pick: Candidate): void;
+  /** A source left (worker removed): forget it. */
+  forget?(source: string): void;
+}
+
+export interface CostWeights {
+  prefill_weight: number;
+  queued_prefill_weight: number;
+  decode_weight: number;
+  tie_tolerance: number;
+}
+
+/**
+ * Expected cost of serving a request on a candidate now, in prefill-token equivalents:
+ *   prefill_weight × (prompt − matched)
+ * + queued_prefill_weight × (pending prefill − the part of it computing this prompt's provisional prefix)
+ * + decode_weight × in-flight.
+ */
+export function costTerms(
+  w: CostWeights,
+  promptTokens: number,
+  matchedTokens: number,
+  load: WorkerLoad,
+  /** Prefix tokens matched only provisionally: requests already queued there are computing them, so that queued work is shared, not extra. */
+  sharedPending = 0,
+): { terms: Record<string, number>; cost: number } {
+  const uncached = Math.max(0, promptTokens - matchedTokens);
+  const terms = {
+    prefill: w.prefill_weight * uncached,
+    queued_prefill: w.queued_prefill_weight * Math.max(0, load.pendingPrefillTokens - sharedPending),
+    decode: w.decode_weight * load.inFlight,
+  };
+  return { terms, cost: terms.prefill + terms.queued_prefill + terms.decode };
+}
+
+/**
+ * Lowest cost first; costs within `tolerance` of each other are ties, broken toward
+ * spreading load: fewer requests in flight first, then at random.
+ */
+export function sortByCost(scored: Scored[], tolerance = 0, rnd: () => number = Math.random): Scored[] {
+  const keyed = scored.map((s) => ({ s, r: rnd() }));
+  keyed.sort((a, b) => a.s.cost - b.s.cost);
+  // Group into tie bands (relative to each band's first member), then order inside a band.
+  const out: Scored[] = [];
+  let i = 0;
+  while (i < keyed.length) {
+    let j = i + 1;
+    while (j < keyed.length && keyed[j]!.s.cost - keyed[i]!.s.cost <= tolerance) j++;
+    const band = keyed.slice(i, j);
+    band.sort((a, b) => a.s.candidate.load.inFlight - b.s.candidate.load.inFlight || a.r - b.r);
+    for (const k of band) out.push(k.s);
+    i = j;
+  }
+  return out;
+}
+
+/** A Scored entry that carries no cache knowledge (baselines). */
+export function plainScore(c: Candidate, promptTokens: number, cost: number, terms: Record<string, number> = {}): Scored {
+  return { candidate: c, matchedTokens: 0, indexMatchedTokens: 0, promptTokens, terms, cost };
+}

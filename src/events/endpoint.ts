@@ -1,0 +1,33 @@
+/** Attaching ZeroMQ sockets to endpoints by the engines' bind/connect rule. */
+import { rmSync } from 'node:fs';
+import type * as zmq from 'zeromq';
+import { assertEndpoint, isBindEndpoint } from './config.js';
+
+/** Binds or connects `sock`; returns the actual address (a bound port 0 resolved). */
+export async function attach(sock: zmq.Socket, endpoint: string, bind = isBindEndpoint(endpoint)): Promise<string> {
+  assertEndpoint(endpoint);
+  if (!bind) {
+    sock.connect(endpoint);
+    return endpoint;
+  }
+  try {
+    await sock.bind(endpoint);
+  } catch (err) {
+    throw Object.assign(new Error(`cannot bind ${endpoint}: ${(err as Error).message}`, { cause: err }), { code: (err as { code?: string }).code });
+  }
+  return sock.lastEndpoint ?? endpoint;
+}
+
+/** The filesystem path behind an ipc:// endpoint, or null. */
+export function ipcPath(endpoint: string): string | null {
+  if (!endpoint.startsWith('ipc://')) return null;
+  const p = endpoint.slice('ipc://'.length);
+  return p && p !== '*' ? p : null;
+}
+
+export function removeIpcFile(endpoint: string): void {
+  const p = ipcPath(endpoint);
+  if (p) rmSync(p, { force: true });
+}
+
+export const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));

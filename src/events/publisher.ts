@@ -1,0 +1,253 @@
+/**
+ * The KV-event publisher: the same contract as vLLM's and SGLang's ZmqEventPublisher.
+ *
+ * PUB frames `[topic, seq(8 B BE), payload]` with seq from 0, and an optional
+ * ROUTER replay endpoint that answers `["", start_seq]` with every buffered
+ * batch from start_seq, then the end marker.
+ */
+import * as zmq from 'zeromq';
+import { encodeBatch, type EventEncoding } from './codec.js';
+import { ConfigError, offsetEndpoint, type KVEventsConfig } from './config.js';
+import { attach, removeIpcFile, yieldToLoop } from './endpoint.js';
+import { decodeSeq, encodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
+import { RingBuffer, type Buffered } from './ring-buffer.js';
+import type { KVEvent } from './types.js';
+
+export class QueueFullError extends Error {
+  override readonly name = 'QueueFullError';
+}
+
+export class PublisherClosedError extends Error {
+  override readonly name = 'PublisherClosedError';
+}
+
+export interface PublisherOptions {
+  config: KVEventsConfig;
+  /** Offsets the endpoints (see offsetEndpoint) and is written into every batch. */
+  dpRank?: number | null;
+  /** Replay reply shape: `current` = ["", topic, seq, payload] (vLLM), `legacy` = ["", seq, payload]. */
+  replayShape?: 'current' | 'legacy';
+  encoding?: EventEncoding;
+}
+
+export interface PublisherStats {
+  published: bigint;
+  nextSeq: bigint;
+  queued: number;
+  buffered: number;
+  replayRequests: number;
+  malformedReplayRequests: number;
+}
+
+const EMPTY = Buffer.alloc(0);
+const END_SEQ = encodeSeq(END_OF_REPLAY_SEQ);
+/** Replay frames sent per turn of the event loop, so a replay never stalls publishing. */
+const REPLAY_CHUNK = 64;
+const PUMP_CHUNK = 256;
+/** A replay client that stops reading is abandoned after this long. */
+const REPLAY_SEND_TIMEOUT_MS = 5000;
+
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(x: T): void {
+    this.items.push(x);
+  }
+  peek(): T | undefined {
+    return this.items[this.head];
+  }
+  shift(): void {
+    this.head++;
+    if (this.head > 4096 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
+
+export class KVEventPublisher {
+  private readonly topic: Buffer;
+  private readonly dpRank: number | null;
+  private readonly encoding: EventEncoding;
+  private readonly shape: 'current' | 'legacy';
+  private readonly maxQueue: number;
+  private readonly queue = new Fifo<Buffered>();
+  private readonly ring: RingBuffer;
+  private seq = 0n;
+  private published = 0n;
+  private replayRequests = 0;
+  private malformedReplayRequests = 0;
+  private pumping: Promise<void> | null = null;
+  private replayChain: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  private constructor(
+    opts: PublisherOptions,
+    private readonly pub: zmq.Publisher | null,
+    private readonly router: zmq.Router | null,
+    /** Actual bound or connected addresses ('' for a disabled publisher). */
+    readonly endpoint: string,
+    readonly replayEndpoint: string | null,
+  ) {
+    this.topic = Buffer.from(opts.config.topic, 'utf8');
+    this.dpRank = opts.dpRank ?? null;
+    this.encoding = opts.encoding ?? 'map';
+    this.shape = opts.replayShape ?? 'current';
+    this.maxQueue = opts.config.max_queue_size;
+    this.ring = new RingBuffer(opts.config.buffer_steps);
+    if (router) void this.serveReplays(router);
+  }
+
+  /**
+   * Binds or connects (engines' rule) and resolves when ready. With `publisher: "null"`
+   * the publisher is disabled: publish() still numbers batches but nothing is sent.
+   */
+  static async create(opts: PublisherOptions): Promise<KVEventPublisher> {
+    const cfg = opts.config;
+    const rank = opts.dpRank ?? null;
+    if (cfg.publisher === 'null') return new KVEventPublisher(opts, null, null, '', null);
+    const endpoint = rank === null ? cfg.endpoint : offsetEndpoint(cfg.endpoint, rank);
+    const replay = cfg.replay_endpoint === null ? null : rank === null ? cfg.replay_endpoint : offsetEndpoint(cfg.replay_endpoint, rank);
+    if (replay !== null && replay === endpoint && !endpoint.endsWith(':0')) throw new ConfigError(`replay_endpoint must differ from endpoint (${endpoint})`);
+
+    const pub = new zmq.Publisher({ sendHighWaterMark: cfg.hwm, linger: 0 });
+    let router: zmq.Router | null = null;
+    try {
+      const actual = await attach(pub, endpoint);
+      let actualReplay: string | null = null;
+      if (replay !== null) {
+        router = new zmq.Router({
+          mandatory: true, // wait at the HWM instead of silently dropping replay frames
+          sendHighWaterMark: cfg.hwm,
+          sendTimeout: REPLAY_SEND_TIMEOUT_MS,
+          linger: 0,
+        });
+        actualReplay = await attach(router, replay);
+      }
+      return new KVEventPublisher(opts, pub, router, actual, actualReplay);
+    } catch (err) {
+      pub.close();
+      router?.close();
+      throw err;
+    }
+  }
+
+  /** Assigns the next seq (from 0), fills dp_rank, queues the batch; returns its seq. */
+  publish(events: KVEvent[], ts: number = Date.now() / 1000): bigint {
+    if (this.closed) throw new PublisherClosedError('publisher is closed');
+    if (this.queue.length >= this.maxQueue)
+      throw new QueueFullError(`KV event queue is full (${this.maxQueue} batches waiting); batch not published`);
+    const payload = encodeBatch({ ts, events, dp_rank: this.dpRank }, { encoding: this.encoding });
+    const seq = this.seq++;
+    if (!this.pub) {
+      this.published++;
+      return seq;
+    }
+    this.queue.push({ seq, payload });
+    this.pumping ??= this.pump();
+    return seq;
+  }
+
+  /** Resolves when everything published so far has been handed to ZeroMQ. */
+  async flush(): Promise<void> {
+    while (this.pumping) await this.pumping;
+  }
+
+  stats(): PublisherStats {
+    return {
+      published: this.published,
+      nextSeq: this.seq,
+      queued: this.queue.length,
+      buffered: this.ring.size,
+      replayRequests: this.replayRequests,
+      malformedReplayRequests: this.malformedReplayRequests,
+    };
+  }
+
+  /** Flushes the queue (waiting at most timeoutMs), closes the sockets, removes ipc files it bound. */
+  async close(timeoutMs = 2000): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const deadline = Date.now() + timeoutMs;
+    await Promise.race([this.flush(), sleep(timeoutMs)]);
+    if (this.pub) {
+      // Let ZeroMQ deliver what it already holds for connected subscribers, within the budget.
+      this.pub.linger = Math.max(0, deadline - Date.now());
+      this.pub.close();
+      removeIpcFile(this.endpoint);
+    }
+    if (this.router) {
+      this.router.close();
+      if (this.replayEndpoint) removeIpcFile(this.replayEndpoint);
+    }
+  }
+
+  private async pump(): Promise<void> {
+    const pub = this.pub!;
+    try {
+      let n = 0;
+      for (let item = this.queue.peek(); item; item = this.queue.peek()) {
+        if (pub.closed) return;
+        await pub.send([this.topic, encodeSeq(item.seq), item.payload]);
+        this.queue.shift();
+        this.ring.push(item.seq, item.payload);
+        this.published++;
+        if (++n % PUMP_CHUNK === 0) await yieldToLoop();
+      }
+    } catch (err) {
+      if (!pub.closed) console.error(`kv-events publisher: send failed: ${(err as Error).message}`);
+    } finally {
+      this.pumping = null;
+    }
+  }
+
+  private async serveReplays(router: zmq.Router): Promise<void> {
+    while (!router.closed) {
+      let msg: Buffer[];
+      try {
+        msg = await router.receive();
+      } catch {
+        if (router.closed) return;
+        continue;
+      }
+      const start = parseReplayRequest(msg);
+      if (start === null) {
+        this.malformedReplayRequests++;
+        continue;
+      }
+      this.replayRequests++;
+      const entries = this.ring.from(start);
+      const id = msg[0]!;
+      this.replayChain = this.replayChain.then(() => this.sendReplay(router, id, entries));
+    }
+  }
+
+  private async sendReplay(router: zmq.Router, id: Buffer, entries: Buffered[]): Promise<void> {
+    const current = this.shape === 'current';
+    try {
+      for (let i = 0; i < entries.length; i++) {
+        if (router.closed) return;
+        const { seq, payload } = entries[i]!;
+        const s = encodeSeq(seq);
+        await router.send(current ? [id, EMPTY, this.topic, s, payload] : [id, EMPTY, s, payload]);
+        if ((i + 1) % REPLAY_CHUNK === 0) await yieldToLoop();
+      }
+      if (router.closed) return;
+      await router.send(current ? [id, EMPTY, EMPTY, END_SEQ, EMPTY] : [id, EMPTY, END_SEQ, EMPTY]);
+    } catch {
+      // The client went away (EHOSTUNREACH) or stopped reading (send timeout): abandon this replay.
+    }
+  }
+}
+
+/** The start seq of a well-formed request [identity, "", seq(8 B)], else null. */
+function parseReplayRequest(msg: Buffer[]): bigint | null {
+  if (msg.length !== 3 || msg[1]!.length !== 0 || msg[2]!.length !== 8) return null;
+  const start = decodeSeq(msg[2]!);
+  return start === END_OF_REPLAY_SEQ ? null : start;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());

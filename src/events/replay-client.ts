@@ -1,0 +1,77 @@
+/**
+ * One replay request over a fresh DEALER: send ["", start_seq], collect replies
+ * until the end marker. A fresh socket per request keeps a late answer to an
+ * abandoned request from being read as the answer to the next one.
+ */
+import * as zmq from 'zeromq';
+import { decodeBatch } from './codec.js';
+import { decodeSeq, encodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
+import type { KVEventBatch } from './types.js';
+
+export interface ReplayedBatch {
+  seq: bigint;
+  /** The topic frame of a current-shape reply; null for the legacy shape. */
+  topic: string | null;
+  batch: KVEventBatch;
+  payload: Buffer;
+}
+
+export interface ReplayResult {
+  /** `done`: end marker received. `timeout`: no answer (or the next frame) within the timeout. */
+  status: 'done' | 'timeout' | 'cancelled';
+  batches: ReplayedBatch[];
+  /** Reply frames that could not be read (wrong shape, bad seq, undecodable payload). */
+  malformed: number;
+}
+
+export interface ReplayRequestOptions {
+  /** Longest wait for the connection, the first reply, and between replies. */
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+type Reply = { end: true } | { end: false; item: ReplayedBatch } | null;
+
+/** Parses ["", topic, seq, payload] / ["", seq, payload]; the end marker has seq -1 and an empty last frame. */
+export function parseReplayReply(msg: Buffer[]): Reply {
+  if ((msg.length !== 3 && msg.length !== 4) || msg[0]!.length !== 0) return null;
+  const seqFrame = msg[msg.length - 2]!;
+  const payload = msg[msg.length - 1]!;
+  if (seqFrame.length !== 8) return null;
+  const seq = decodeSeq(seqFrame);
+  if (seq === END_OF_REPLAY_SEQ) return payload.length === 0 ? { end: true } : null;
+  try {
+    const batch = decodeBatch(payload);
+    const topic = msg.length === 4 ? msg[1]!.toString('utf8') : null;
+    return { end: false, item: { seq, topic, batch, payload } };
+  } catch {
+    return null;
+  }
+}
+
+export async function requestReplay(endpoint: string, from: bigint, opts: ReplayRequestOptions): Promise<ReplayResult> {
+  const result: ReplayResult = { status: 'timeout', batches: [], malformed: 0 };
+  if (opts.signal?.aborted) return { ...result, status: 'cancelled' };
+  const dealer = new zmq.Dealer({ linger: 0, sendTimeout: opts.timeoutMs, receiveTimeout: opts.timeoutMs });
+  const onAbort = () => dealer.close();
+  opts.signal?.addEventListener('abort', onAbort);
+  try {
+    dealer.connect(endpoint);
+    await dealer.send([EMPTY, encodeSeq(from)]);
+    for (;;) {
+      const reply = parseReplayReply(await dealer.receive());
+      if (reply === null) result.malformed++;
+      else if (reply.end) return { ...result, status: 'done' };
+      else result.batches.push(reply.item);
+    }
+  } catch {
+    // EAGAIN after the timeout, or the socket closed by an abort.
+    if (opts.signal?.aborted) result.status = 'cancelled';
+    return result;
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    if (!dealer.closed) dealer.close();
+  }
+}

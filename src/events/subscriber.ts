@@ -1,0 +1,395 @@
+/**
+ * One KV-event stream, per (endpoint, rank): SUB for the live stream, a DEALER
+ * replay client for what the SUB missed. Hands its consumer the batches in seq
+ * order, and a notice for everything that is not a plain next batch.
+ *
+ * Recovery rules (DESIGN.md): duplicates are dropped; a gap triggers a replay
+ * from last + 1 while live batches are held; a seq that goes back with new
+ * content is a publisher restart; a late join replays from 0; history that
+ * cannot be had is announced (history_missing) and the stream goes on.
+ */
+import * as zmq from 'zeromq';
+import { decodeBatch } from './codec.js';
+import { assertEndpoint, connectAddressFor } from './config.js';
+import { attach, yieldToLoop } from './endpoint.js';
+import { decodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
+import { requestReplay, type ReplayResult } from './replay-client.js';
+import type { KVEventBatch } from './types.js';
+
+export type HistoryMissingReason = 'buffer_exceeded' | 'no_replay_endpoint' | 'replay_timeout' | 'replay_malformed';
+
+export type StreamNotice =
+  | { notice: 'gap'; expected: bigint; got: bigint }
+  /** A replay finished: `batches` replayed batches were applied; `to` is the last seq applied. */
+  | { notice: 'replay'; from: bigint; to: bigint; batches: number }
+  | { notice: 'reset'; reason: 'restart'; lastSeq: bigint; seq: bigint }
+  | { notice: 'history_missing'; reason: HistoryMissingReason; from: bigint; resumedAt: bigint | null };
+
+export type StreamItem =
+  | { kind: 'batch'; seq: bigint; topic: string; batch: KVEventBatch; replayed: boolean }
+  | { kind: 'notice'; notice: StreamNotice };
+
+export interface StreamHealth {
+  endpoint: string;
+  replayEndpoint: string | null;
+  topic: string;
+  /** The applied history is known complete (from seq 0 or an AllBlocksCleared, nothing missing since). */
+  trusted: boolean;
+  lastSeq: bigint | null;
+  batches: number;
+  gaps: number;
+  replays: number;
+  resets: number;
+  historyMissing: number;
+  malformedFrames: number;
+  duplicates: number;
+  /** now − ts of the last live batch applied, when it was applied. */
+  lagMs: number | null;
+  connected: boolean;
+}
+
+export interface SubscriberOptions {
+  endpoint: string;
+  replayEndpoint?: string | null;
+  /** SUB prefix filter; '' takes every topic. */
+  topic?: string;
+  /** Replay from this seq at start, instead of waiting for the first live batch. */
+  fromSeq?: bigint | null;
+  /** Longest wait for the replay connection, the first reply, and between replies. Default 3000. */
+  replayTimeoutMs?: number;
+  /** Bind the SUB instead of connecting (for publishers that connect). Default: connect. */
+  bind?: boolean;
+  /** SUB receive high-water mark, in messages. Default 100000. */
+  hwm?: number;
+  /** Called synchronously, in order. An exception is logged, not propagated. */
+  onItem: (item: StreamItem) => void;
+}
+
+interface Item {
+  seq: bigint;
+  topic: string;
+  batch: KVEventBatch;
+  payload: Buffer;
+  replayed: boolean;
+}
+
+/** Applied payloads remembered to tell a duplicate (same bytes) from a restart (new bytes). */
+const RECENT = 1024;
+
+export class KVEventSubscriber {
+  private readonly endpoint: string;
+  private readonly replayEndpoint: string | null;
+  private readonly topic: string;
+  private readonly replayTimeoutMs: number;
+  private readonly onItem: (item: StreamItem) => void;
+  private readonly h = { batches: 0, gaps: 0, replays: 0, resets: 0, historyMissing: 0, malformedFrames: 0, duplicates: 0 };
+
+  private sub: zmq.Subscriber | null = null;
+  private connected = false;
+  private closed = false;
+  private abort = new AbortController();
+  private replayDone: Promise<void> = Promise.resolve();
+
+  /** Last applied seq; a base of from − 1 while waiting for `from`; null before anything is known. */
+  private last: bigint | null = null;
+  /** Live batches below this seq are ignored (set by fromSeq until the first apply). */
+  private floor: bigint | null = null;
+  private trusted = false;
+  private lagMs: number | null = null;
+  private readonly pending = new Map<bigint, Item>();
+  private readonly recent = new Map<bigint, Buffer>();
+  /** The latest batch ts applied since the last reset. */
+  private maxTs = -Infinity;
+  private replaying = false;
+  private held: Item[] = [];
+  private replayedApplied = 0;
+  /** Topic of the last live batch: legacy-shape replay replies carry none. */
+  private liveTopic: string;
+
+  constructor(private readonly opts: SubscriberOptions) {
+    this.endpoint = opts.endpoint;
+    this.replayEndpoint = opts.replayEndpoint ?? null;
+    this.topic = opts.topic ?? '';
+    this.liveTopic = this.topic;
+    this.replayTimeoutMs = opts.replayTimeoutMs ?? 3000;
+    this.onItem = opts.onItem;
+  }
+
+  /** Connects (or binds). Never waits for the peer; throws only for an invalid endpoint. */
+  async start(): Promise<void> {
+    if (this.sub) throw new Error('subscriber already started');
+    assertEndpoint(this.endpoint);
+    if (this.replayEndpoint !== null) assertEndpoint(this.replayEndpoint);
+    const sub = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: this.opts.hwm ?? 100_000 });
+    const up = () => (this.connected = true);
+    sub.events.on('connect', up);
+    sub.events.on('accept', up);
+    sub.events.on('disconnect', () => (this.connected = false));
+    sub.subscribe(this.topic);
+    try {
+      await attach(sub, this.opts.bind ? this.endpoint : connectAddressFor(this.endpoint), this.opts.bind ?? false);
+    } catch (err) {
+      sub.close();
+      throw err;
+    }
+    this.sub = sub;
+    const from = this.opts.fromSeq;
+    if (from !== undefined && from !== null) {
+      this.last = from - 1n;
+      this.floor = from;
+      if (this.replayEndpoint !== null) this.startReplay(from);
+    }
+    void this.receiveLoop(sub);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.abort.abort();
+    this.sub?.close();
+    await this.replayDone;
+  }
+
+  health(): StreamHealth {
+    return {
+      endpoint: this.endpoint,
+      replayEndpoint: this.replayEndpoint,
+      topic: this.topic,
+      trusted: this.trusted,
+      lastSeq: this.last !== null && this.last >= 0n && this.h.batches > 0 ? this.last : null,
+      ...this.h,
+      lagMs: this.lagMs,
+      connected: this.connected,
+    };
+  }
+
+  // ------------------------------------------------------------------ live stream
+
+  private async receiveLoop(sub: zmq.Subscriber): Promise<void> {
+    while (!sub.closed) {
+      let msg: Buffer[];
+      try {
+        msg = await sub.receive();
+      } catch {
+        if (sub.closed) return;
+        await yieldToLoop();
+        continue;
+      }
+      const item = this.parseLive(msg);
+      if (!item) {
+        this.h.malformedFrames++;
+        continue;
+      }
+      this.liveTopic = item.topic;
+      if (this.replaying) this.held.push(item);
+      else {
+        this.ingest(item);
+        this.recover(null);
+      }
+    }
+  }
+
+  private parseLive(msg: Buffer[]): Item | null {
+    if (msg.length !== 3 || msg[1]!.length !== 8) return null;
+    const seq = decodeSeq(msg[1]!);
+    if (seq === END_OF_REPLAY_SEQ) return null;
+    try {
+      return { seq, topic: msg[0]!.toString('utf8'), batch: decodeBatch(msg[2]!), payload: msg[2]!, replayed: false };
+    } catch {
+      return null;
+    }
+  }
+
+  // ------------------------------------------------------------------ ordering
+
+  /** Applies, drops, or parks one batch; never starts a replay (recover() does). */
+  private ingest(item: Item): void {
+    if (this.floor !== null && item.seq < this.floor) return;
+    if (this.last === null) {
+      if (item.seq === 0n) {
+        this.last = -1n;
+        this.apply(item);
+      } else this.pending.set(item.seq, item);
+      return;
+    }
+    if (item.seq === this.last + 1n) {
+      this.apply(item);
+      this.drainPending();
+    } else if (item.seq > this.last) {
+      if (this.pending.has(item.seq)) this.h.duplicates++;
+      else this.pending.set(item.seq, item);
+    } else if (this.isDuplicate(item)) {
+      this.h.duplicates++;
+    } else {
+      this.restart(item);
+    }
+  }
+
+  /**
+   * A seq at or below the last applied one: the same batch again, or a restarted publisher?
+   * Same bytes as applied = duplicate. Beyond the remembered window, a batch made after
+   * everything applied (later ts) can only come from a new publisher run.
+   */
+  private isDuplicate(item: Item): boolean {
+    const seen = this.recent.get(item.seq);
+    if (seen) return seen.equals(item.payload);
+    return item.batch.ts <= this.maxTs;
+  }
+
+  private restart(item: Item): void {
+    this.h.resets++;
+    this.emit({ notice: 'reset', reason: 'restart', lastSeq: this.last!, seq: item.seq });
+    this.last = null;
+    this.floor = null;
+    this.trusted = false;
+    this.pending.clear();
+    this.recent.clear();
+    this.maxTs = -Infinity;
+    this.ingest(item);
+  }
+
+  private apply(item: Item): void {
+    this.last = item.seq;
+    this.floor = null;
+    this.h.batches++;
+    if (item.seq === 0n || item.batch.events.some((e) => e.type === 'AllBlocksCleared')) this.trusted = true;
+    if (item.replayed) this.replayedApplied++;
+    else this.lagMs = Date.now() - item.batch.ts * 1000;
+    if (item.batch.ts > this.maxTs) this.maxTs = item.batch.ts;
+    this.recent.set(item.seq, item.payload);
+    if (this.recent.size > RECENT) this.recent.delete(this.recent.keys().next().value!);
+    this.emitItem({ kind: 'batch', seq: item.seq, topic: item.topic, batch: item.batch, replayed: item.replayed });
+  }
+
+  private drainPending(): void {
+    for (let next = this.pending.get(this.last! + 1n); next; next = this.pending.get(this.last! + 1n)) {
+      this.pending.delete(next.seq);
+      this.apply(next);
+    }
+  }
+
+  private minPending(): bigint | null {
+    let min: bigint | null = null;
+    for (const s of this.pending.keys()) if (min === null || s < min) min = s;
+    return min;
+  }
+
+  /** Skips to the lowest parked batch after announcing what is lost. */
+  private missing(reason: HistoryMissingReason, from: bigint, resumedAt: bigint | null): void {
+    this.h.historyMissing++;
+    this.trusted = false;
+    this.emit({ notice: 'history_missing', reason, from, resumedAt });
+    if (resumedAt !== null) {
+      this.last = resumedAt - 1n;
+      this.drainPending();
+    }
+  }
+
+  /**
+   * Deals with parked batches (a hole before them): replays, or announces what is lost.
+   * `after` describes the replay that just finished, to avoid asking again for what it lacked.
+   */
+  private recover(after: { from: bigint; lastSeq: bigint | null; result: ReplayResult } | null): void {
+    while (!this.replaying && !this.closed && this.pending.size > 0) {
+      const next = this.minPending()!;
+      if (this.last === null) {
+        // Late join (or a restart seen mid-stream): the history from 0 first.
+        this.last = -1n;
+        if (this.replayEndpoint === null) this.missing('no_replay_endpoint', 0n, next);
+        else this.startReplay(0n);
+        continue;
+      }
+      const want = this.last + 1n;
+      if (this.replayEndpoint === null) {
+        this.h.gaps++;
+        this.emit({ notice: 'gap', expected: want, got: next });
+        this.missing('no_replay_endpoint', want, next);
+      } else if (after && after.result.status !== 'done') {
+        this.missing('replay_timeout', want, next);
+      } else if (after && (after.lastSeq === null || want <= after.lastSeq)) {
+        // The replay that just ended should have had `want`: it is gone (or was unreadable).
+        const unreadable = after.result.malformed > 0 && after.lastSeq !== null && want >= after.from;
+        this.missing(unreadable ? 'replay_malformed' : 'buffer_exceeded', want, next);
+      } else {
+        this.h.gaps++;
+        this.emit({ notice: 'gap', expected: want, got: next });
+        this.startReplay(want);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ replay
+
+  /**
+   * Replays from `from`. When the batch before it is known, asks from there too: if the
+   * publisher's batch at that seq is not the one applied, the publisher restarted and
+   * its seq merely caught up with ours.
+   */
+  private startReplay(from: bigint): void {
+    this.replaying = true;
+    this.held = [];
+    const ask = from > 0n && this.recent.has(from - 1n) ? from - 1n : from;
+    this.replayDone = requestReplay(this.replayEndpoint!, ask, { timeoutMs: this.replayTimeoutMs, signal: this.abort.signal }).then(
+      (result) => {
+        if (!this.closed) this.finishReplay(from, result);
+      },
+      (err: unknown) => console.error(`kv-events subscriber: replay failed: ${(err as Error).message}`),
+    );
+  }
+
+  private finishReplay(from: bigint, result: ReplayResult): void {
+    this.replaying = false;
+    this.h.malformedFrames += result.malformed;
+    const anchor = result.batches[0];
+    if (anchor && anchor.seq === from - 1n && !this.recent.get(anchor.seq)?.equals(anchor.payload)) {
+      // Not the batch we applied at that seq: the publisher restarted.
+      this.restart(this.replayItem(anchor));
+      for (const b of result.batches.slice(1)) this.ingest(this.replayItem(b));
+      for (const item of this.takeHeld()) this.ingest(item);
+      this.recover(null);
+      return;
+    }
+    const replayed = result.batches.filter((b) => b.seq >= from);
+    const lastSeq = replayed.length ? replayed[replayed.length - 1]!.seq : null;
+
+    // The publisher's buffer starts after what we asked for: announce before applying.
+    if (result.status === 'done') {
+      let first = replayed[0]?.seq ?? null;
+      const p = this.minPending();
+      if (p !== null && (first === null || p < first)) first = p;
+      if (first !== null && first > from) this.missing('buffer_exceeded', from, first);
+    }
+    const before = this.replayedApplied;
+    for (const b of replayed) this.ingest(this.replayItem(b));
+    if (result.status === 'done') {
+      this.h.replays++;
+      this.emit({ notice: 'replay', from, to: this.last ?? from - 1n, batches: this.replayedApplied - before });
+    }
+    for (const item of this.takeHeld()) this.ingest(item);
+    this.recover({ from, lastSeq, result });
+  }
+
+  private takeHeld(): Item[] {
+    const held = this.held;
+    this.held = [];
+    return held;
+  }
+
+  private replayItem(b: { seq: bigint; topic: string | null; batch: KVEventBatch; payload: Buffer }): Item {
+    return { seq: b.seq, topic: b.topic ?? this.liveTopic, batch: b.batch, payload: b.payload, replayed: true };
+  }
+
+  // ------------------------------------------------------------------ output
+
+  private emit(notice: StreamNotice): void {
+    this.emitItem({ kind: 'notice', notice });
+  }
+
+  private emitItem(item: StreamItem): void {
+    try {
+      this.onItem(item);
+    } catch (err) {
+      console.error(`kv-events subscriber: onItem threw: ${(err as Error).stack ?? err}`);
+    }
+  }
+}

@@ -1,0 +1,308 @@
+import type { BlockRemoved, BlockStored, KVEventBatch } from '../events/types.js';
+import { chainKey, engineKey, loraKey, ROOT_HI, ROOT_LO } from './hash.js';
+import { ExpiryQueue } from './expiry-queue.js';
+import { K_HI, K_LO, NodeStore } from './node-store.js';
+import { SourceState, type SourceId } from './source-state.js';
+import { dumpSource, type SourceDump } from './dump.js';
+import { PromptWalker } from './walk.js';
+
+export type { SourceId } from './source-state.js';
+export type { SourceDump, DumpNode } from './dump.js';
+
+/** A LoRA adapter as the events name it: `lora_name`, else `lora_id`; null for the base model. */
+export type LoraRef = string | number | null;
+
+export interface PrefixIndexOptions {
+  /** How long a provisional mark counts (default 5000 ms). */
+  provisionalTtlMs?: number;
+  /** Monotonic clock in ms (default performance.now); tests inject their own. */
+  now?: () => number;
+}
+
+export interface SourceMatch {
+  /** Leading prompt tokens this source holds, in full blocks of its block size. */
+  matchedTokens: number;
+  /**
+   * The same tokens split by the fastest tier holding each block: medium names
+   * as the events give them (null is `GPU`), plus `provisional` for blocks held
+   * only by a provisional mark. Only non-zero tiers appear; the values sum to matchedTokens.
+   */
+  byMedium: Record<string, number>;
+}
+
+export interface SourceStats {
+  /** Engine blocks held (distinct engine hashes, any medium). */
+  blocks: number;
+  /** Distinct token-keyed nodes held for real. */
+  nodes: number;
+  /** BlockStored events skipped because their parent hash was unknown. */
+  unknownParent: number;
+  /** Removals of a hash (in that medium) the source did not hold. */
+  unknownRemoval: number;
+  /** BlockStored events skipped as malformed: token count != hashes x block_size, block size change while holding blocks, > 32 media. */
+  invalid: number;
+  provisionalBlocks: number;
+  blockSize: number | null;
+}
+
+export const PROVISIONAL = 'provisional';
+const MAX_MEDIA = 32;
+
+/**
+ * Per-source prefix trees over one shared store of token-keyed block nodes.
+ * A node's key chains its parent's key, so the path from the root is implicit
+ * in the key: walking a prompt is computing successive keys and looking them up.
+ */
+export class PrefixIndex {
+  private readonly nodes = new NodeStore();
+  private readonly bySource = new Map<SourceId, SourceState>();
+  private readonly slots: (SourceState | undefined)[] = [];
+  private readonly mediumNames: string[] = ['GPU', 'CPU', 'DISK'];
+  private readonly mediumIds = new Map<string, number>(this.mediumNames.map((n, i) => [n, i]));
+  private readonly queue = new ExpiryQueue();
+  private readonly ttl: number;
+  private readonly now: () => number;
+  private groups: Map<number, Uint32Array> | null = null;
+  private readonly walker = new PromptWalker(this.nodes);
+  private readonly key = new Uint32Array(2);
+  private readonly ekey = new Uint32Array(2);
+  private counts = new Float64Array(0);
+
+  constructor(opts: PrefixIndexOptions = {}) {
+    this.ttl = opts.provisionalTtlMs ?? 5000;
+    this.now = opts.now ?? (() => performance.now());
+    this.nodes.ensureMedia(2);
+  }
+
+  applyBatch(source: SourceId, batch: KVEventBatch): void {
+    this.expire();
+    const s = this.ensureSource(source);
+    for (const ev of batch.events) {
+      if (ev.type === 'BlockStored') this.store(s, ev);
+      else if (ev.type === 'BlockRemoved') this.remove(s, ev);
+      else if (ev.type === 'AllBlocksCleared') this.clearBlocks(s);
+    }
+  }
+
+  /** Forgets everything the source holds (worker restart, history lost); keeps the source and its counters. */
+  clearSource(source: SourceId): void {
+    const s = this.bySource.get(source);
+    if (s === undefined) return;
+    this.clearBlocks(s);
+    this.setBlockSize(s, null);
+  }
+
+  removeSource(source: SourceId): void {
+    const s = this.bySource.get(source);
+    if (s === undefined) return;
+    this.clearBlocks(s);
+    this.bySource.delete(source);
+    this.slots[s.slot] = undefined;
+    this.groups = null;
+  }
+
+  sources(): SourceId[] {
+    return [...this.bySource.keys()];
+  }
+
+  /** One walk of the prompt per block size: matched leading tokens for every source. */
+  match(tokenIds: ArrayLike<number>, opts: { lora?: LoraRef } = {}): Map<SourceId, SourceMatch> {
+    this.expire();
+    const M = this.nodes.media;
+    const K = M + 1; // media, then provisional
+    const nSlots = this.slots.length;
+    if (this.counts.length < nSlots * K) this.counts = new Float64Array(nSlots * K * 2);
+    this.counts.fill(0, 0, nSlots * K);
+    const lora = loraKey(opts.lora ?? null);
+    for (const [bs, members] of this.blockSizeGroups()) this.walker.walk(tokenIds, bs, members, lora, this.counts);
+
+    const counts = this.counts;
+    const out = new Map<SourceId, SourceMatch>();
+    for (const s of this.bySource.values()) {
+      const byMedium: Record<string, number> = {};
+      let matchedTokens = 0;
+      for (let m = 0; m < K; m++) {
+        const c = counts[s.slot * K + m];
+        if (c === 0) continue;
+        byMedium[m < M ? this.mediumNames[m] : PROVISIONAL] = c;
+        matchedTokens += c;
+      }
+      out.set(s.id, { matchedTokens, byMedium });
+    }
+    return out;
+  }
+
+  /**
+   * Counts the prompt's full blocks (of the source's block size once known,
+   * else `blockSize`) as held by the source until the TTL passes or real events
+   * arrive. Blocks it already holds for real are left alone.
+   */
+  markProvisional(source: SourceId, tokenIds: ArrayLike<number>, blockSize: number, lora: LoraRef = null): void {
+    if (!Number.isInteger(blockSize) || blockSize <= 0) throw new RangeError(`invalid block size ${blockSize}`);
+    this.expire();
+    const s = this.ensureSource(source);
+    if (s.blockSize === null) this.setBlockSize(s, blockSize);
+    const bs = s.blockSize as number;
+    const { lo: lLo, hi: lHi } = loraKey(lora);
+    const expiry = this.now() + this.ttl;
+    const key = this.key;
+    let pLo = ROOT_LO;
+    let pHi = ROOT_HI;
+    const nBlocks = Math.floor(tokenIds.length / bs);
+    for (let b = 0; b < nBlocks; b++) {
+      chainKey(pLo, pHi, lLo, lHi, tokenIds, b * bs, bs, key);
+      const lo = key[0];
+      const hi = key[1];
+      let n = this.nodes.find(lo, hi);
+      if (n < 0) n = this.nodes.add(lo, hi, pLo, pHi);
+      if (s.markProvisional(n, expiry)) this.queue.push(s.slot, n, expiry);
+      pLo = lo;
+      pHi = hi;
+    }
+  }
+
+  stats(source: SourceId): SourceStats {
+    this.expire();
+    const s = this.bySource.get(source);
+    if (s === undefined) {
+      return { blocks: 0, nodes: 0, unknownParent: 0, unknownRemoval: 0, invalid: 0, provisionalBlocks: 0, blockSize: null };
+    }
+    return {
+      blocks: s.blocks,
+      nodes: s.realNodes,
+      unknownParent: s.unknownParent,
+      unknownRemoval: s.unknownRemoval,
+      invalid: s.invalid,
+      provisionalBlocks: s.prov.size,
+      blockSize: s.blockSize,
+    };
+  }
+
+  /** One source's tree as JSON, for debugging; null for an unknown source. */
+  dump(source: SourceId): SourceDump | null {
+    this.expire();
+    const s = this.bySource.get(source);
+    return s === undefined ? null : dumpSource(s, this.nodes, this.mediumNames);
+  }
+
+  /** Live nodes across all sources (a node shared by several sources counts once). */
+  totalNodes(): number {
+    this.expire();
+    return this.nodes.live;
+  }
+
+  private store(s: SourceState, ev: BlockStored): void {
+    const bs = ev.block_size;
+    const hashes = ev.block_hashes;
+    const tokens = ev.token_ids;
+    if (!Number.isInteger(bs) || bs <= 0 || tokens.length !== hashes.length * bs) {
+      s.invalid++;
+      return;
+    }
+    if (s.blockSize !== bs) {
+      if (s.blockSize !== null && s.blocks !== 0) {
+        s.invalid++;
+        return;
+      }
+      s.clearProvisional();
+      this.setBlockSize(s, bs);
+    }
+    const m = this.mediumId(ev.medium);
+    if (m < 0) {
+      s.invalid++;
+      return;
+    }
+    const ns = this.nodes;
+    const ek = this.ekey;
+    let pLo = ROOT_LO;
+    let pHi = ROOT_HI;
+    if (ev.parent_block_hash != null) {
+      engineKey(ev.parent_block_hash, ek);
+      const p = s.nodeOf(ek[0], ek[1]);
+      if (p < 0) {
+        s.unknownParent++;
+        return;
+      }
+      pLo = ns.rec[p * ns.stride + K_LO];
+      pHi = ns.rec[p * ns.stride + K_HI];
+    }
+    const { lo: lLo, hi: lHi } = loraKey(ev.lora_name ?? ev.lora_id ?? null);
+    const key = this.key;
+    for (let j = 0; j < hashes.length; j++) {
+      chainKey(pLo, pHi, lLo, lHi, tokens, j * bs, bs, key);
+      const lo = key[0];
+      const hi = key[1];
+      let n = ns.find(lo, hi);
+      if (n < 0) n = ns.add(lo, hi, pLo, pHi);
+      engineKey(hashes[j], ek);
+      s.store(ek[0], ek[1], n, m);
+      pLo = lo;
+      pHi = hi;
+    }
+  }
+
+  private remove(s: SourceState, ev: BlockRemoved): void {
+    const m = this.mediumIds.get(ev.medium ?? 'GPU');
+    const ek = this.ekey;
+    for (const h of ev.block_hashes) {
+      engineKey(h, ek);
+      if (m === undefined || m >= this.nodes.media || !s.remove(ek[0], ek[1], m)) s.unknownRemoval++;
+    }
+  }
+
+  private clearBlocks(s: SourceState): void {
+    s.clearReal();
+    s.clearProvisional();
+  }
+
+  private mediumId(medium: string | null): number {
+    const name = medium ?? 'GPU';
+    let m = this.mediumIds.get(name);
+    if (m === undefined) {
+      if (this.mediumNames.length >= MAX_MEDIA) return -1;
+      m = this.mediumNames.length;
+      this.mediumNames.push(name);
+      this.mediumIds.set(name, m);
+    }
+    this.nodes.ensureMedia(m + 1);
+    return m;
+  }
+
+  private ensureSource(id: SourceId): SourceState {
+    let s = this.bySource.get(id);
+    if (s !== undefined) return s;
+    let slot = this.slots.indexOf(undefined);
+    if (slot < 0) slot = this.slots.length;
+    this.nodes.ensureWords((slot >>> 5) + 1);
+    s = new SourceState(id, slot, this.nodes);
+    this.slots[slot] = s;
+    this.bySource.set(id, s);
+    this.groups = null;
+    return s;
+  }
+
+  private setBlockSize(s: SourceState, bs: number | null): void {
+    if (s.blockSize === bs) return;
+    s.blockSize = bs;
+    this.groups = null;
+  }
+
+  /** Block size -> membership words of the sources using it. */
+  private blockSizeGroups(): Map<number, Uint32Array> {
+    if (this.groups !== null) return this.groups;
+    const groups = new Map<number, Uint32Array>();
+    for (const s of this.bySource.values()) {
+      if (s.blockSize === null) continue;
+      let g = groups.get(s.blockSize);
+      if (g === undefined) groups.set(s.blockSize, (g = new Uint32Array(this.nodes.words)));
+      g[s.word] |= s.bit;
+    }
+    this.groups = groups;
+    return groups;
+  }
+
+  private expire(): void {
+    if (this.queue.size === 0) return;
+    this.queue.popExpired(this.now(), (slot, node, expiry) => this.slots[slot]?.expireProvisional(node, expiry));
+  }
+}

@@ -1,0 +1,2 @@
+export { PushQueue, PullQueue } from './queue.js';
+export { ipcEndpoint, ipcPath, removeIpcFile } from './ipc.js';

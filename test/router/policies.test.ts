@@ -1,0 +1,230 @@
+// Routing policies alone, on a real PrefixIndex fed with event batches: no sockets, no HTTP.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PrefixIndex } from '../../src/index/index.js';
+import type { KVEventBatch } from '../../src/events/types.js';
+import { CacheAwarePolicy } from '../../router/policies/cache-aware.js';
+import { RoundRobinPolicy } from '../../router/policies/round-robin.js';
+import { RandomPolicy } from '../../router/policies/random.js';
+import { LeastLoadPolicy } from '../../router/policies/least-load.js';
+import { ApproxTreePolicy } from '../../router/policies/approx-tree.js';
+import type { Candidate, CostWeights, RouteRequest } from '../../router/policies/policy.js';
+import { sortByCost } from '../../router/policies/policy.js';
+import { LoadTracker } from '../../router/load.js';
+
+const BS = 16;
+const W: CostWeights = { prefill_weight: 1, queued_prefill_weight: 1, decode_weight: 32, tie_tolerance: 0 };
+
+function seq(n: number, base: number): number[] {
+  return Array.from({ length: n }, (_, i) => base + i);
+}
+
+let nextHash = 1n;
+/** A batch storing `tokens` (full blocks) as one chain from the root. */
+function storeBatch(tokens: number[]): KVEventBatch {
+  const blocks = Math.floor(tokens.length / BS);
+  const hashes = Array.from({ length: blocks }, () => (nextHash++) + (1n << 63n));
+  return {
+    ts: Date.now() / 1000,
+    dp_rank: 0,
+    events: [{ type: 'BlockStored', block_hashes: hashes, parent_block_hash: null, token_ids: tokens.slice(0, blocks * BS), block_size: BS, lora_id: null, medium: 'GPU', lora_name: null }],
+  };
+}
+
+function cand(workerId: string, load = new LoadTracker(), trusted = true): Candidate {
+  const source = `${workerId}:0`;
+  return { workerId, rank: 0, source, trusted, blockSize: BS, tokenizerKey: 'default', load: load.get(source) };
+}
+
+const req = (tokens: number[]): RouteRequest => ({ tokensFor: () => tokens, lora: null });
+
+test('cache_aware: the worker holding the long prefix wins, cost terms explain why', () => {
+  const index = new PrefixIndex({ provisionalTtlMs: 1000 });
+  const prefix = seq(1024, 1000);
+  index.applyBatch('a:0', storeBatch(prefix));
+  index.applyBatch('b:0', storeBatch(seq(512, 90000)));
+  const p = new CacheAwarePolicy(index, W);
+  const prompt = [...prefix, ...seq(40, 5)];
+  const ranked = p.rank(req(prompt), [cand('b'), cand('a')]);
+  assert.equal(ranked[0]!.candidate.workerId, 'a');
+  assert.equal(ranked[0]!.matchedTokens, 1024);
+  assert.equal(ranked[0]!.terms.prefill, prompt.length - 1024);
+  assert.equal(ranked[1]!.matchedTokens, 0);
+  assert.equal(ranked[1]!.cost, prompt.length);
+});
+
+test('cache_aware: an untrusted stream counts as zero cached tokens', () => {
+  const index = new PrefixIndex();
+  const prefix = seq(1024, 1000);
+  index.applyBatch('a:0', storeBatch(prefix));
+  const p = new CacheAwarePolicy(index, W, () => 0.5);
+  const ranked = p.rank(req(prefix), [cand('a', undefined, false), cand('b')]);
+  const a = ranked.find((s) => s.candidate.workerId === 'a')!;
+  assert.equal(a.indexMatchedTokens, 1024);
+  assert.equal(a.matchedTokens, 0);
+  assert.equal(a.cost, 1024);
+});
+
+test('cache_aware: a busy worker stops attracting requests even when it holds the prefix', () => {
+  const index = new PrefixIndex();
+  const prefix = seq(2048, 1000);
+  index.applyBatch('a:0', storeBatch(prefix));
+  const load = new LoadTracker();
+  const p = new CacheAwarePolicy(index, W);
+  const prompt = [...prefix, ...seq(64, 1)];
+  assert.equal(p.rank(req(prompt), [cand('a', load), cand('b', load)])[0]!.candidate.workerId, 'a');
+  // Queue 3000 prefill tokens on a: now b (2112 to compute, idle) is cheaper than a (64 + 3000 + decode).
+  load.start('a:0', 3000);
+  const ranked = p.rank(req(prompt), [cand('a', load), cand('b', load)]);
+  assert.equal(ranked[0]!.candidate.workerId, 'b');
+  assert.equal(ranked[1]!.terms.queued_prefill, 3000);
+  assert.equal(ranked[1]!.terms.decode, 32);
+});
+
+test('cache_aware: decode load alone also pushes requests away', () => {
+  const index = new PrefixIndex();
+  const prefix = seq(256, 1000);
+  index.applyBatch('a:0', storeBatch(prefix));
+  const load = new LoadTracker();
+  for (let i = 0; i < 10; i++) load.start('a:0', 0).prefillDone(); // 10 decoding requests
+  const p = new CacheAwarePolicy(index, W);
+  const ranked = p.rank(req(prefix), [cand('a', load), cand('b', load)]);
+  // a: 0 prefill + 320 decode > b: 256 prefill.
+  assert.equal(ranked[0]!.candidate.workerId, 'b');
+});
+
+test('cache_aware: provisional marks keep a burst of siblings together, then expire', () => {
+  let now = 1_000_000;
+  const index = new PrefixIndex({ provisionalTtlMs: 2000, now: () => now });
+  const p = new CacheAwarePolicy(index, W);
+  const prefix = seq(1024, 7);
+  const first = p.rank(req([...prefix, 1, 2, 3]), [cand('a'), cand('b'), cand('c')])[0]!.candidate;
+  p.routed(req([...prefix, 1, 2, 3]), first);
+  for (let i = 0; i < 20; i++) {
+    const r = req([...prefix, ...seq(32, 100 * i)]);
+    const pick = p.rank(r, [cand('a'), cand('b'), cand('c')])[0]!;
+    assert.equal(pick.candidate.workerId, first.workerId);
+    assert.equal(pick.matchedTokens, 1024);
+    assert.equal(pick.byMedium?.provisional, 1024);
+  }
+  now += 2500;
+  const after = p.rank(req(prefix), [cand('a'), cand('b'), cand('c')]);
+  assert.ok(after.every((s) => s.matchedTokens === 0));
+});
+
+test('cache_aware: provisional marks count on a fresh (not yet trusted) stream, real blocks do not', () => {
+  const index = new PrefixIndex();
+  const p = new CacheAwarePolicy(index, W);
+  const prefix = seq(512, 7);
+  p.routed(req(prefix), cand('a', undefined, false));
+  const a = p.rank(req(prefix), [cand('a', undefined, false), cand('b')]).find((s) => s.candidate.workerId === 'a')!;
+  assert.equal(a.matchedTokens, 512);
+});
+
+test('cache_aware: ties spread load (fewest in flight first, then random)', () => {
+  const index = new PrefixIndex();
+  const load = new LoadTracker();
+  const p = new CacheAwarePolicy(index, { ...W, decode_weight: 0 });
+  load.start('a:0', 0);
+  const prompt = seq(100, 1);
+  for (let i = 0; i < 10; i++) assert.equal(p.rank(req(prompt), [cand('a', load), cand('b', load)])[0]!.candidate.workerId, 'b');
+  // Equal everything: random choice covers both.
+  const seen = new Set<string>();
+  for (let i = 0; i < 50; i++) seen.add(p.rank(req(prompt), [cand('c'), cand('d')])[0]!.candidate.workerId);
+  assert.deepEqual([...seen].sort(), ['c', 'd']);
+});
+
+test('sortByCost: tolerance band groups near-equal costs', () => {
+  const load = new LoadTracker();
+  load.start('a:0', 0);
+  const mk = (id: string, cost: number) => ({ candidate: cand(id, load), matchedTokens: 0, indexMatchedTokens: 0, promptTokens: 0, terms: {}, cost });
+  const out = sortByCost([mk('a', 100), mk('b', 105), mk('c', 300)], 10, () => 0.5);
+  assert.deepEqual(out.map((s) => s.candidate.workerId), ['b', 'a', 'c']);
+});
+
+test('round_robin: rotates over candidates in a stable order', () => {
+  const p = new RoundRobinPolicy();
+  const picks = Array.from({ length: 6 }, () => p.rank(req([1]), [cand('b'), cand('a'), cand('c')])[0]!.candidate.workerId);
+  assert.deepEqual(picks, ['a', 'b', 'c', 'a', 'b', 'c']);
+  assert.equal(p.rank(req([1]), [cand('a'), cand('b')]).length, 2);
+});
+
+test('random: uses every candidate, ranks them all', () => {
+  const p = new RandomPolicy();
+  const seen = new Map<string, number>();
+  for (let i = 0; i < 300; i++) {
+    const r = p.rank(req([1]), [cand('a'), cand('b'), cand('c')]);
+    assert.equal(r.length, 3);
+    seen.set(r[0]!.candidate.workerId, (seen.get(r[0]!.candidate.workerId) ?? 0) + 1);
+  }
+  for (const id of ['a', 'b', 'c']) assert.ok((seen.get(id) ?? 0) > 50, `${id} picked ${seen.get(id)}`);
+});
+
+test('least_load: ignores cache, follows queued prefill and in-flight requests', () => {
+  const load = new LoadTracker();
+  const p = new LeastLoadPolicy(W);
+  const t = load.start('a:0', 500);
+  assert.equal(p.rank(req(seq(100, 1)), [cand('a', load), cand('b', load)])[0]!.candidate.workerId, 'b');
+  t.prefillDone();
+  t.finish();
+  load.start('b:0', 10);
+  assert.equal(p.rank(req(seq(100, 1)), [cand('a', load), cand('b', load)])[0]!.candidate.workerId, 'a');
+});
+
+test('approx_tree: learns only from its own decisions', () => {
+  const p = new ApproxTreePolicy(W, { max_blocks_per_worker: 1000, ttl_ms: 0, block_size: BS });
+  const prefix = seq(640, 3);
+  const first = p.rank(req(prefix), [cand('a'), cand('b')]);
+  assert.ok(first.every((s) => s.matchedTokens === 0));
+  p.routed(req([...prefix, 1, 2]), cand('b'));
+  const r = p.rank(req([...prefix, ...seq(40, 9)]), [cand('a'), cand('b')]);
+  assert.equal(r[0]!.candidate.workerId, 'b');
+  assert.equal(r[0]!.matchedTokens, 640);
+  assert.equal(p.size('b:0'), 40);
+  p.forget('b:0');
+  assert.equal(p.size('b:0'), 0);
+});
+
+test('approx_tree: bounded memory evicts leaves before their prefixes', () => {
+  const p = new ApproxTreePolicy(W, { max_blocks_per_worker: 50, ttl_ms: 0, block_size: BS });
+  const shared = seq(320, 3); // 20 blocks
+  for (let i = 0; i < 10; i++) p.routed(req([...shared, ...seq(160, 10_000 * (i + 1))]), cand('a'));
+  assert.ok(p.size('a:0') <= 50);
+  assert.equal(p.rank(req(shared), [cand('a')])[0]!.matchedTokens, 320);
+});
+
+test('LoadTracker: tickets are idempotent and balance out', () => {
+  const l = new LoadTracker();
+  const t1 = l.start('w:0', 100);
+  const t2 = l.start('w:0', 50);
+  assert.deepEqual(l.get('w:0'), { inFlight: 2, pendingPrefillTokens: 150, activeDecodes: 0 });
+  t1.prefillDone();
+  t1.prefillDone();
+  assert.deepEqual(l.get('w:0'), { inFlight: 2, pendingPrefillTokens: 50, activeDecodes: 1 });
+  t1.finish();
+  t1.finish();
+  t2.finish();
+  t2.prefillDone();
+  assert.deepEqual(l.get('w:0'), { inFlight: 0, pendingPrefillTokens: 0, activeDecodes: 0 });
+  l.report('w:0', { running: 5, waiting: 2, pendingPrefillTokens: 900 });
+  assert.deepEqual(l.effective('w:0'), { inFlight: 7, pendingPrefillTokens: 900, activeDecodes: 5 });
+});
+
+test('cache_aware: queued prefill computing a provisional prefix is shared work, so siblings follow it', () => {
+  const index = new PrefixIndex({ provisionalTtlMs: 5000 });
+  const load = new LoadTracker();
+  const p = new CacheAwarePolicy(index, W);
+  const prefix = seq(1024, 50);
+  const first = [...prefix, 1, 2, 3];
+  const pick = p.rank(req(first), [cand('a', load), cand('b', load)])[0]!.candidate;
+  p.routed(req(first), pick);
+  load.start(pick.source, first.length); // its whole prefill is queued there
+  for (let i = 0; i < 5; i++) {
+    const sib = [...prefix, ...seq(16, 7000 + 100 * i)];
+    const r = p.rank(req(sib), [cand('a', load), cand('b', load)]);
+    assert.equal(r[0]!.candidate.workerId, pick.workerId);
+    assert.equal(r[0]!.terms.queued_prefill, load.get(pick.source).pendingPrefillTokens - 1024);
+    p.routed(req(sib), r[0]!.candidate);
+    load.start(pick.source, 16);
+  }
+});

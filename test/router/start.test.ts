@@ -1,0 +1,53 @@
+// `npm start` (scripts/start.ts): router + workers as child processes, healthy, served, and gone after Ctrl-C.
+// Runs with --engine sim to stay quick; `npm start` itself uses onnx.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { freePort, root, waitUntil, workerAvailable } from './helpers.js';
+
+const script = fileURLToPath(new URL('../../scripts/start.ts', import.meta.url));
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+test('npm start: launches, prints the URL and a curl example, serves, stops everything on SIGINT', { skip: workerAvailable() ? false : 'no kv-worker', timeout: 110_000 }, async () => {
+  const port = await freePort();
+  const p = spawn(process.execPath, ['--import', 'tsx', script, '--engine', 'sim', '--port', String(port)], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout.on('data', (d) => (out += d));
+  p.stderr.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
+  try {
+    await waitUntil('startup banner', 90_000, () => out.includes('kv-router is up') || p.exitCode !== null, 200);
+    assert.match(out, new RegExp(`kv-router is up: http://127.0.0.1:${port}`), out);
+    assert.match(out, /curl -s http:\/\/127\.0\.0\.1:\d+\/v1\/chat\/completions/);
+    const pids = [...out.matchAll(/engine sim, .*pid (\d+)\)/g)].map((m) => Number(m[1]));
+    assert.equal(pids.length, 2, out);
+    const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 4 }),
+    });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('x-kv-router-worker')!, /^worker-[01]$/);
+    const workers = (await (await fetch(`http://127.0.0.1:${port}/workers`)).json()) as { workers: { state: string; ranks: { events: { connected: boolean } }[] }[] };
+    assert.deepEqual(workers.workers.map((w) => w.state), ['healthy', 'healthy']);
+    p.kill('SIGINT');
+    assert.equal(await exited, 0);
+    assert.match(out, /\[start\] stopped/);
+    for (const pid of pids) assert.equal(alive(pid), false, `worker ${pid} still running`);
+    const left = readdirSync(tmpdir()).filter((f) => pids.some((pid) => f.includes(`-${pid}-`)));
+    assert.deepEqual(left, [], 'ipc files left behind');
+    await assert.rejects(fetch(`http://127.0.0.1:${port}/health`));
+  } finally {
+    p.kill('SIGKILL');
+  }
+});

@@ -1,0 +1,217 @@
+/** The HTTP API and the three-process pipeline end to end, on the sim engine. */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Tokenizer } from '../../src/tokenizer/index.js';
+import { parseSSE, pidAlive, startWorker, waitFor, type WorkerProc } from './helpers.js';
+
+let w: WorkerProc;
+let tok: Tokenizer;
+
+before(async () => {
+  [w, tok] = await Promise.all([
+    startWorker(['--engine', 'sim', '--num-blocks', '512', '--max-batch', '8', '--max-waiting', '8', '--decode-step-ms', '1']),
+    Tokenizer.loadDefault(),
+  ]);
+});
+after(async () => {
+  await w?.stop('SIGKILL');
+});
+
+const PROMPT = 'The quick brown fox jumps over the lazy dog. Le cœur a ses raisons — 世界, 🙂!';
+
+async function complete(body: object) {
+  return w.json('/v1/completions', { prompt: PROMPT, max_tokens: 24, seed: 3, ...body });
+}
+
+async function stream(path: string, body: object) {
+  const r = await w.post(path, { ...body, stream: true });
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get('content-type')!, /text\/event-stream/);
+  return parseSSE(await r.text());
+}
+
+describe('kv-worker HTTP API (sim engine)', () => {
+  it('serves /health, /v1/models and /load', async () => {
+    assert.deepEqual(await w.json('/health'), { status: 'ok' });
+    const models = await w.json('/v1/models');
+    assert.equal(models.object, 'list');
+    assert.equal(models.data[0].id, 'kv-router-sim');
+    const load = await w.json('/load');
+    assert.deepEqual(Object.keys(load).sort(), ['cache_usage', 'cached_blocks', 'free_blocks', 'num_blocks', 'pending_prefill_tokens', 'running', 'waiting']);
+    assert.equal(load.num_blocks, 512);
+  });
+
+  it('completes a text prompt with usage, and reports cached tokens when it repeats', async () => {
+    await w.json('/flush_cache', {});
+    const a = await complete({});
+    assert.equal(a.object, 'text_completion');
+    assert.match(a.id, /^cmpl-/);
+    assert.equal(a.choices[0].finish_reason, 'length');
+    assert.ok(a.choices[0].text.length > 0);
+    const n = tok.encode(PROMPT).length;
+    assert.deepEqual(a.usage, { prompt_tokens: n, completion_tokens: 24, total_tokens: n + 24, prompt_tokens_details: { cached_tokens: 0 } });
+    const b = await complete({});
+    assert.equal(b.choices[0].text, a.choices[0].text, 'same seed, same text, cache or not');
+    assert.equal(b.usage.prompt_tokens_details.cached_tokens, Math.floor((n - 1) / 16) * 16);
+    assert.ok(b.usage.prompt_tokens_details.cached_tokens > 0);
+  });
+
+  it('accepts a prompt as token ids', async () => {
+    const ids = tok.encode(PROMPT);
+    const a = await w.json('/v1/completions', { prompt: ids, max_tokens: 24, seed: 3 });
+    const b = await complete({});
+    assert.equal(a.choices[0].text, b.choices[0].text);
+    assert.equal(a.usage.prompt_tokens, ids.length);
+    const c = await w.json('/v1/completions', { prompt: [ids], max_tokens: 2 });
+    assert.equal(c.usage.prompt_tokens, ids.length);
+  });
+
+  it('streams SSE ending in [DONE], with a final usage chunk, equal to the whole answer', async () => {
+    const whole = await complete({});
+    const s = await stream('/v1/completions', { prompt: PROMPT, max_tokens: 24, seed: 3, stream_options: { include_usage: true } });
+    assert.ok(s.done);
+    const usageChunk = s.events.at(-1);
+    assert.deepEqual(usageChunk.choices, []);
+    assert.equal(usageChunk.usage.completion_tokens, 24);
+    const chunks = s.events.slice(0, -1);
+    assert.ok(chunks.length > 2);
+    for (const c of chunks) assert.equal(c.usage, null);
+    assert.equal(chunks.at(-1).choices[0].finish_reason, 'length');
+    assert.equal(chunks.map((c) => c.choices[0].text).join(''), whole.choices[0].text);
+    const plain = await stream('/v1/completions', { prompt: PROMPT, max_tokens: 4 });
+    assert.ok(plain.done);
+    assert.ok(plain.events.every((c) => !('usage' in c)), 'no usage without include_usage');
+  });
+
+  it('chat completions, whole and streamed, through the chat template', async () => {
+    const messages = [{ role: 'user', content: 'Say hi in 世界 style' }];
+    const a = await w.json('/v1/chat/completions', { messages, max_tokens: 12, seed: 9 });
+    assert.equal(a.object, 'chat.completion');
+    assert.equal(a.choices[0].message.role, 'assistant');
+    const templ = tok.encode(tok.applyChatTemplate(messages), { addSpecialTokens: false }).length;
+    assert.equal(a.usage.prompt_tokens, templ);
+    const s = await stream('/v1/chat/completions', { messages, max_tokens: 12, seed: 9 });
+    assert.ok(s.done);
+    assert.deepEqual(s.events[0].choices[0].delta, { role: 'assistant', content: '' });
+    assert.equal(s.events[0].object, 'chat.completion.chunk');
+    assert.equal(s.events.map((e) => e.choices[0].delta.content ?? '').join(''), a.choices[0].message.content);
+    assert.equal(s.events.at(-1).choices[0].finish_reason, 'length');
+  });
+
+  it('runs concurrent requests in one batch with the same results as alone', async () => {
+    const prompts = Array.from({ length: 12 }, (_, i) => `${PROMPT} request number ${i}`);
+    const alone = [];
+    for (const p of prompts.slice(0, 3)) alone.push(await w.json('/v1/completions', { prompt: p, max_tokens: 40, seed: 1 }));
+    const together = await Promise.all(prompts.map((p, i) => (i % 2 ? stream('/v1/completions', { prompt: p, max_tokens: 40, seed: 1 }) : w.json('/v1/completions', { prompt: p, max_tokens: 40, seed: 1 }))));
+    const text = (r: any) => ('events' in r ? r.events.map((e: any) => e.choices[0].text).join('') : r.choices[0].text);
+    for (let i = 0; i < 3; i++) assert.equal(text(together[i]), alone[i].choices[0].text);
+    const [t0, t1] = [text(together[0]), text(together[1])];
+    assert.notEqual(t0, t1);
+  });
+
+  it('honours stop strings, whole and streamed', async () => {
+    const full = (await complete({ max_tokens: 40 })).choices[0].text as string;
+    const at = Math.floor(full.length / 2);
+    const stopStr = full.slice(at, at + 3);
+    const expected = full.slice(0, full.indexOf(stopStr));
+    const a = await complete({ max_tokens: 40, stop: [stopStr, 'never-there'] });
+    assert.equal(a.choices[0].text, expected);
+    assert.equal(a.choices[0].finish_reason, 'stop');
+    assert.ok(a.usage.completion_tokens < 40);
+    const s = await stream('/v1/completions', { prompt: PROMPT, max_tokens: 40, seed: 3, stop: stopStr });
+    assert.equal(s.events.map((e) => e.choices[0].text).join(''), expected);
+    assert.equal(s.events.at(-1).choices[0].finish_reason, 'stop');
+    await waitFor('the stopped request to leave the scheduler', async () => (await w.json('/load')).running === 0);
+  });
+
+  it('never splits a multi-byte character across stream chunks', async () => {
+    // Random sim tokens are full of CJK pieces and partial UTF-8 byte tokens.
+    const body = { prompt: '多字节字符测试 🙂', max_tokens: 120, seed: 5 };
+    const whole = (await w.json('/v1/completions', body)).choices[0].text as string;
+    assert.match(whole, /[^\x00-\x7f]/);
+    const s = await stream('/v1/completions', body);
+    const chunks = s.events.map((e) => e.choices[0].text as string);
+    assert.equal(chunks.join(''), whole);
+    for (const c of chunks) {
+      assert.ok(!/[\ud800-\udbff]$/.test(c) && !/^[\udc00-\udfff]/.test(c), `chunk splits a surrogate pair: ${JSON.stringify(c)}`);
+    }
+  });
+
+  it('rejects bad bodies with OpenAI-style 400s', async () => {
+    const cases: [unknown, string | null][] = [
+      ['{not json', null],
+      [{ max_tokens: 3 }, 'prompt'],
+      [{ prompt: 'x', temperature: 5 }, 'temperature'],
+      [{ prompt: 'x', max_tokens: 0 }, 'max_tokens'],
+      [{ prompt: 'x', max_tokens: 1.5 }, 'max_tokens'],
+      [{ prompt: [1, -2] }, 'prompt'],
+      [{ prompt: [1, 999999999] }, 'prompt'],
+      [{ prompt: 'x', max_tokens: 9000 }, 'max_tokens'],
+      [{ prompt: '' }, 'prompt'],
+      [{ prompt: 'x', n: 2 }, 'n'],
+    ];
+    for (const [body, param] of cases) {
+      const r = await w.post('/v1/completions', body);
+      const j: any = await r.json();
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.equal(j.error.type, 'invalid_request_error');
+      assert.equal(typeof j.error.message, 'string');
+      if (param) assert.equal(j.error.param, param, JSON.stringify(j));
+    }
+    const r = await w.post('/v1/chat/completions', { messages: [] });
+    assert.equal(r.status, 400);
+    assert.equal(((await r.json()) as any).error.param, 'messages');
+    const nf = await w.fetch('/nope');
+    assert.equal(nf.status, 404);
+  });
+
+  it('a client disconnect aborts the request in the scheduler', async () => {
+    const ac = new AbortController();
+    const r = await w.post('/v1/completions', { prompt: PROMPT, max_tokens: 5000, stream: true }, { signal: ac.signal });
+    const reader = r.body!.getReader();
+    await reader.read();
+    assert.equal((await w.json('/load')).running, 1);
+    ac.abort();
+    await waitFor('the aborted request to leave the scheduler', async () => (await w.json('/load')).running === 0);
+  });
+
+  it('a full server answers 429 at once instead of hanging', async () => {
+    const acs = Array.from({ length: 16 }, () => new AbortController());
+    const long = acs.map((ac, i) => w.post('/v1/completions', { prompt: `${PROMPT} ${i}`, max_tokens: 3000, stream: true }, { signal: ac.signal }));
+    const started = await Promise.all(long);
+    const r = await w.post('/v1/completions', { prompt: 'one more', max_tokens: 2 });
+    assert.equal(r.status, 429);
+    assert.equal(((await r.json()) as any).error.code, 'server_full');
+    const load = await w.json('/load');
+    assert.equal(load.running + load.waiting, 16);
+    assert.equal((await w.post('/flush_cache', {})).status, 409, 'no flush while requests run');
+    for (const ac of acs) ac.abort();
+    await Promise.allSettled(started.map((s) => s.text()));
+    await waitFor('the queue to drain', async () => {
+      const l = await w.json('/load');
+      return l.running + l.waiting === 0;
+    });
+  });
+
+  it('flushes the cache and exposes Prometheus metrics', async () => {
+    await complete({});
+    assert.ok((await w.json('/cache')).length > 0);
+    const f = await w.json('/flush_cache', {});
+    assert.equal(f.status, 'ok');
+    assert.deepEqual(await w.json('/cache'), []);
+    const m = await (await w.fetch('/metrics')).text();
+    assert.match(m, /kv_worker_requests_total\{endpoint="completion",finish_reason="length"\} \d+/);
+    assert.match(m, /kv_worker_num_requests_running 0/);
+    assert.match(m, /kv_worker_time_to_first_token_seconds_bucket/);
+  });
+
+  it('stops cleanly on SIGTERM: exit 0, no stage processes, no ipc files', async () => {
+    const kids = w.childPids();
+    assert.equal(kids.length, 2);
+    assert.equal(w.ipcFiles().length, 3);
+    const { code } = await w.stop('SIGTERM');
+    assert.equal(code, 0, w.output);
+    await waitFor('stage processes to exit', async () => kids.every((p) => !pidAlive(p)), 5000);
+    assert.deepEqual(w.ipcFiles(), []);
+  });
+});

@@ -1,0 +1,48 @@
+/** The worker's HTTP API (hono). */
+import { Hono, type Context } from 'hono';
+import { ApiError } from './errors.js';
+import { generate, type GenerateDeps } from './generate.js';
+
+export function createApp(d: GenerateDeps): Hono {
+  const app = new Hono();
+
+  const post = (path: string, kind: 'completion' | 'chat') =>
+    app.post(path, async (c) => generate(kind, await jsonBody(c), d, c.req.raw.signal));
+  post('/v1/completions', 'completion');
+  post('/v1/chat/completions', 'chat');
+
+  app.get('/v1/models', (c) =>
+    c.json({
+      object: 'list',
+      data: [{ id: d.model, object: 'model', created: 0, owned_by: 'kv-router', max_model_len: d.config.numBlocks * d.config.blockSize }],
+    }),
+  );
+  app.get('/health', (c) => (d.stopping() ? c.json({ status: 'stopping' }, 503) : c.json({ status: 'ok' })));
+  app.get('/load', async (c) => c.json((await d.client.ctl('load')).load));
+  app.get('/cache', async (c) => {
+    const { blocks } = await d.client.ctl('cache');
+    return c.json(blocks);
+  });
+  app.post('/flush_cache', async (c) => {
+    const r = await d.client.ctl('flush');
+    if (!r.ok) throw new ApiError(409, r.message, 'invalid_request_error', null, 'requests_in_flight');
+    return c.json({ status: 'ok', message: r.message });
+  });
+  app.get('/metrics', async (c) => c.text(await d.metrics.registry.metrics(), 200, { 'content-type': d.metrics.registry.contentType }));
+
+  app.notFound((c) => c.json(new ApiError(404, `no route ${c.req.method} ${c.req.path}`).body(), 404));
+  app.onError((err, c) => {
+    if (err instanceof ApiError) return c.json(err.body(), err.status);
+    console.error('kv-worker api:', err);
+    return c.json(new ApiError(500, (err as Error).message, 'server_error').body(), 500);
+  });
+  return app;
+}
+
+async function jsonBody(c: Context): Promise<unknown> {
+  try {
+    return await c.req.json();
+  } catch {
+    throw new ApiError(400, 'the request body is not valid JSON', 'invalid_request_error', null, 'invalid_json');
+  }
+}

@@ -1,0 +1,138 @@
+/**
+ * The worker's options: one zod schema for the command line and for config files
+ * (configs/worker*.json use the same camelCase keys; the command line wins over the file).
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { parseKVEventsConfig, type KVEventsConfig } from '../src/events/config.js';
+
+export class WorkerConfigError extends Error {
+  override readonly name = 'WorkerConfigError';
+}
+
+const int = (min: number) => z.coerce.number().int().min(min);
+const positive = () => z.coerce.number().positive();
+
+export const WorkerConfigSchema = z
+  .object({
+    engine: z.enum(['onnx', 'sim']),
+    host: z.string().min(1).default('127.0.0.1'),
+    port: int(0).max(65535).default(8100),
+    /** The engines' --kv-events-config JSON (string or object); absent = no events published. */
+    kvEventsConfig: z.union([z.string(), z.record(z.string(), z.unknown())]).nullable().default(null),
+    dpRank: int(0).default(0),
+    blockSize: int(1).max(1024).default(16),
+    numBlocks: int(1).default(1024),
+    /** A directory with an ONNX decoder export (model.onnx); default: the generated model. */
+    model: z.string().min(1).nullable().default(null),
+    /** A tokenizer.json (tokenizer_config.json next to it is used when present); default: Qwen3's. */
+    tokenizer: z.string().min(1).nullable().default(null),
+    device: z.enum(['cpu', 'cuda']).default('cpu'),
+    /** sim engine: prefill throughput. */
+    prefillTokensPerS: positive().default(20000),
+    /** sim engine: decode step time at batch 1 (grows with batch size). */
+    decodeStepMs: z.coerce.number().min(0).default(10),
+    maxBatch: int(1).default(32),
+    /** Requests allowed to wait for a batch slot or cache blocks; beyond that: 429. */
+    maxWaiting: int(0).default(256),
+    /** max_tokens when a chat request gives none (completions default to 16, as OpenAI). */
+    defaultMaxTokens: int(1).default(256),
+    servedModelName: z.string().min(1).nullable().default(null),
+  })
+  .strict();
+
+export type WorkerConfig = z.infer<typeof WorkerConfigSchema> & { kvEvents: KVEventsConfig | null };
+
+const FLAGS = {
+  engine: 'engine',
+  host: 'host',
+  port: 'port',
+  'kv-events-config': 'kvEventsConfig',
+  'dp-rank': 'dpRank',
+  'block-size': 'blockSize',
+  'num-blocks': 'numBlocks',
+  model: 'model',
+  tokenizer: 'tokenizer',
+  device: 'device',
+  'prefill-tokens-per-s': 'prefillTokensPerS',
+  'decode-step-ms': 'decodeStepMs',
+  'max-batch': 'maxBatch',
+  'max-waiting': 'maxWaiting',
+  'default-max-tokens': 'defaultMaxTokens',
+  'served-model-name': 'servedModelName',
+} as const;
+
+export const USAGE = `usage: kv-worker --engine onnx|sim [--config FILE] [--host 127.0.0.1] [--port 8100]
+  [--kv-events-config JSON] [--dp-rank R] [--block-size 16] [--num-blocks 1024]
+  [--model DIR] [--tokenizer FILE] [--device cpu|cuda]
+  [--prefill-tokens-per-s 20000] [--decode-step-ms 10] [--max-batch 32] [--max-waiting 256]
+  [--default-max-tokens 256] [--served-model-name NAME]`;
+
+/** Validates a config object (a parsed config file, or file + flags merged). */
+export function parseWorkerConfig(raw: unknown, where = 'config'): WorkerConfig {
+  const r = WorkerConfigSchema.safeParse(raw);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => {
+      const key = i.path.join('.');
+      const flag = Object.entries(FLAGS).find(([, k]) => k === key)?.[0];
+      return `  - ${flag ? `--${flag} (${key})` : key || '(config)'}: ${i.message}`;
+    });
+    throw new WorkerConfigError(`invalid ${where}:\n${lines.join('\n')}\n${USAGE}`);
+  }
+  let kvEvents: KVEventsConfig | null = null;
+  if (r.data.kvEventsConfig !== null) {
+    try {
+      kvEvents = parseKVEventsConfig(r.data.kvEventsConfig);
+    } catch (err) {
+      throw new WorkerConfigError(`invalid --kv-events-config: ${(err as Error).message}`);
+    }
+  }
+  return { ...r.data, kvEvents };
+}
+
+/** Parses argv (without node and script); `--config FILE` is read first, flags override it. */
+export function parseWorkerArgs(argv: string[]): WorkerConfig {
+  const options = Object.fromEntries(
+    [...Object.keys(FLAGS), 'config'].map((f) => [f, { type: 'string' as const }]),
+  );
+  let values: Record<string, string | undefined>;
+  try {
+    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }) as {
+      values: Record<string, string | undefined>;
+    });
+  } catch (err) {
+    throw new WorkerConfigError(`${(err as Error).message}\n${USAGE}`);
+  }
+  let fromFile: Record<string, unknown> = {};
+  if (values.config !== undefined) fromFile = readConfigFile(values.config);
+  const merged: Record<string, unknown> = { ...fromFile };
+  for (const [flag, key] of Object.entries(FLAGS)) {
+    const v = values[flag];
+    if (v !== undefined) merged[key] = v;
+  }
+  return parseWorkerConfig(merged, values.config ? `options (config file ${values.config} + flags)` : 'options');
+}
+
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new WorkerConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('expected a JSON object');
+    return v as Record<string, unknown>;
+  } catch (err) {
+    throw new WorkerConfigError(`config file ${path} is not a JSON object: ${(err as Error).message}`);
+  }
+}
+
+/** The model name the API reports and accepts. */
+export function modelName(cfg: WorkerConfig): string {
+  if (cfg.servedModelName) return cfg.servedModelName;
+  if (cfg.model) return cfg.model.replace(/\/+$/, '').split('/').pop() || 'model';
+  return cfg.engine === 'sim' ? 'kv-router-sim' : 'kv-router-default';
+}

@@ -1,0 +1,53 @@
+import { hashBlock } from '../cache/hash.js';
+import type { GenerateRequest } from '../messages.js';
+
+/** One request inside the scheduler: its tokens (prompt, then generated) and the blocks holding their keys/values. */
+export class Sequence {
+  readonly rid: string;
+  readonly tokens: number[];
+  readonly promptLen: number;
+  /** Physical block ids covering the computed tokens (the last one possibly partial). */
+  blocks: number[] = [];
+  /** Tokens whose keys/values are in `blocks`. */
+  numComputed = 0;
+  /** Leading blocks already registered in the pool. */
+  numCommitted = 0;
+  /** Prompt tokens found in the cache at first admission; -1 before. */
+  cachedTokens = -1;
+  startSent = false;
+  private readonly hashes: bigint[] = [];
+
+  constructor(readonly req: GenerateRequest, readonly blockSize: number) {
+    this.rid = req.rid;
+    this.tokens = [...req.promptIds];
+    this.promptLen = req.promptIds.length;
+  }
+
+  get numGenerated(): number {
+    return this.tokens.length - this.promptLen;
+  }
+
+  /** Hash of full block `k` (memoized: tokens only ever grow, so full blocks never change). */
+  blockHash(k: number): bigint {
+    const bs = this.blockSize;
+    if ((k + 1) * bs > this.tokens.length) throw new Error(`block ${k} of ${this.rid} is not full`);
+    while (this.hashes.length <= k) {
+      const i = this.hashes.length;
+      this.hashes.push(hashBlock(i === 0 ? null : this.hashes[i - 1]!, this.tokens.slice(i * bs, (i + 1) * bs)));
+    }
+    return this.hashes[k]!;
+  }
+
+  /** Hashes of the full blocks a prefix-cache hit may cover: at least one token is always computed. */
+  reusableHashes(): bigint[] {
+    const n = Math.floor((this.tokens.length - 1) / this.blockSize);
+    const out: bigint[] = [];
+    for (let k = 0; k < n; k++) out.push(this.blockHash(k));
+    return out;
+  }
+
+  /** Blocks covering every token, the newest (not yet computed) one included: what the next step writes into. */
+  blocksNeeded(): number {
+    return Math.ceil(this.tokens.length / this.blockSize);
+  }
+}
