@@ -7,7 +7,7 @@
  * Run: npm run bench:events   (REPEATS=n to change the number of runs)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connectAddressFor, parseKVEventsConfig } from '../src/events/config.js';
@@ -121,7 +121,7 @@ const out = join(dirname(fileURLToPath(import.meta.url)), 'results', 'events.jso
 mkdirSync(dirname(out), { recursive: true });
 writeFileSync(
   out,
-  JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model, repeats: REPEATS, command: 'npm run bench:events', results }, null, 2) + '\n',
+  JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model, cpus: cpus().length, loadavg: loadavg(), repeats: REPEATS, command: 'npm run bench:events', results }, null, 2) + '\n',
 );
 console.log(`wrote ${out}`);
 process.exit(0);

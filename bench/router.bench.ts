@@ -79,11 +79,12 @@ const agent = new Agent({ keepAlive: true, maxSockets: 256 });
 /** One completion, fully read; returns ms. */
 /** One completion; a keep-alive socket the server closed at the same moment is retried once. */
 async function once(base: string, body: string): Promise<number> {
-  try {
-    return await once1(base, body);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ECONNRESET') throw e;
-    return once1(base, body);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await once1(base, body);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ECONNRESET' || attempt >= 5) throw new Error(`${base}: ${(e as Error).message}`);
+    }
   }
 }
 
@@ -236,6 +237,7 @@ async function main(): Promise<void> {
         added[n]!.p99.push(lat[n]!.p99.at(-1)! - lat.direct!.p99.at(-1)!);
       }
       for (const [n, base] of targets) rate[n]!.push(await closedLoop(base, bodies, SECONDS, CONC));
+      agent.destroy(); // no idle keep-alive sockets left to go stale before the next phase
     }
     console.log(`${size}-token prompts as ${kind === 'text' ? 'text (router tokenizes)' : 'token ids (no tokenization)'}: ${bodies.length} distinct, cached on the worker, max_tokens 1`);
     console.log(`  ${'target'.padEnd(8)} ${'latency p50 ms'.padEnd(22)} ${'latency p99 ms'.padEnd(22)} ${'added p50 ms'.padEnd(22)} ${'added p99 ms'.padEnd(22)} max rate req/s`);

@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { Hono, type Context } from 'hono';
 import { PrefixIndex } from '../src/index/index.js';
 import type { RouterConfig } from './config.js';
@@ -268,18 +269,15 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     metrics,
     pool,
     async start() {
-      const specs = new Set<string>();
-      const warm = [pool.warm(config.tokenizer)];
-      specs.add(JSON.stringify(config.tokenizer));
-      for (const w of config.workers) {
-        await registry.add(w);
-        if (w.tokenizer && !specs.has(JSON.stringify(w.tokenizer))) {
-          specs.add(JSON.stringify(w.tokenizer));
-          warm.push(pool.warm(w.tokenizer));
-        }
-      }
+      const specs = new Map<string, TokenizerSpec>([[JSON.stringify(config.tokenizer), config.tokenizer]]);
+      for (const w of config.workers) if (w.tokenizer) specs.set(JSON.stringify(w.tokenizer), w.tokenizer);
+      for (const spec of specs.values()) assertTokenizerFiles(spec);
+      for (const w of config.workers) await registry.add(w);
       registry.startProbing();
-      await Promise.all(warm);
+      // Tokenizers load in the background: the server listens at once, early requests wait for them.
+      for (const spec of specs.values()) {
+        pool.warm(spec).catch((e) => log(`tokenizer failed to load: ${(e as Error).message}`));
+      }
     },
     async close() {
       await registry.close();
@@ -296,5 +294,13 @@ async function isChatBody(c: Context): Promise<boolean> {
     return Array.isArray(j?.messages);
   } catch {
     return false;
+  }
+}
+
+/** A missing tokenizer file is a config error at start, not a 400 on every request. */
+function assertTokenizerFiles(spec: TokenizerSpec): void {
+  if (spec === 'default') return;
+  for (const f of [spec.tokenizer_json, spec.tokenizer_config]) {
+    if (f !== undefined && !existsSync(f)) throw new ConfigError(`tokenizer file not found: ${f}`);
   }
 }

@@ -16,7 +16,8 @@ export interface TokenizeJob {
   input: TokenizeInput;
 }
 
-export type TokenizeReply = { id: number; tokens: number[] } | { id: number; error: string };
+/** `server`: the tokenizer itself failed (a 500), else the input could not be tokenized (a 400). */
+export type TokenizeReply = { id: number; tokens: number[] } | { id: number; error: string; server?: boolean };
 
 /** Exactly what the workers do: chat → template with the generation prompt → encode. */
 export function tokenizeWith(tok: Tokenizer, input: TokenizeInput): number[] {

@@ -49,7 +49,7 @@ export class TokenizePool {
         const p = t.pending.get(r.id);
         if (!p) return;
         t.pending.delete(r.id);
-        if ('error' in r) p.reject(new TokenizeError(r.error));
+        if ('error' in r) p.reject(r.server ? new Error(r.error) : new TokenizeError(r.error));
         else p.resolve(r.tokens);
       });
       worker.on('error', (e) => this.failAll(t, e));
@@ -74,7 +74,7 @@ export class TokenizePool {
     if (this.closed) return Promise.reject(new Error('tokenize pool closed'));
     const files = filesOf(spec);
     if (this.threads.length === 0) {
-      return this.inlineTokenizer(files).then((tok) => {
+      return this.inlineTokenizer(files).then((tok: Tokenizer) => {
         try {
           return tokenizeWith(tok, input);
         } catch (e) {

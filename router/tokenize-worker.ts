@@ -18,8 +18,14 @@ function load(files: TokenizerFiles | null): Promise<Tokenizer> {
 
 parentPort!.on('message', async (job: TokenizeJob) => {
   let reply: TokenizeReply;
+  let tok: Tokenizer;
   try {
-    const tok = await load(job.files);
+    tok = await load(job.files);
+  } catch (e) {
+    parentPort!.postMessage({ id: job.id, error: `cannot load the tokenizer: ${(e as Error).message}`, server: true } satisfies TokenizeReply);
+    return;
+  }
+  try {
     reply = { id: job.id, tokens: tokenizeWith(tok, job.input) };
   } catch (e) {
     reply = { id: job.id, error: (e as Error).message };

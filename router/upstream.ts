@@ -16,8 +16,22 @@ export interface UpstreamResponse {
   destroy(): void;
 }
 
-/** POSTs `body` to `url`; resolves when the response headers arrive. */
-export function postUpstream(url: string, body: Uint8Array, headers: Record<string, string>, signal: AbortSignal): Promise<UpstreamResponse> {
+/**
+ * POSTs `body` to `url`; resolves when the response headers arrive. A pooled keep-alive socket
+ * that the worker closed just as it was reused (ECONNRESET before any response) is retried once
+ * on a fresh socket: that is the pool's race, not a worker failure.
+ */
+export async function postUpstream(url: string, body: Uint8Array, headers: Record<string, string>, signal: AbortSignal): Promise<UpstreamResponse> {
+  try {
+    return await post(url, body, headers, signal);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { reusedSocket?: boolean };
+    if (!err.reusedSocket || err.code !== 'ECONNRESET' || signal.aborted) throw e;
+    return post(url, body, headers, signal);
+  }
+}
+
+function post(url: string, body: Uint8Array, headers: Record<string, string>, signal: AbortSignal): Promise<UpstreamResponse> {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const mod = u.protocol === 'https:' ? https : http;
@@ -41,7 +55,10 @@ export function postUpstream(url: string, body: Uint8Array, headers: Record<stri
         });
       },
     );
-    req.on('error', reject);
+    req.on('error', (e: NodeJS.ErrnoException & { reusedSocket?: boolean }) => {
+      e.reusedSocket = req.reusedSocket;
+      reject(e);
+    });
     req.end(body);
   });
 }

@@ -29,7 +29,7 @@ export function sendReady(): void {
 }
 
 /**
- * A child stops when the API process says so (or sends SIGTERM): it runs `cleanup` and exits 0.
+ * A child stops when the API process says so (or on SIGTERM): it runs `cleanup` and exits 0.
  * SIGINT is left to the API process, which then stops the children in order. If the API process
  * goes away (the IPC channel closes), the child cleans up and exits 1: never a half-alive worker.
  */
@@ -48,7 +48,12 @@ export function onShutdown(name: string, cleanup: () => Promise<void>, endpoints
   process.on('message', (m: ParentMsg) => {
     if (m?.type === 'shutdown') stop(0);
   });
-  process.on('SIGTERM', () => stop(0));
+  // A SIGTERM to the whole process group reaches the API process too: give it a moment to
+  // stop us in order (so our exit is not mistaken for a crash); alone, we stop ourselves.
+  process.on('SIGTERM', () => {
+    if (process.connected) setTimeout(() => stop(0), 1000);
+    else stop(0);
+  });
   process.on('SIGINT', () => {});
   process.on('disconnect', () => {
     // The API process may have been killed before it could remove its socket file.

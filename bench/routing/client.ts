@@ -139,7 +139,9 @@ function sendOne(url: string, req: BenchRequest, t0: number, planned: number, ro
 /** Replays `requests` (sorted by arrival) and resolves when every one has finished or failed. */
 export async function replay(requests: BenchRequest[], o: ClientOptions): Promise<{ results: RequestResult[]; startedAt: number; wallMs: number; maxLagMs: number }> {
   const order = [...requests].sort((a, b) => a.at - b.at || a.id - b.id);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+  // No keep-alive: a reused idle socket can race the server's keep-alive timeout ("socket hang up"),
+  // a client-side artefact that must not count as a routing failure. Loopback connects are cheap.
+  const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
   const results: RequestResult[] = [];
   const pending: Promise<void>[] = [];
   let sent = 0;

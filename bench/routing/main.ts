@@ -9,8 +9,8 @@
  *     [--replicas 1,2,4] [--replica-policies approx_tree,cache_aware] [--block-size 16]
  *     [--num-blocks N] [--prefill-tokens-per-s X] [--out bench/results] ...   (--help for all)
  */
-import { existsSync } from 'node:fs';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -64,6 +64,8 @@ export interface BenchOptions {
   /** Synthetic workloads. */
   requests: number;
   rate: number;
+  /** system-prompt: number of groups. */
+  groups: number;
   seed: number;
   timeoutMs: number;
   out: string;
@@ -79,8 +81,8 @@ export interface BenchOptions {
 export const DEFAULTS: BenchOptions = {
   workload: 'mooncake',
   trace: existsSync(SHARED_TRACE) ? SHARED_TRACE : FIXTURE_TRACE,
-  slice: '0:800',
-  speed: 6,
+  slice: '0:600',
+  speed: 8,
   workers: 8,
   policies: ['round_robin', 'least_load', 'approx_tree', 'cache_aware'],
   replicas: [1, 2, 4],
@@ -97,12 +99,24 @@ export const DEFAULTS: BenchOptions = {
   maxOutput: 64,
   requests: 400,
   rate: 20,
+  groups: 24,
   seed: 7,
   timeoutMs: 120_000,
   out: join(root, 'bench/results'),
   plots: true,
   loadEveryMs: 500,
   quiet: false,
+};
+
+/**
+ * Per-workload defaults over DEFAULTS. The hot spot sets its prefill speed itself: at its upper bound
+ * almost nothing is left to prefill, so the utilization rule would make one cold prefill take seconds.
+ */
+export const WORKLOAD_DEFAULTS: Record<WorkloadName, Partial<BenchOptions>> = {
+  mooncake: {},
+  'system-prompt': { speed: 1 },
+  'multi-turn': { speed: 1 },
+  'shared-prompt': { speed: 1, rate: 40, prefillTokensPerS: 20_000 },
 };
 
 export const USAGE = `npm run bench:routing -- [options]
@@ -123,6 +137,7 @@ export const USAGE = `npm run bench:routing -- [options]
   --decode-step-ms MS     default ${DEFAULTS.decodeStepMs}; --max-batch N (${DEFAULTS.maxBatch}); --max-waiting N (${DEFAULTS.maxWaiting})
   --output-scale F        Mooncake output_length × F as max_tokens (default ${DEFAULTS.outputScale}); --max-output N (${DEFAULTS.maxOutput})
   --requests N --rate R   synthetic workloads: request count (${DEFAULTS.requests}) and Poisson rate before --speed (${DEFAULTS.rate}/s)
+  --groups N              system-prompt: groups sharing a system prompt (default ${DEFAULTS.groups})
   --seed N                synthetic workloads (default ${DEFAULTS.seed})
   --timeout-ms MS         per request (default ${DEFAULTS.timeoutMs})
   --out DIR               results directory (default bench/results)
@@ -143,7 +158,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   const strings = [
     'workload', 'trace', 'slice', 'speed', 'workers', 'policies', 'replicas', 'replica-policies', 'block-size', 'num-blocks',
     'cache-fraction', 'prefill-tokens-per-s', 'utilization', 'decode-step-ms', 'max-batch', 'max-waiting', 'output-scale',
-    'max-output', 'requests', 'rate', 'seed', 'timeout-ms', 'out',
+    'max-output', 'requests', 'rate', 'groups', 'seed', 'timeout-ms', 'out',
   ];
   const { values: v } = parseArgs({
     args: argv,
@@ -162,7 +177,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (s('workload') !== undefined) {
     if (!(WORKLOADS as readonly string[]).includes(s('workload')!)) throw new Error(`--workload must be one of ${WORKLOADS.join(', ')}`);
     o.workload = s('workload') as WorkloadName;
-    if (o.workload !== 'mooncake') o.speed = 1;
+    Object.assign(o, WORKLOAD_DEFAULTS[o.workload]);
   }
   if (s('trace')) o.trace = s('trace')!;
   if (s('slice')) o.slice = s('slice')!;
@@ -183,6 +198,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (s('max-output')) o.maxOutput = Math.round(num('max-output', s('max-output')!, 1));
   if (s('requests')) o.requests = Math.round(num('requests', s('requests')!, 1));
   if (s('rate')) o.rate = num('rate', s('rate')!, 0.001);
+  if (s('groups')) o.groups = Math.round(num('groups', s('groups')!, 1));
   if (s('seed')) o.seed = Math.round(num('seed', s('seed')!));
   if (s('timeout-ms')) o.timeoutMs = Math.round(num('timeout-ms', s('timeout-ms')!, 100));
   if (s('out')) o.out = s('out')!;
@@ -201,7 +217,7 @@ export function buildWorkload(o: BenchOptions): Workload {
       return mooncakeWorkload(recs, { outputScale: o.outputScale, maxOutput: o.maxOutput }, { trace: relative(root, o.trace) || o.trace, slice: o.slice });
     }
     case 'system-prompt':
-      return systemPromptWorkload({ ...syn, groups: 24, systemTokens: 2048, userTokens: 192 });
+      return systemPromptWorkload({ ...syn, groups: o.groups, systemTokens: 2048, userTokens: 192 });
     case 'multi-turn':
       return multiTurnWorkload({ ...syn, chats: Math.max(4, Math.round(o.requests / 6)), firstTokens: 1536, turnTokens: 384, thinkMs: 4000 });
     case 'shared-prompt':
@@ -249,6 +265,26 @@ function progress(label: string, total: number, quiet: boolean) {
 }
 
 let current: Fleet | null = null;
+
+/** A short digest of the router, worker and src/ sources a run starts with (they change while others work). */
+export function codeFingerprint(): string {
+  const h = createHash('sha1');
+  const walk = (dir: string) => {
+    let names: string[];
+    try {
+      names = readdirSync(dir).sort();
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const p = join(dir, n);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (n.endsWith('.ts')) h.update(p).update(readFileSync(p));
+    }
+  };
+  for (const d of ['router', 'worker', 'src']) walk(join(root, d));
+  return h.digest('hex').slice(0, 12);
+}
 
 export interface BenchResult {
   report: Report;
@@ -316,6 +352,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
   for (const run of runs) {
     const key = runKey(run.policy, run.replicas);
     const t0 = Date.now();
+    const code = codeFingerprint();
     current = await startFleet({
       workers: o.workers,
       routers: run.replicas,
@@ -339,7 +376,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
       await fleet.stop();
       current = null;
     }
-    report.policies[key] = { ...stats, hit_rate_vs_upper_bound: Math.round((stats.hit_rate / Math.max(1e-9, report.upper_bound_hit_rate)) * 1000) / 1000 };
+    report.policies[key] = { ...stats, code_fingerprint: code, hit_rate_vs_upper_bound: Math.round((stats.hit_rate / Math.max(1e-9, report.upper_bound_hit_rate)) * 1000) / 1000 };
     say(
       `${key}: hit ${(stats.hit_rate * 100).toFixed(1)}%, TTFT p50/p99 ${stats.ttft_p50_ms}/${stats.ttft_p99_ms} ms, imbalance ${stats.imbalance}, failed ${stats.failed}` +
         `${stats.errors.length ? ` (${stats.errors[0]})` : ''} [${((Date.now() - t0) / 1000).toFixed(0)} s]`,

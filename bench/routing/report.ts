@@ -15,7 +15,7 @@ export interface Report {
   fleet: Record<string, unknown>;
   upper_bound_hit_rate: number;
   /** Keyed by policy for single-router runs, `policy@N` for N router replicas. */
-  policies: Record<string, RunStats & { hit_rate_vs_upper_bound: number }>;
+  policies: Record<string, RunStats & { hit_rate_vs_upper_bound: number; code_fingerprint: string }>;
   goals: string[];
   plots: string[];
 }
@@ -81,6 +81,7 @@ export function writeReport(dir: string, r: Report): { json: string; md: string 
     `Generated ${r.generated_at} by \`${r.command}\` on ${r.machine.cpus} CPU(s), Node ${r.machine.node} (load average at start ${r.machine.loadavg_at_start.map((x) => x.toFixed(1)).join(', ')}).`,
     '',
     ...fleetLines(r).map((l) => `- ${l}`),
+    `- code (digest of router/, worker/, src/ at each fleet start): ${[...new Set(Object.values(r.policies).map((p) => p.code_fingerprint))].join(', ')}${new Set(Object.values(r.policies).map((p) => p.code_fingerprint)).size > 1 ? ' (the code changed between runs: see `code_fingerprint` per run in the JSON)' : ''}`,
     '',
     table(r, true),
     '',

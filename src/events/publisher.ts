@@ -7,6 +7,7 @@
  */
 import * as zmq from 'zeromq';
 import { encodeBatch, type EventEncoding } from './codec.js';
+import { applyCurveServer, releaseCurveServer, type CurveServerOptions } from './curve.js';
 import { ConfigError, offsetEndpoint, type KVEventsConfig } from './config.js';
 import { attach, removeIpcFile, yieldToLoop } from './endpoint.js';
 import { decodeSeq, encodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
@@ -28,6 +29,10 @@ export interface PublisherOptions {
   /** Replay reply shape: `current` = ["", topic, seq, payload] (vLLM), `legacy` = ["", seq, payload]. */
   replayShape?: 'current' | 'legacy';
   encoding?: EventEncoding;
+  /** CURVE on the PUB and replay sockets: our key pair, optionally an allow-list of client keys. */
+  curve?: CurveServerOptions | null;
+  /** Replay requests waiting to be served beyond this are dropped (counted, unanswered). Default 64. */
+  maxPendingReplays?: number;
 }
 
 export interface PublisherStats {
@@ -37,6 +42,10 @@ export interface PublisherStats {
   buffered: number;
   replayRequests: number;
   malformedReplayRequests: number;
+  /** Well-formed requests refused because too many were already waiting. */
+  droppedReplayRequests: number;
+  /** Requests queued or being served now. */
+  pendingReplays: number;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -80,6 +89,9 @@ export class KVEventPublisher {
   private published = 0n;
   private replayRequests = 0;
   private malformedReplayRequests = 0;
+  private droppedReplayRequests = 0;
+  private pendingReplays = 0;
+  private readonly maxPendingReplays: number;
   private pumping: Promise<void> | null = null;
   private replayChain: Promise<void> = Promise.resolve();
   private closed = false;
@@ -98,6 +110,7 @@ export class KVEventPublisher {
     this.shape = opts.replayShape ?? 'current';
     this.maxQueue = opts.config.max_queue_size;
     this.ring = new RingBuffer(opts.config.buffer_steps);
+    this.maxPendingReplays = opts.maxPendingReplays ?? 64;
     if (router) void this.serveReplays(router);
   }
 
@@ -116,6 +129,7 @@ export class KVEventPublisher {
     const pub = new zmq.Publisher({ sendHighWaterMark: cfg.hwm, linger: 0 });
     let router: zmq.Router | null = null;
     try {
+      if (opts.curve) await applyCurveServer(pub, opts.curve);
       const actual = await attach(pub, endpoint);
       let actualReplay: string | null = null;
       if (replay !== null) {
@@ -125,6 +139,7 @@ export class KVEventPublisher {
           sendTimeout: REPLAY_SEND_TIMEOUT_MS,
           linger: 0,
         });
+        if (opts.curve) await applyCurveServer(router, opts.curve);
         actualReplay = await attach(router, replay);
       }
       return new KVEventPublisher(opts, pub, router, actual, actualReplay);
@@ -164,6 +179,8 @@ export class KVEventPublisher {
       buffered: this.ring.size,
       replayRequests: this.replayRequests,
       malformedReplayRequests: this.malformedReplayRequests,
+      droppedReplayRequests: this.droppedReplayRequests,
+      pendingReplays: this.pendingReplays,
     };
   }
 
@@ -174,12 +191,14 @@ export class KVEventPublisher {
     const deadline = Date.now() + timeoutMs;
     await Promise.race([this.flush(), sleep(timeoutMs)]);
     if (this.pub) {
+      releaseCurveServer(this.pub);
       // Let ZeroMQ deliver what it already holds for connected subscribers, within the budget.
       this.pub.linger = Math.max(0, deadline - Date.now());
       this.pub.close();
       removeIpcFile(this.endpoint);
     }
     if (this.router) {
+      releaseCurveServer(this.router);
       this.router.close();
       if (this.replayEndpoint) removeIpcFile(this.replayEndpoint);
     }
@@ -219,9 +238,18 @@ export class KVEventPublisher {
         continue;
       }
       this.replayRequests++;
-      const entries = this.ring.from(start);
+      if (this.pendingReplays >= this.maxPendingReplays) {
+        // A burst of requests: serving them all would hold a snapshot each; the client times out and says so.
+        this.droppedReplayRequests++;
+        continue;
+      }
+      this.pendingReplays++;
       const id = msg[0]!;
-      this.replayChain = this.replayChain.then(() => this.sendReplay(router, id, entries));
+      // A snapshot now (what the buffer holds when asked); bounded by maxPendingReplays.
+      const entries = this.ring.from(start);
+      this.replayChain = this.replayChain
+        .then(() => this.sendReplay(router, id, entries))
+        .finally(() => this.pendingReplays--);
     }
   }
 

@@ -5,6 +5,7 @@
  */
 import * as zmq from 'zeromq';
 import { decodeBatch } from './codec.js';
+import { applyCurveClient, type CurveClientOptions } from './curve.js';
 import { decodeSeq, encodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
 import type { KVEventBatch } from './types.js';
 
@@ -17,7 +18,10 @@ export interface ReplayedBatch {
 }
 
 export interface ReplayResult {
-  /** `done`: end marker received. `timeout`: no answer (or the next frame) within the timeout. */
+  /**
+   * `done`: end marker received. `timeout`: no answer (or the next frame) within the timeout,
+   * or more than `maxReplies` replies (a runaway endpoint): either way, not a complete answer.
+   */
   status: 'done' | 'timeout' | 'cancelled';
   batches: ReplayedBatch[];
   /** Reply frames that could not be read (wrong shape, bad seq, undecodable payload). */
@@ -28,6 +32,11 @@ export interface ReplayRequestOptions {
   /** Longest wait for the connection, the first reply, and between replies. */
   timeoutMs: number;
   signal?: AbortSignal;
+  /** Gives up (status `timeout`) after this many reply messages. Default 1 000 000. */
+  maxReplies?: number;
+  /** Larger replies make ZeroMQ drop the connection. Default: no limit. */
+  maxMessageSize?: number;
+  curve?: CurveClientOptions | null;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -54,18 +63,21 @@ export function parseReplayReply(msg: Buffer[]): Reply {
 export async function requestReplay(endpoint: string, from: bigint, opts: ReplayRequestOptions): Promise<ReplayResult> {
   const result: ReplayResult = { status: 'timeout', batches: [], malformed: 0 };
   if (opts.signal?.aborted) return { ...result, status: 'cancelled' };
-  const dealer = new zmq.Dealer({ linger: 0, sendTimeout: opts.timeoutMs, receiveTimeout: opts.timeoutMs });
+  const dealer = new zmq.Dealer({ linger: 0, sendTimeout: opts.timeoutMs, receiveTimeout: opts.timeoutMs, maxMessageSize: opts.maxMessageSize ?? -1 });
+  if (opts.curve) applyCurveClient(dealer, opts.curve);
+  const maxReplies = opts.maxReplies ?? 1_000_000;
   const onAbort = () => dealer.close();
   opts.signal?.addEventListener('abort', onAbort);
   try {
     dealer.connect(endpoint);
     await dealer.send([EMPTY, encodeSeq(from)]);
-    for (;;) {
+    for (let n = 0; n < maxReplies; n++) {
       const reply = parseReplayReply(await dealer.receive());
       if (reply === null) result.malformed++;
       else if (reply.end) return { ...result, status: 'done' };
       else result.batches.push(reply.item);
     }
+    return result; // too many replies: incomplete
   } catch {
     // EAGAIN after the timeout, or the socket closed by an abort.
     if (opts.signal?.aborted) result.status = 'cancelled';

@@ -7,11 +7,19 @@
  * from last + 1 while live batches are held; a seq that goes back with new
  * content is a publisher restart; a late join replays from 0; history that
  * cannot be had is announced (history_missing) and the stream goes on.
+ *
+ * Sync probes (with a replay endpoint) close the holes no live batch would reveal: on
+ * connect (late join: replay from 0 at once), on reconnect (whatever was missed while
+ * away, or a publisher that restarted and has published nothing yet), and once after
+ * the stream goes idle (the last batches of a burst lost). A probe asks from the last
+ * applied seq: the same batch back means nothing was missed; another batch, or none at
+ * all, means a new publisher run (reset).
  */
 import * as zmq from 'zeromq';
 import { decodeBatch } from './codec.js';
 import { assertEndpoint, connectAddressFor } from './config.js';
 import { attach, yieldToLoop } from './endpoint.js';
+import { applyCurveClient, type CurveClientOptions } from './curve.js';
 import { decodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
 import { requestReplay, type ReplayResult } from './replay-client.js';
 import type { KVEventBatch } from './types.js';
@@ -43,6 +51,9 @@ export interface StreamHealth {
   historyMissing: number;
   malformedFrames: number;
   duplicates: number;
+  /** Sync probes of the replay endpoint (connect, reconnect, idle), and those that found something. */
+  probes: number;
+  probeFinds: number;
   /** now − ts of the last live batch applied, when it was applied. */
   lagMs: number | null;
   connected: boolean;
@@ -61,6 +72,19 @@ export interface SubscriberOptions {
   bind?: boolean;
   /** SUB receive high-water mark, in messages. Default 100000. */
   hwm?: number;
+  /** Larger messages (live or replayed) make ZeroMQ drop the peer's connection. Default 64 MiB. */
+  maxMessageSize?: number;
+  /**
+   * Probe the replay endpoint after this long without a live batch (0: never), then again
+   * at doubling intervals up to 30 s while the stream stays quiet. Default 1000.
+   */
+  idleProbeMs?: number;
+  /** Probe the replay endpoint when the SUB (re)connects. Default true. */
+  probeOnConnect?: boolean;
+  /** Stop a replay after this many reply messages (a runaway replay endpoint). Default 1 000 000. */
+  maxReplayReplies?: number;
+  /** CURVE for the SUB and the replay DEALER (the publisher's public key, and ours). */
+  curve?: CurveClientOptions | null;
   /** Called synchronously, in order. An exception is logged, not propagated. */
   onItem: (item: StreamItem) => void;
 }
@@ -82,7 +106,7 @@ export class KVEventSubscriber {
   private readonly topic: string;
   private readonly replayTimeoutMs: number;
   private readonly onItem: (item: StreamItem) => void;
-  private readonly h = { batches: 0, gaps: 0, replays: 0, resets: 0, historyMissing: 0, malformedFrames: 0, duplicates: 0 };
+  private readonly h = { batches: 0, gaps: 0, replays: 0, resets: 0, historyMissing: 0, malformedFrames: 0, duplicates: 0, probes: 0, probeFinds: 0 };
 
   private sub: zmq.Subscriber | null = null;
   private connected = false;
@@ -105,6 +129,12 @@ export class KVEventSubscriber {
   private replayedApplied = 0;
   /** Topic of the last live batch: legacy-shape replay replies carry none. */
   private liveTopic: string;
+  private everConnected = false;
+  private lostConnection = false;
+  /** When the next idle probe is due, and the quiet interval after it. */
+  private nextProbeAt = Infinity;
+  private probeGap = 0;
+  private idleTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: SubscriberOptions) {
     this.endpoint = opts.endpoint;
@@ -120,11 +150,18 @@ export class KVEventSubscriber {
     if (this.sub) throw new Error('subscriber already started');
     assertEndpoint(this.endpoint);
     if (this.replayEndpoint !== null) assertEndpoint(this.replayEndpoint);
-    const sub = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: this.opts.hwm ?? 100_000 });
-    const up = () => (this.connected = true);
+    const sub = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: this.opts.hwm ?? 100_000, maxMessageSize: this.maxMessageSize });
+    if (this.opts.curve) applyCurveClient(sub, this.opts.curve);
+    const up = () => {
+      this.connected = true;
+      this.onConnect();
+    };
     sub.events.on('connect', up);
     sub.events.on('accept', up);
-    sub.events.on('disconnect', () => (this.connected = false));
+    sub.events.on('disconnect', () => {
+      this.connected = false;
+      this.lostConnection = true;
+    });
     sub.subscribe(this.topic);
     try {
       await attach(sub, this.opts.bind ? this.endpoint : connectAddressFor(this.endpoint), this.opts.bind ?? false);
@@ -140,11 +177,30 @@ export class KVEventSubscriber {
       if (this.replayEndpoint !== null) this.startReplay(from);
     }
     void this.receiveLoop(sub);
+    if (this.idleMs > 0 && this.replayEndpoint !== null) {
+      this.idleTimer = setInterval(() => this.onIdleTick(), Math.max(50, this.idleMs / 4));
+      this.idleTimer.unref();
+    }
+  }
+
+  private get idleMs(): number {
+    return this.opts.idleProbeMs ?? 1000;
+  }
+
+  /** Activity: the next idle probe comes one idle period from now. */
+  private touch(): void {
+    this.probeGap = this.idleMs;
+    this.nextProbeAt = Date.now() + this.idleMs;
+  }
+
+  private get maxMessageSize(): number {
+    return this.opts.maxMessageSize ?? 64 * 1024 * 1024;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.idleTimer) clearInterval(this.idleTimer);
     this.abort.abort();
     this.sub?.close();
     await this.replayDone;
@@ -181,6 +237,7 @@ export class KVEventSubscriber {
         continue;
       }
       this.liveTopic = item.topic;
+      this.touch();
       if (this.replaying) this.held.push(item);
       else {
         this.ingest(item);
@@ -239,12 +296,7 @@ export class KVEventSubscriber {
   private restart(item: Item): void {
     this.h.resets++;
     this.emit({ notice: 'reset', reason: 'restart', lastSeq: this.last!, seq: item.seq });
-    this.last = null;
-    this.floor = null;
-    this.trusted = false;
-    this.pending.clear();
-    this.recent.clear();
-    this.maxTs = -Infinity;
+    this.resetState();
     this.ingest(item);
   }
 
@@ -318,6 +370,84 @@ export class KVEventSubscriber {
     }
   }
 
+  // ------------------------------------------------------------------ sync probes
+
+  private onConnect(): void {
+    const reconnect = this.everConnected && this.lostConnection;
+    const first = !this.everConnected;
+    this.everConnected = true;
+    this.lostConnection = false;
+    if (!first && !reconnect) return;
+    this.touch();
+    if (this.closed || this.opts.probeOnConnect === false) return;
+    if (this.replayEndpoint === null) {
+      // Whatever happened while away cannot be checked: say so rather than trust the tree.
+      if (reconnect && this.last !== null && this.last >= 0n && this.h.batches > 0) this.missing('no_replay_endpoint', this.last + 1n, null);
+      return;
+    }
+    this.probe(reconnect);
+  }
+
+  private onIdleTick(): void {
+    const now = Date.now();
+    if (this.closed || this.replaying || now < this.nextProbeAt) return;
+    this.probeGap = Math.min(this.probeGap * 2, 30_000);
+    this.nextProbeAt = now + this.probeGap;
+    this.probe(false);
+  }
+
+  /** Asks the replay endpoint for anything after the last applied seq (from 0 when none). */
+  private probe(reconnect: boolean): void {
+    if (this.replaying || this.closed || this.replayEndpoint === null || this.pending.size > 0) return;
+    if (this.floor !== null) return; // a fromSeq start replays on its own
+    this.h.probes++;
+    if (this.last === null) this.last = -1n;
+    this.startReplay(this.last + 1n, reconnect ? 'reconnect' : 'probe');
+  }
+
+  /**
+   * The outcome of a probe. Nothing new: no notice. Something new: gap + replay notices,
+   * applied. Our last batch gone from the publisher (nothing at or after it): a new run.
+   */
+  private finishProbe(from: bigint, result: ReplayResult, reconnect: boolean): 'handled' | 'replay' | 'new_run' {
+    if (result.status !== 'done') {
+      if (reconnect && from > 0n && this.h.batches > 0) this.missing('replay_timeout', from, null);
+      return 'handled';
+    }
+    const anchored = from > 0n && this.recent.has(from - 1n);
+    if (result.batches.length === 0 && result.malformed === 0) {
+      if (from === 0n && this.recent.size === 0) this.trusted = true; // nothing published yet: empty is exact
+      else if (anchored) {
+        // The publisher holds nothing from our last seq on: it is a new run, not yet past our seq.
+        this.h.resets++;
+        this.emit({ notice: 'reset', reason: 'restart', lastSeq: this.last!, seq: 0n });
+        this.resetState();
+        return 'new_run';
+      }
+      return 'handled';
+    }
+    const fresh = result.batches.filter((b) => b.seq >= from);
+    const anchor = result.batches[0];
+    const anchorSame = anchor !== undefined && anchor.seq === from - 1n && this.recent.get(anchor.seq)?.equals(anchor.payload) === true;
+    if (fresh.length === 0 && anchorSame) return 'handled';
+    if (fresh.length > 0) this.touch();
+    if (fresh.length > 0 && from > 0n && (anchorSame || !anchored)) {
+      this.h.probeFinds++;
+      this.h.gaps++;
+      this.emit({ notice: 'gap', expected: from, got: fresh[0]!.seq });
+    }
+    return 'replay'; // the usual replay handling applies
+  }
+
+  private resetState(): void {
+    this.last = null;
+    this.floor = null;
+    this.trusted = false;
+    this.pending.clear();
+    this.recent.clear();
+    this.maxTs = -Infinity;
+  }
+
   // ------------------------------------------------------------------ replay
 
   /**
@@ -325,13 +455,33 @@ export class KVEventSubscriber {
    * publisher's batch at that seq is not the one applied, the publisher restarted and
    * its seq merely caught up with ours.
    */
-  private startReplay(from: bigint): void {
+  private startReplay(from: bigint, probe: 'probe' | 'reconnect' | null = null): void {
     this.replaying = true;
-    this.held = [];
     const ask = from > 0n && this.recent.has(from - 1n) ? from - 1n : from;
-    this.replayDone = requestReplay(this.replayEndpoint!, ask, { timeoutMs: this.replayTimeoutMs, signal: this.abort.signal }).then(
+    const opts = {
+      timeoutMs: this.replayTimeoutMs,
+      signal: this.abort.signal,
+      maxReplies: this.opts.maxReplayReplies ?? 1_000_000,
+      maxMessageSize: this.maxMessageSize,
+      curve: this.opts.curve ?? null,
+    };
+    this.replayDone = requestReplay(this.replayEndpoint!, ask, opts).then(
       (result) => {
-        if (!this.closed) this.finishReplay(from, result);
+        if (this.closed) return;
+        if (probe !== null) {
+          this.replaying = false;
+          this.h.malformedFrames += result.malformed;
+          const outcome = this.finishProbe(from, result, probe === 'reconnect');
+          if (outcome !== 'replay') {
+            for (const item of this.takeHeld()) this.ingest(item);
+            this.recover(null);
+            if (outcome === 'new_run') this.probe(false); // its history from 0
+            return;
+          }
+          this.h.malformedFrames -= result.malformed;
+          this.replaying = true;
+        }
+        this.finishReplay(from, result);
       },
       (err: unknown) => console.error(`kv-events subscriber: replay failed: ${(err as Error).message}`),
     );

@@ -135,6 +135,12 @@ describe('kv-worker HTTP API (sim engine)', () => {
     for (const c of chunks) {
       assert.ok(!/[\ud800-\udbff]$/.test(c) && !/^[\udc00-\udfff]/.test(c), `chunk splits a surrogate pair: ${JSON.stringify(c)}`);
     }
+    // A multi-byte character as the stop string.
+    const at = [...whole].findIndex((ch, i) => i > 3 && ch.charCodeAt(0) > 0x2e80 && ch !== '\ufffd');
+    assert.ok(at > 0, 'the seeded output has a CJK character');
+    const ch = [...whole][at]!;
+    const cut = (await w.json('/v1/completions', { ...body, stop: ch })).choices[0].text;
+    assert.equal(cut, whole.slice(0, whole.indexOf(ch)));
   });
 
   it('rejects bad bodies with OpenAI-style 400s', async () => {
