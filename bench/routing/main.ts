@@ -349,6 +349,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
   say(`runs: ${runs.map((r) => runKey(r.policy, r.replicas)).join(', ')}\n`);
 
   const out: BenchResult = { report, files: [], runs: [] };
+  const stopping: Promise<void>[] = [];
   for (const run of runs) {
     const key = runKey(run.policy, run.replicas);
     const t0 = Date.now();
@@ -363,6 +364,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
     });
     const fleet = current;
     let stats;
+    let stopped: Promise<void> | null = null;
     try {
       say(`${key}: fleet ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       const bar = progress(key, wl.requests.length, o.quiet);
@@ -372,8 +374,11 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
       bar.end();
       stats = runStats(run.policy, run.replicas, fleet.workerIds, rep.results, rep.wallMs, rep.maxLagMs);
       out.runs.push({ key, results: rep.results, loads });
+      // The traffic is over: this fleet winds down while the next one starts (fresh ports and ipc dir).
+      stopped = fleet.stop();
+      stopping.push(stopped);
     } finally {
-      await fleet.stop();
+      if (!stopped) await Promise.all([fleet.stop(), ...stopping]);
       current = null;
     }
     report.policies[key] = { ...stats, code_fingerprint: code, hit_rate_vs_upper_bound: Math.round((stats.hit_rate / Math.max(1e-9, report.upper_bound_hit_rate)) * 1000) / 1000 };
@@ -383,6 +388,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
     );
   }
 
+  await Promise.all(stopping);
   report.goals = goals(report);
   if (o.plots) {
     mkdirSync(o.out, { recursive: true });

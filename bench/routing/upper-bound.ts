@@ -63,3 +63,29 @@ export function upperBound(requests: BenchRequest[], blockSize: number): UpperBo
   }
   return { hitRate: total === 0 ? 0 : cached / total, cachedTokens: cached, promptTokens: total, uniqueBlocks: seen.size, perRequest };
 }
+
+/**
+ * Hit rate of one LRU cache of `capacityBlocks` blocks that sees every request (what the whole fleet's
+ * cache could reach if a router partitioned the work perfectly): the bound that eviction leaves.
+ */
+export function lruBound(requests: BenchRequest[], blockSize: number, capacityBlocks: number): { hitRate: number; cachedTokens: number } {
+  const lru = new Map<number, true>();
+  let cached = 0;
+  let total = 0;
+  const order = [...requests].sort((x, y) => x.at - y.at || x.id - y.id);
+  for (const r of order) {
+    const tokens = r.prompt();
+    const keys = blockKeys(tokens, blockSize);
+    const reusable = Math.floor((tokens.length - 1) / blockSize);
+    let hit = 0;
+    while (hit < reusable && lru.has(keys[hit]!)) hit++;
+    for (const k of keys) {
+      lru.delete(k);
+      lru.set(k, true);
+    }
+    while (lru.size > capacityBlocks) lru.delete(lru.keys().next().value!);
+    cached += hit * blockSize;
+    total += tokens.length;
+  }
+  return { hitRate: total === 0 ? 0 : cached / total, cachedTokens: cached };
+}

@@ -9,9 +9,9 @@
  * cannot be had is announced (history_missing) and the stream goes on.
  *
  * Sync probes (with a replay endpoint) close the holes no live batch would reveal: on
- * connect (late join: replay from 0 at once), on reconnect (whatever was missed while
- * away, or a publisher that restarted and has published nothing yet), and once after
- * the stream goes idle (the last batches of a burst lost). A probe asks from the last
+ * reconnect (whatever was missed while away, or a publisher that restarted and has
+ * published nothing yet), and when the stream goes idle (the last batches of a burst
+ * lost; a late join to a quiet publisher: replay from 0), then at doubling intervals. A probe asks from the last
  * applied seq: the same batch back means nothing was missed; another batch, or none at
  * all, means a new publisher run (reset).
  */
@@ -79,7 +79,7 @@ export interface SubscriberOptions {
    * at doubling intervals up to 30 s while the stream stays quiet. Default 1000.
    */
   idleProbeMs?: number;
-  /** Probe the replay endpoint when the SUB (re)connects. Default true. */
+  /** Probe the replay endpoint at once when the SUB reconnects. Default true. */
   probeOnConnect?: boolean;
   /** Stop a replay after this many reply messages (a runaway replay endpoint). Default 1 000 000. */
   maxReplayReplies?: number;
@@ -379,7 +379,8 @@ export class KVEventSubscriber {
     this.lostConnection = false;
     if (!first && !reconnect) return;
     this.touch();
-    if (this.closed || this.opts.probeOnConnect === false) return;
+    // First connect: the idle probe (one idle period on) replays a late join if no live batch does it first.
+    if (first || this.closed || this.opts.probeOnConnect === false) return;
     if (this.replayEndpoint === null) {
       // Whatever happened while away cannot be checked: say so rather than trust the tree.
       if (reconnect && this.last !== null && this.last >= 0n && this.h.batches > 0) this.missing('no_replay_endpoint', this.last + 1n, null);
@@ -406,7 +407,7 @@ export class KVEventSubscriber {
   }
 
   /**
-   * The outcome of a probe. Nothing new: no notice. Something new: gap + replay notices,
+   * The outcome of a probe. Nothing new, or batches the live stream missed: no notice (probeFinds counts them),
    * applied. Our last batch gone from the publisher (nothing at or after it): a new run.
    */
   private finishProbe(from: bigint, result: ReplayResult, reconnect: boolean): 'handled' | 'replay' | 'new_run' {
@@ -430,13 +431,11 @@ export class KVEventSubscriber {
     const anchor = result.batches[0];
     const anchorSame = anchor !== undefined && anchor.seq === from - 1n && this.recent.get(anchor.seq)?.equals(anchor.payload) === true;
     if (fresh.length === 0 && anchorSame) return 'handled';
-    if (fresh.length > 0) this.touch();
-    if (fresh.length > 0 && from > 0n && (anchorSame || !anchored)) {
-      this.h.probeFinds++;
-      this.h.gaps++;
-      this.emit({ notice: 'gap', expected: from, got: fresh[0]!.seq });
+    if (fresh.length > 0) {
+      this.touch();
+      this.h.probeFinds++; // batches the live stream never showed: applied as replayed ones
     }
-    return 'replay'; // the usual replay handling applies
+    return 'replay'; // the usual replay handling applies (without gap/replay notices)
   }
 
   private resetState(): void {
@@ -481,13 +480,14 @@ export class KVEventSubscriber {
           this.h.malformedFrames -= result.malformed;
           this.replaying = true;
         }
-        this.finishReplay(from, result);
+        this.finishReplay(from, result, probe !== null);
       },
       (err: unknown) => console.error(`kv-events subscriber: replay failed: ${(err as Error).message}`),
     );
   }
 
-  private finishReplay(from: bigint, result: ReplayResult): void {
+  /** `quiet`: a probe's catch-up, counted in probeFinds, without gap/replay notices. */
+  private finishReplay(from: bigint, result: ReplayResult, quiet = false): void {
     this.replaying = false;
     this.h.malformedFrames += result.malformed;
     const anchor = result.batches[0];
@@ -511,7 +511,7 @@ export class KVEventSubscriber {
     }
     const before = this.replayedApplied;
     for (const b of replayed) this.ingest(this.replayItem(b));
-    if (result.status === 'done') {
+    if (result.status === 'done' && !quiet) {
       this.h.replays++;
       this.emit({ notice: 'replay', from, to: this.last ?? from - 1n, batches: this.replayedApplied - before });
     }

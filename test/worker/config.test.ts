@@ -76,4 +76,13 @@ describe('worker config', () => {
       await w.stop('SIGKILL');
     }
   });
+
+  it('stages left without their API process (SIGKILL) exit and remove the socket files', async () => {
+    const w = await startWorker(['--engine', 'sim', '--num-blocks', '16']);
+    const kids = w.childPids();
+    assert.equal(kids.length, 2);
+    await w.stop('SIGKILL');
+    await waitFor('orphaned stages to exit', async () => kids.every((p) => !pidAlive(p)), 10_000);
+    await waitFor('socket files to go', async () => w.ipcFiles().length === 0, 5000);
+  });
 });
