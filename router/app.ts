@@ -66,6 +66,8 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   /** Parses, tokenizes and ranks; with `commit`, the pick is recorded at once (no await between rank and record, so a concurrent burst sees it). */
   async function decide(c: Context, endpoint: Endpoint, commit: boolean): Promise<Routed> {
     const ep = endpoint === 'chat' ? '/v1/chat/completions' : '/v1/completions';
+    const declared = Number(c.req.header('content-length') ?? 0);
+    if (declared > config.max_body_bytes) return { ok: false, res: openAIError(413, `request body over ${config.max_body_bytes} bytes`) };
     const raw = new Uint8Array(await c.req.arrayBuffer());
     if (raw.byteLength > config.max_body_bytes) return { ok: false, res: openAIError(413, `request body over ${config.max_body_bytes} bytes`) };
     let json: unknown;

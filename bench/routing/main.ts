@@ -20,7 +20,7 @@ import { liveChildren, startFleet, type Fleet, type WorkerParams } from './fleet
 import { cdfSvg, loadSvg } from './plots.js';
 import { fleetLines, runKey, table, writeReport, type Report } from './report.js';
 import { loadSeries, runStats } from './stats.js';
-import { upperBound } from './upper-bound.js';
+import { lruBound, upperBound } from './upper-bound.js';
 import {
   mooncakeWorkload,
   multiTurnWorkload,
@@ -109,13 +109,13 @@ export const DEFAULTS: BenchOptions = {
 };
 
 /**
- * Per-workload defaults over DEFAULTS. The hot spot sets its prefill speed itself: at its upper bound
- * almost nothing is left to prefill, so the utilization rule would make one cold prefill take seconds.
+ * Per-workload defaults over DEFAULTS. The synthetic workloads set their prefill speed themselves: their
+ * upper bounds are high, so the utilization rule would make one cold prefill take seconds.
  */
 export const WORKLOAD_DEFAULTS: Record<WorkloadName, Partial<BenchOptions>> = {
   mooncake: {},
-  'system-prompt': { speed: 1 },
-  'multi-turn': { speed: 1 },
+  'system-prompt': { speed: 1, rate: 20, prefillTokensPerS: 8_000 },
+  'multi-turn': { speed: 1, rate: 20, prefillTokensPerS: 8_000 },
   'shared-prompt': { speed: 1, rate: 40, prefillTokensPerS: 20_000 },
 };
 
@@ -301,13 +301,17 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
   const ub = upperBound(wl.requests, o.blockSize);
   const duration = Math.max(...wl.requests.map((r) => r.at)) / 1000;
   // Sizing: caches hold a fraction of the working set (they must evict), prefill keeps the fleet busy.
-  const numBlocks = o.numBlocks ?? Math.max(64, Math.ceil((ub.uniqueBlocks * o.cacheFraction) / o.workers));
+  const longest = Math.max(...wl.requests.map((r) => r.promptLength + r.maxTokens));
+  // At least four of the longest requests fit in a worker, whatever the working set.
+  const numBlocks = o.numBlocks ?? Math.max(4 * Math.ceil(longest / o.blockSize), Math.ceil((ub.uniqueBlocks * o.cacheFraction) / o.workers));
   const realDuration = Math.max(1, duration / o.speed);
   const uncachedPerS = (ub.promptTokens - ub.cachedTokens) / realDuration;
   const prefill = o.prefillTokensPerS ?? Math.max(1000, Math.round(uncachedPerS / o.workers / o.utilization / 1000) * 1000);
   const worker: WorkerParams = { blockSize: o.blockSize, numBlocks, prefillTokensPerS: prefill, decodeStepMs: o.decodeStepMs, maxBatch: o.maxBatch, maxWaiting: o.maxWaiting };
-  const maxPrompt = Math.max(...wl.requests.map((r) => r.promptLength + r.maxTokens));
-  if (maxPrompt > numBlocks * o.blockSize) throw new Error(`a request needs ${maxPrompt} tokens but a worker holds ${numBlocks * o.blockSize}: raise --num-blocks`);
+  // What eviction leaves: one LRU the size of the whole fleet's caches (a perfect partition), and one worker's.
+  const fleetLru = lruBound(wl.requests, o.blockSize, numBlocks * o.workers).hitRate;
+  const oneLru = lruBound(wl.requests, o.blockSize, numBlocks).hitRate;
+  if (longest > numBlocks * o.blockSize) throw new Error(`a request needs ${longest} tokens but a worker holds ${numBlocks * o.blockSize}: raise --num-blocks`);
 
   const runs = planRuns(o);
   const report: Report = {
@@ -341,6 +345,8 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
       router_config: o.routerConfig ?? {},
     },
     upper_bound_hit_rate: Math.round(ub.hitRate * 10000) / 10000,
+    fleet_lru_hit_rate: Math.round(fleetLru * 10000) / 10000,
+    single_worker_lru_hit_rate: Math.round(oneLru * 10000) / 10000,
     policies: {},
     goals: [],
     plots: [],
@@ -399,8 +405,27 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
     report.plots = [cdf, loadFile];
     out.files.push(join(o.out, cdf), join(o.out, loadFile));
   }
+  // Raw per-request results and load samples, for digging (git-ignored: bench/results/tmp/).
+  const rawDir = join(o.out, 'tmp', 'routing');
+  mkdirSync(rawDir, { recursive: true });
+  const rawFile = join(rawDir, `${wl.name}.raw.json`);
+  writeFileSync(
+    rawFile,
+    JSON.stringify({
+      workload: wl.name,
+      generated_at: report.generated_at,
+      runs: out.runs.map((r) => ({
+        key: r.key,
+        requests: r.results.map((x) => [x.id, x.router, Math.round(x.sentMs), x.ttftMs === null ? null : Math.round(x.ttftMs), x.e2eMs === null ? null : Math.round(x.e2eMs), x.worker, x.promptTokens, x.cachedTokens, x.ok ? 1 : 0]),
+        request_fields: ['id', 'router', 'sent_ms', 'ttft_ms', 'e2e_ms', 'worker', 'prompt_tokens', 'cached_tokens', 'ok'],
+        loads: r.loads.map((l) => [Math.round(l.tMs), l.worker, l.running, l.waiting, l.pendingPrefillTokens, l.cachedBlocks]),
+        load_fields: ['t_ms', 'worker', 'running', 'waiting', 'pending_prefill_tokens', 'cached_blocks'],
+      })),
+    }),
+  );
   const files = writeReport(o.out, report);
   out.files.unshift(files.json, files.md);
+  out.files.push(rawFile);
   say('');
   say(table(report, false));
   say('');

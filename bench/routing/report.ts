@@ -14,6 +14,10 @@ export interface Report {
   workload_stats: { requests: number; prompt_tokens: number; mean_prompt_tokens: number; duration_s: number; unique_blocks: number };
   fleet: Record<string, unknown>;
   upper_bound_hit_rate: number;
+  /** One LRU cache as large as the whole fleet's, seeing every request: the best a perfect partition could do with these cache sizes. */
+  fleet_lru_hit_rate: number;
+  /** One worker's cache seeing every request (about what a cache-blind policy gets). */
+  single_worker_lru_hit_rate: number;
   /** Keyed by policy for single-router runs, `policy@N` for N router replicas. */
   policies: Record<string, RunStats & { hit_rate_vs_upper_bound: number; code_fingerprint: string }>;
   goals: string[];
@@ -60,9 +64,9 @@ export function fleetLines(r: Report): string[] {
   return [
     `workload: ${r.description}`,
     `requests: ${r.workload_stats.requests}, ${r.workload_stats.prompt_tokens} prompt tokens (mean ${r.workload_stats.mean_prompt_tokens}), ${r.workload_stats.duration_s} s of arrivals at speed ${r.speed}; ${r.workload_stats.unique_blocks} distinct ${f.block_size}-token blocks`,
-    `fleet: ${f.workers} sim workers × ${f.num_blocks} blocks of ${f.block_size} tokens = ${f.cache_tokens_per_worker} cached tokens each (${f.fleet_cache_fraction_of_working_set} of the working set for the whole fleet: caches must evict); prefill ${f.prefill_tokens_per_s} tokens/s, decode step ${f.decode_step_ms} ms, max batch ${f.max_batch}`,
+    `fleet: ${f.workers} sim workers × ${f.num_blocks} blocks of ${f.block_size} tokens = ${f.cache_tokens_per_worker} cached tokens each (the whole fleet holds ${f.fleet_cache_fraction_of_working_set}× the workload's distinct blocks, one worker ${(Number(f.fleet_cache_fraction_of_working_set) / Number(f.workers)).toFixed(2)}×${Number(f.fleet_cache_fraction_of_working_set) < 1 ? ': caches must evict' : Number(f.fleet_cache_fraction_of_working_set) / Number(f.workers) < 1 ? ': a worker that sees everything must evict' : ''}); prefill ${f.prefill_tokens_per_s} tokens/s, decode step ${f.decode_step_ms} ms, max batch ${f.max_batch}`,
     `timing model: ${f.timing_note}`,
-    `upper bound (one unlimited cache that saw every earlier request): ${(r.upper_bound_hit_rate * 100).toFixed(1)}% hit rate`,
+    `upper bound (one unlimited cache that saw every earlier request): ${(r.upper_bound_hit_rate * 100).toFixed(1)}% hit rate; one LRU cache the size of the whole fleet's (a perfect partition): ${(r.fleet_lru_hit_rate * 100).toFixed(1)}%; one worker's cache alone: ${(r.single_worker_lru_hit_rate * 100).toFixed(1)}%`,
   ];
 }
 

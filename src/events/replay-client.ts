@@ -34,6 +34,8 @@ export interface ReplayRequestOptions {
   signal?: AbortSignal;
   /** Gives up (status `timeout`) after this many reply messages. Default 1 000 000. */
   maxReplies?: number;
+  /** Gives up (status `timeout`) when the whole replay takes longer (a trickling endpoint). Default 60 000. */
+  maxTotalMs?: number;
   /** Larger replies make ZeroMQ drop the connection. Default: no limit. */
   maxMessageSize?: number;
   curve?: CurveClientOptions | null;
@@ -66,18 +68,22 @@ export async function requestReplay(endpoint: string, from: bigint, opts: Replay
   const dealer = new zmq.Dealer({ linger: 0, sendTimeout: opts.timeoutMs, receiveTimeout: opts.timeoutMs, maxMessageSize: opts.maxMessageSize ?? -1 });
   if (opts.curve) applyCurveClient(dealer, opts.curve);
   const maxReplies = opts.maxReplies ?? 1_000_000;
+  const deadline = Date.now() + (opts.maxTotalMs ?? 60_000);
   const onAbort = () => dealer.close();
   opts.signal?.addEventListener('abort', onAbort);
   try {
     dealer.connect(endpoint);
     await dealer.send([EMPTY, encodeSeq(from)]);
     for (let n = 0; n < maxReplies; n++) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      if (left < opts.timeoutMs) dealer.receiveTimeout = left;
       const reply = parseReplayReply(await dealer.receive());
       if (reply === null) result.malformed++;
       else if (reply.end) return { ...result, status: 'done' };
       else result.batches.push(reply.item);
     }
-    return result; // too many replies: incomplete
+    return result; // too many replies, or too long: incomplete
   } catch {
     // EAGAIN after the timeout, or the socket closed by an abort.
     if (opts.signal?.aborted) result.status = 'cancelled';

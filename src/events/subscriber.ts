@@ -83,6 +83,8 @@ export interface SubscriberOptions {
   probeOnConnect?: boolean;
   /** Stop a replay after this many reply messages (a runaway replay endpoint). Default 1 000 000. */
   maxReplayReplies?: number;
+  /** Stop a replay that takes longer than this in all (a trickling endpoint). Default 60 000. */
+  maxReplayMs?: number;
   /** CURVE for the SUB and the replay DEALER (the publisher's public key, and ours). */
   curve?: CurveClientOptions | null;
   /** Called synchronously, in order. An exception is logged, not propagated. */
@@ -461,6 +463,7 @@ export class KVEventSubscriber {
       timeoutMs: this.replayTimeoutMs,
       signal: this.abort.signal,
       maxReplies: this.opts.maxReplayReplies ?? 1_000_000,
+      maxTotalMs: this.opts.maxReplayMs ?? 60_000,
       maxMessageSize: this.maxMessageSize,
       curve: this.opts.curve ?? null,
     };

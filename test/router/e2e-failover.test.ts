@@ -41,7 +41,7 @@ test('worker killed mid-run: requests keep succeeding; restarted, it returns wit
   const step = (m: string) => t.diagnostic(`${((Date.now() - t0) / 1000).toFixed(1)} s: ${m}`);
   const extra = ['--decode-step-ms', '20'];
   const [A, B] = await Promise.all([start({ id: 'A', extraArgs: extra }), start({ id: 'B', extraArgs: extra })]);
-  router = await routerWith({ workers: [workerEntry(A), workerEntry(B)], health: { interval_ms: 100, timeout_ms: 500, failure_threshold: 2 } });
+  router = await routerWith({ workers: [workerEntry(A), workerEntry(B)], health: { interval_ms: 100, timeout_ms: 1500, failure_threshold: 2 } });
   await waitHealthy(router, 2);
   const r = router;
   step('workers and router up');

@@ -17,7 +17,7 @@ before(async () => {
   router = await routerWith({ workers: [workerEntry(A), workerEntry(B)] });
   await waitHealthy(router, 2);
   await waitUntil('both streams connected', 10_000, () => router.service.registry.list().every((w) => w.streams.get(0)!.health().connected));
-}, { timeout: 90_000 });
+}, { timeout: 110_000 });
 
 after(async () => {
   await router?.close();

@@ -72,7 +72,7 @@ export async function routerWith(cfg: RouterConfigInput): Promise<RunningRouter>
   const config = parseRouterConfig({
     port: 0,
     tokenizer_threads: 1,
-    health: { interval_ms: 100, timeout_ms: 500, failure_threshold: 2 },
+    health: { interval_ms: 150, timeout_ms: 2000, failure_threshold: 3 },
     retry: { max_attempts: 3, backoff_ms: 5 },
     ...cfg,
   });
@@ -133,7 +133,7 @@ export async function startWorker(o: WorkerOpts): Promise<WorkerProc> {
     },
   };
   try {
-    await waitUntil(`worker ${o.id} healthy`, 60_000, async () => {
+    await waitUntil(`worker ${o.id} healthy`, 90_000, async () => {
       if (proc.exitCode !== null) throw new Error(`worker ${o.id} exited: ${out}`);
       return (await fetch(`${url}/health`)).ok;
     }, 100);

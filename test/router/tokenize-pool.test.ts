@@ -35,6 +35,6 @@ test('a long prompt does not stall the main event loop', { timeout: 60_000 }, as
   assert.ok(maxLagMs < Math.max(50, took / 4), `event loop stalled ${maxLagMs.toFixed(1)} ms during a ${took.toFixed(0)} ms tokenization`);
 });
 
-test('a tokenizer that cannot load is a server error (500), not the client's', { timeout: 60_000 }, async () => {
+test('a tokenizer that cannot load is a server error (500), not a client error', { timeout: 60_000 }, async () => {
   await assert.rejects(pool.tokenize({ tokenizer_json: '/nonexistent/tokenizer.json' }, { kind: 'text', text: 'x' }), (e: Error) => !(e instanceof TokenizeError) && /cannot load the tokenizer/.test(e.message));
 });
