@@ -26,6 +26,7 @@ const { values: a } = parseArgs({
     concurrency: { type: 'string', default: '16' },
     seconds: { type: 'string', default: '4' },
     'no-nginx': { type: 'boolean', default: false },
+    sizes: { type: 'string', default: '1024,8192' },
   },
 });
 const ROUNDS = Number(a.rounds);
@@ -92,8 +93,12 @@ function once1(base: string, body: string): Promise<number> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const req = request(`${base}/v1/completions`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-      res.on('data', () => {});
-      res.on('end', () => (res.statusCode === 200 ? resolve(performance.now() - t0) : reject(new Error(`${base}: HTTP ${res.statusCode}`))));
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        if (res.statusCode !== 200) text += d;
+      });
+      res.on('end', () => (res.statusCode === 200 ? resolve(performance.now() - t0) : reject(new Error(`HTTP ${res.statusCode} ${text.slice(0, 300)}`))));
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -156,7 +161,7 @@ http {
   upstream w { server ${upstream}; keepalive 64; }
   server {
     listen 127.0.0.1:${port};
-    client_max_body_size 64m;
+    client_max_body_size 64m; client_body_buffer_size 64m; proxy_request_buffering off;
     location / { proxy_pass http://w; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
   }
 }
@@ -201,11 +206,12 @@ async function main(): Promise<void> {
   }
   const targets: [string, string][] = [['direct', direct], ['router', routed], ...(viaNginx ? ([['nginx', viaNginx]] as [string, string][]) : [])];
   console.log(`router overhead: one sim worker, ${ROUNDS} rounds × ${REQUESTS} sequential requests per target and size; rate: ${CONC} concurrent clients for ${SECONDS} s`);
-  console.log(`targets: ${targets.map(([n]) => n).join(', ')}${viaNginx ? '' : ' (nginx not installed: skipped)'}\n`);
+  console.log(`targets: ${targets.map(([n, u]) => `${n} ${u}`).join(', ')}${viaNginx ? '' : ' (nginx not installed: skipped)'}\n`);
 
   const results: Record<string, unknown> = { rounds: ROUNDS, requests: REQUESTS, concurrency: CONC, seconds: SECONDS, sizes: {} };
   const tok = await Tokenizer.loadDefault();
-  for (const [size, kind] of [[1024, 'text'], [1024, 'ids'], [8192, 'text'], [8192, 'ids']] as const) {
+  const cases = a.sizes!.split(',').map(Number).flatMap((n) => [[n, 'text'], [n, 'ids']] as const);
+  for (const [size, kind] of cases) {
     // A few distinct prompts, max_tokens 1; after the first round they are cached on the worker,
     // so the worker's own time is small and what differs is the proxy path. `text` prompts are
     // tokenized by the router (and the worker); `ids` prompts skip tokenization everywhere.

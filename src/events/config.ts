@@ -3,6 +3,7 @@
  * endpoint rules publishers and subscribers share.
  */
 import { z } from 'zod';
+import { CurveConfigSchema } from './curve.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -19,6 +20,8 @@ export const KVEventsConfigSchema = z.object({
   buffer_steps: count(0).default(10000),
   hwm: count(0).default(100000),
   max_queue_size: count(1).default(100000),
+  /** Ours, not the engines': CURVE keys for the PUB and replay sockets (see curve.ts). */
+  curve: CurveConfigSchema.optional(),
 });
 
 export type KVEventsConfig = z.infer<typeof KVEventsConfigSchema>;

@@ -7,7 +7,7 @@
  */
 import * as zmq from 'zeromq';
 import { encodeBatch, type EventEncoding } from './codec.js';
-import { applyCurveServer, releaseCurveServer, type CurveServerOptions } from './curve.js';
+import { applyCurveServer, curveServerFromConfig, releaseCurveServer, type CurveServerOptions } from './curve.js';
 import { ConfigError, offsetEndpoint, type KVEventsConfig } from './config.js';
 import { attach, removeIpcFile, yieldToLoop } from './endpoint.js';
 import { decodeSeq, encodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
@@ -29,7 +29,7 @@ export interface PublisherOptions {
   /** Replay reply shape: `current` = ["", topic, seq, payload] (vLLM), `legacy` = ["", seq, payload]. */
   replayShape?: 'current' | 'legacy';
   encoding?: EventEncoding;
-  /** CURVE on the PUB and replay sockets: our key pair, optionally an allow-list of client keys. */
+  /** CURVE on the PUB and replay sockets: our key pair, optionally an allow-list of client keys. Default: config.curve. */
   curve?: CurveServerOptions | null;
   /** Replay requests waiting to be served beyond this are dropped (counted, unanswered). Default 64. */
   maxPendingReplays?: number;
@@ -126,10 +126,11 @@ export class KVEventPublisher {
     const replay = cfg.replay_endpoint === null ? null : rank === null ? cfg.replay_endpoint : offsetEndpoint(cfg.replay_endpoint, rank);
     if (replay !== null && replay === endpoint && !endpoint.endsWith(':0')) throw new ConfigError(`replay_endpoint must differ from endpoint (${endpoint})`);
 
+    const curve = opts.curve !== undefined ? opts.curve : cfg.curve ? curveServerFromConfig(cfg.curve) : null;
     const pub = new zmq.Publisher({ sendHighWaterMark: cfg.hwm, linger: 0 });
     let router: zmq.Router | null = null;
     try {
-      if (opts.curve) await applyCurveServer(pub, opts.curve);
+      if (curve) await applyCurveServer(pub, curve);
       const actual = await attach(pub, endpoint);
       let actualReplay: string | null = null;
       if (replay !== null) {
@@ -139,7 +140,7 @@ export class KVEventPublisher {
           sendTimeout: REPLAY_SEND_TIMEOUT_MS,
           linger: 0,
         });
-        if (opts.curve) await applyCurveServer(router, opts.curve);
+        if (curve) await applyCurveServer(router, curve);
         actualReplay = await attach(router, replay);
       }
       return new KVEventPublisher(opts, pub, router, actual, actualReplay);

@@ -2,7 +2,7 @@
  * Real `kv-worker --engine sim` processes on fixed loopback ports, so a test can
  * kill, restart (same ports: the router's subscriber reconnects) or load them.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { freePort, sleep } from '../helpers/net.js';
 
@@ -95,6 +95,29 @@ export class SimWorker {
     clearTimeout(t);
     // The stages exit when the API process goes away; give them a moment to release the ports.
     await sleep(300);
+  }
+
+  /** The API process and its stage processes. */
+  pids(): number[] {
+    const pid = this.proc?.pid;
+    if (!pid) return [];
+    try {
+      const kids = execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
+      return [pid, ...kids.split('\n').map((x) => Number(x.trim())).filter((n) => n > 0)];
+    } catch {
+      return [pid];
+    }
+  }
+
+  /** SIGSTOP (hang: connections accepted by the kernel, never answered) or SIGCONT every process. */
+  signalAll(sig: 'SIGSTOP' | 'SIGCONT'): void {
+    for (const pid of this.pids()) {
+      try {
+        process.kill(pid, sig);
+      } catch {
+        /* gone */
+      }
+    }
   }
 
   async restart(): Promise<void> {

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import * as zmq from 'zeromq';
-import { parseKVEventsConfig } from '../../src/events/config.js';
+import { connectAddressFor, parseKVEventsConfig } from '../../src/events/config.js';
 import { encodeSeq } from '../../src/events/frames.js';
 import { KVEventPublisher } from '../../src/events/publisher.js';
 import { requestReplay } from '../../src/events/replay-client.js';
@@ -24,9 +24,9 @@ describe('replay burst', { timeout: 100_000 }, () => {
   });
 
   test('a burst of 400 replay requests at one publisher: publishing goes on, replay work bounded', async () => {
-    const pub = await KVEventPublisher.create({ config: parseKVEventsConfig({ endpoint: 'tcp://127.0.0.1:0', replay_endpoint: 'tcp://127.0.0.1:0', buffer_steps: 5000 }) });
+    const pub = await KVEventPublisher.create({ config: parseKVEventsConfig({ endpoint: 'tcp://*:0', replay_endpoint: 'tcp://*:0', buffer_steps: 5000 }) });
     cleanups.push(() => pub.close(100));
-    const { sub, next } = await rawSubscriber(pub.endpoint);
+    const { sub, next } = await rawSubscriber(connectAddressFor(pub.endpoint));
     cleanups.push(() => sub.close());
     for (let i = 0; i < 5000; i++) pub.publish(batchOf(i, 4));
     await pub.flush();
@@ -45,7 +45,7 @@ describe('replay burst', { timeout: 100_000 }, () => {
     })();
     const dealers = Array.from({ length: 400 }, () => {
       const d = new zmq.Dealer({ linger: 0 });
-      d.connect(pub.replayEndpoint!);
+      d.connect(connectAddressFor(pub.replayEndpoint!));
       return d;
     });
     cleanups.push(() => dealers.forEach((d) => d.close()));
@@ -72,11 +72,11 @@ describe('replay burst', { timeout: 100_000 }, () => {
   });
 
   test('after the burst, a normal replay is served in full', async () => {
-    const pub = await KVEventPublisher.create({ config: parseKVEventsConfig({ endpoint: 'tcp://127.0.0.1:0', replay_endpoint: 'tcp://127.0.0.1:0', buffer_steps: 100 }) });
+    const pub = await KVEventPublisher.create({ config: parseKVEventsConfig({ endpoint: 'tcp://*:0', replay_endpoint: 'tcp://*:0', buffer_steps: 100 }) });
     cleanups.push(() => pub.close(100));
     for (let i = 0; i < 100; i++) pub.publish(batchOf(i));
     await pub.flush();
-    const r = await requestReplay(pub.replayEndpoint!, 0n, { timeoutMs: 5000 });
+    const r = await requestReplay(connectAddressFor(pub.replayEndpoint!), 0n, { timeoutMs: 5000 });
     assert.equal(r.status, 'done');
     assert.equal(r.batches.length, 100);
   });

@@ -56,15 +56,22 @@ export class TcpProxy {
   }
 }
 
-/** An HTTP "worker" that accepts connections and never answers a byte. */
-export async function hungServer(): Promise<{ url: string; port: number; accepted: () => number; close: () => Promise<void> }> {
+/**
+ * An HTTP "worker" that accepts connections and never answers a byte; with `healthy`,
+ * it answers GET /health (so it stays in rotation) and nothing else: a hung engine.
+ */
+export async function hungServer(opts: { healthy?: boolean } = {}): Promise<{ url: string; port: number; accepted: () => number; close: () => Promise<void> }> {
   const sockets = new Set<Socket>();
   let accepted = 0;
   const server = createServer((s) => {
-    accepted++;
     sockets.add(s);
     s.on('error', () => {});
     s.on('close', () => sockets.delete(s));
+    s.once('data', (d) => {
+      if (opts.healthy && d.toString('latin1').startsWith('GET /health')) {
+        s.end('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{"status":"ok"}');
+      } else accepted++;
+    });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as { port: number }).port;

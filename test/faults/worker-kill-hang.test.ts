@@ -1,0 +1,114 @@
+/**
+ * Worker lifecycle faults behind a real router (trees read through the admin API): a worker
+ * killed outright, and a worker hung (accepts connections, never answers). Every client
+ * request gets an answer (a completion or a clear error) in bounded time; trees settle exact.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { RunningRouter } from '../../router/server.js';
+import { sleep } from '../helpers/net.js';
+import { promptSet, SimWorker } from './fleet.js';
+import { exact, settle, type SourceCheck } from './invariant.js';
+import { figure } from './pipeline.js';
+import { askAll, routerCheck, routerFor } from './router-harness.js';
+import { hungServer } from './tcp-proxy.js';
+
+let a: SimWorker;
+let b: SimWorker;
+let r: RunningRouter;
+let seed = 500;
+
+async function settled(fault: string, w: SimWorker, t0: number, want: (c: SourceCheck) => boolean = exact): Promise<SourceCheck> {
+  const { check } = await settle(routerCheck(r, w), { want, timeoutMs: 30_000 });
+  figure({ kind: 'fault', fault, divergent: check.trusted ? check.divergent : 0, recoverMs: Date.now() - t0, outcome: check.trusted ? 'exact' : 'untrusted' });
+  return check;
+}
+
+const workerState = async (id: string): Promise<string> =>
+  ((await (await fetch(`${r.url}/workers/${id}`)).json()) as { state: string }).state;
+
+describe('worker killed or hung behind the router', { timeout: 118_000 }, () => {
+  before(async () => {
+    [a, b] = await Promise.all([SimWorker.start('a', { numBlocks: 48 }), SimWorker.start('b', { numBlocks: 48 })]);
+    r = await routerFor([a, b], { upstream_header_timeout_ms: 3000 });
+  });
+  after(async () => {
+    await r?.close();
+    await Promise.all([a?.stop(), b?.stop()]);
+  });
+
+  test('worker killed: requests keep succeeding on the other; it comes back with a fresh, exact tree', async () => {
+    await a.stop('SIGKILL');
+    const out = await askAll(r, promptSet(seed++, 10));
+    assert.deepEqual(out.filter((o) => o.status !== 200), []);
+    assert.ok(out.every((o) => o.worker === 'b'));
+    assert.equal(await workerState('a'), 'unhealthy');
+    await a.launch();
+    const t0 = Date.now();
+    await settled('worker killed', a, t0);
+    for (let i = 0; i < 100 && (await workerState('a')) !== 'healthy'; i++) await sleep(100);
+    await askAll(r, promptSet(seed++, 8));
+    await settled('after kill', a, Date.now());
+  });
+
+  test('worker hung (SIGSTOP: accepts, never answers): every request answered in bounded time; back in rotation after SIGCONT', async () => {
+    // Round robin, so the hung worker surely gets requests before the probes notice it.
+    const rr = await routerFor([a, b], { policy: 'round_robin', upstream_header_timeout_ms: 3000 });
+    const state = async (id: string) => ((await (await fetch(`${rr.url}/workers/${id}`)).json()) as { state: string }).state;
+    try {
+      for (let i = 0; i < 100 && ((await state('a')) !== 'healthy' || (await state('b')) !== 'healthy'); i++) await sleep(100);
+      a.signalAll('SIGSTOP');
+      const t0 = Date.now();
+      const out = await askAll(rr, promptSet(seed++, 12), 6, 20_000);
+      const bad = out.filter((o) => o.status !== 200 && !(o.status >= 500 && /timeout|worker/i.test(o.error ?? '')));
+      assert.deepEqual(bad, [], 'a completion or a clear error, never silence');
+      const maxMs = Math.max(...out.map((o) => o.ms));
+      assert.ok(maxMs < 15_000, `bounded: ${maxMs} ms`);
+      for (let i = 0; i < 50 && (await state('a')) !== 'unhealthy'; i++) await sleep(100);
+      assert.equal(await state('a'), 'unhealthy');
+      figure({ kind: 'fault', fault: 'worker hung (SIGSTOP)', divergent: 0, recoverMs: null, outcome: `${out.filter((o) => o.status === 200).length}/${out.length} answered 200, max ${maxMs} ms` });
+      a.signalAll('SIGCONT');
+      for (let i = 0; i < 100 && (await state('a')) !== 'healthy'; i++) await sleep(100);
+      assert.equal(await state('a'), 'healthy');
+      await askAll(rr, promptSet(seed++, 6));
+      await settled('worker hung (SIGSTOP), resumed', a, t0);
+    } finally {
+      a.signalAll('SIGCONT');
+      await rr.close();
+    }
+  });
+
+  test('engine hung (GET /health fine, completions never answered): retried elsewhere after the header timeout', async () => {
+    const hung = await hungServer({ healthy: true });
+    const rr = await routerFor([b], { policy: 'round_robin', upstream_header_timeout_ms: 2000 });
+    try {
+      const res = await fetch(`${rr.url}/workers`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'hung', url: hung.url }) });
+      assert.equal(res.status, 201);
+      for (let i = 0; i < 50 && rr.service.registry.healthyCount() < 2; i++) await sleep(100);
+      const out = await askAll(rr, promptSet(seed++, 8), 4, 20_000);
+      assert.ok(hung.accepted() > 0, 'the hung worker got requests');
+      assert.deepEqual(out.filter((o) => o.status !== 200), [], 'retried on the healthy worker');
+      const maxMs = Math.max(...out.map((o) => o.ms));
+      assert.ok(maxMs < 10_000, `bounded: ${maxMs} ms`);
+      figure({ kind: 'fault', fault: 'engine hung (health ok)', divergent: 0, recoverMs: null, outcome: `${out.length}/${out.length} answered 200 via retry, max ${maxMs} ms` });
+    } finally {
+      await rr.close();
+      await hung.close();
+    }
+  });
+
+  test('engine hung, router defaults: a request that lands on it is answered within 20 s', { todo: 'router: upstream_header_timeout_ms defaults to 600 s (see the report)' }, async () => {
+    const hung = await hungServer({ healthy: true });
+    const rr = await routerFor([], { policy: 'round_robin' });
+    try {
+      await fetch(`${rr.url}/workers`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'hung', url: hung.url }) });
+      for (let i = 0; i < 50 && rr.service.registry.healthyCount() < 1; i++) await sleep(100);
+      const out = await askAll(rr, promptSet(seed++, 1), 1, 20_000);
+      assert.ok(hung.accepted() > 0, 'the hung worker got the request');
+      assert.deepEqual(out.filter((o) => o.status === 0), [], 'no request left without an answer');
+    } finally {
+      await rr.close();
+      await hung.close();
+    }
+  });
+});
