@@ -11,9 +11,11 @@
  * Sync probes (with a replay endpoint) close the holes no live batch would reveal: on
  * reconnect (whatever was missed while away, or a publisher that restarted and has
  * published nothing yet), and when the stream goes idle (the last batches of a burst
- * lost; a late join to a quiet publisher: replay from 0), then at doubling intervals. A probe asks from the last
- * applied seq: the same batch back means nothing was missed; another batch, or none at
- * all, means a new publisher run (reset).
+ * lost; a late join to a quiet publisher: replay from 0), then at doubling intervals up
+ * to 30 s. A probe asks from the last applied seq: the same batch back means nothing was
+ * missed; later batches are applied (quietly: counted in probeFinds); another batch at
+ * that seq, or none at all, means a new publisher run (reset). Unreadable replies, or no
+ * answer to a probe after a reconnect, mean history_missing.
  */
 import * as zmq from 'zeromq';
 import { decodeBatch } from './codec.js';
@@ -432,6 +434,11 @@ export class KVEventSubscriber {
     const fresh = result.batches.filter((b) => b.seq >= from);
     const anchor = result.batches[0];
     const anchorSame = anchor !== undefined && anchor.seq === from - 1n && this.recent.get(anchor.seq)?.equals(anchor.payload) === true;
+    if (fresh.length === 0 && result.malformed > 0 && from > 0n && this.h.batches > 0) {
+      // Unreadable replies where our next batches would be: what we may have missed cannot be checked.
+      this.missing('replay_malformed', from, null);
+      return 'handled';
+    }
     if (fresh.length === 0 && anchorSame) return 'handled';
     if (fresh.length > 0) {
       this.touch();

@@ -15,7 +15,10 @@ import { Collector, range } from '../helpers/collector.js';
 import { batchOf } from '../helpers/events.js';
 import { sleep } from '../helpers/net.js';
 import { rawReplay } from '../helpers/raw.js';
+import { drive, promptSet, SimWorker } from './fleet.js';
+import { checkSource, exact, settle } from './invariant.js';
 import { figure } from './pipeline.js';
+import { PrefixIndex } from '../../src/index/index.js';
 
 const cleanups: Array<() => unknown> = [];
 const server = curveKeyPair();
@@ -49,7 +52,7 @@ async function publishFor(p: KVEventPublisher, n: number, ms: number): Promise<v
   }
 }
 
-describe('CURVE on the event and replay sockets', { timeout: 60_000 }, () => {
+describe('CURVE on the event and replay sockets', { timeout: 115_000 }, () => {
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
   });
@@ -115,4 +118,40 @@ describe('CURVE on the event and replay sockets', { timeout: 60_000 }, () => {
     assert.throws(() => parseKVEventsConfig({ curve: { server_public_key: 'short' } }), /curve\.server_public_key: a CURVE key is 40 Z85 characters/);
     assert.equal(CurveConfigSchema.safeParse({ server_public_key: server.publicKey, bogus: 1 }).success, false);
   });
+
+  test('a sim worker with CURVE keys in --kv-events-config: a keyed subscriber rebuilds its cache exactly, a plain one gets nothing', async () => {
+    const w = await SimWorker.prepare('curve', { numBlocks: 32 });
+    const curve = { server_public_key: server.publicKey, server_secret_key: server.secretKey };
+    w.opts.extraArgs.push('--kv-events-config', JSON.stringify({ endpoint: `tcp://*:${w.pubPort}`, replay_endpoint: `tcp://*:${w.replayPort}`, topic: 'kv', curve }));
+    await w.launch();
+    cleanups.push(() => w.stop());
+    const index = new PrefixIndex();
+    let trusted = false;
+    const keyed = new KVEventSubscriber({
+      endpoint: w.endpoint,
+      replayEndpoint: w.replayEndpoint,
+      topic: 'kv',
+      curve: { serverKey: server.publicKey },
+      onItem: (item) => {
+        if (item.kind === 'batch') index.applyBatch('curve', item.batch);
+        else if (item.notice.notice === 'reset' || item.notice.notice === 'history_missing') index.clearSource('curve');
+      },
+    });
+    await keyed.start();
+    cleanups.push(() => keyed.close());
+    const plain = await subscriberAt(w.endpoint, w.replayEndpoint);
+    await drive(w, promptSet(42, 6));
+    const { check } = await settle(() => checkSource('curve', w.url, () => ({ trusted: (trusted = keyed.health().trusted), dump: index.dump('curve') })), { want: exact });
+    assert.ok(check.workerBlocks > 0 && trusted);
+    await sleep(1500);
+    assert.equal(plain.sub.health().batches, 0, 'no CURVE: nothing');
+  });
 });
+
+async function subscriberAt(endpoint: string, replayEndpoint: string): Promise<{ sub: KVEventSubscriber; got: Collector }> {
+  const got = new Collector();
+  const sub = new KVEventSubscriber({ endpoint, replayEndpoint, replayTimeoutMs: 1000, onItem: got.onItem });
+  await sub.start();
+  cleanups.push(() => sub.close());
+  return { sub, got };
+}

@@ -39,15 +39,20 @@ export class SimWorker {
   }
 
   static async start(id: string, o: SimOptions = {}): Promise<SimWorker> {
-    const w = new SimWorker(id, await freePort(), await freePort(), await freePort(), {
+    const w = await SimWorker.prepare(id, o);
+    await w.launch();
+    return w;
+  }
+
+  /** Ports chosen, not started yet (launch() starts it). */
+  static async prepare(id: string, o: SimOptions = {}): Promise<SimWorker> {
+    return new SimWorker(id, await freePort(), await freePort(), await freePort(), {
       blockSize: o.blockSize ?? 4,
       numBlocks: o.numBlocks ?? 64,
       bufferSteps: o.bufferSteps ?? 10_000,
       topic: o.topic ?? 'kv',
       extraArgs: o.extraArgs ?? [],
     });
-    await w.launch();
-    return w;
   }
 
   get kvEvents(): { endpoint: string; replay_endpoint: string; topic: string } {

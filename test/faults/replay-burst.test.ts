@@ -31,7 +31,6 @@ describe('replay burst', { timeout: 100_000 }, () => {
     for (let i = 0; i < 5000; i++) pub.publish(batchOf(i, 4));
     await pub.flush();
     for (let i = 0; i < 5000; i++) await next(5000);
-    if (process.env.DEBUG_BURST) console.log('drained');
     const rss0 = rssMb();
     let maxPending = 0;
     let publishing = true;
@@ -50,7 +49,6 @@ describe('replay burst', { timeout: 100_000 }, () => {
     });
     cleanups.push(() => dealers.forEach((d) => d.close()));
     await Promise.all(dealers.map((d) => d.send(['', encodeSeq(0n)])));
-    if (process.env.DEBUG_BURST) console.log('sent');
     // Live batches keep flowing, in order, while the burst is served.
     const t0 = Date.now();
     let live = 5000n;
@@ -60,7 +58,6 @@ describe('replay burst', { timeout: 100_000 }, () => {
     }
     publishing = false;
     await writer;
-    if (process.env.DEBUG_BURST) console.log('written', pub.stats());
     const s = pub.stats();
     assert.ok(live - 5000n > 50n, `live batches flowed during the burst (${live - 5000n})`);
     assert.ok(s.droppedReplayRequests > 0, 'excess requests were dropped');

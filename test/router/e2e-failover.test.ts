@@ -2,7 +2,7 @@
 // comes back into rotation with a fresh tree (its event seq restarted at 0). Real processes.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { routerWith, startWorker, waitHealthy, waitUntil, workerAvailable, workerEntry, sleep, type WorkerProc, type WorkerOpts } from './helpers.js';
+import { removeIpcLeftovers, routerWith, startWorker, waitHealthy, waitUntil, workerAvailable, workerEntry, sleep, type WorkerProc, type WorkerOpts } from './helpers.js';
 import type { RunningRouter } from '../../router/server.js';
 
 const skip = workerAvailable() ? false : 'bin/kv-worker.js not present';
@@ -10,7 +10,8 @@ const procs: WorkerProc[] = [];
 let router: RunningRouter | undefined;
 after(async () => {
   await router?.close();
-  await Promise.all(procs.map((p) => p.stop('SIGKILL')));
+  await Promise.all(procs.map((p) => p.stop()));
+  for (const p of procs) removeIpcLeftovers(p.proc.pid);
 });
 
 async function start(o: WorkerOpts): Promise<WorkerProc> {
@@ -64,6 +65,7 @@ test('worker killed mid-run: requests keep succeeding; restarted, it returns wit
   await waitUntil('some traffic', 20_000, () => results.length >= 6);
   A.proc.kill('SIGKILL');
   await A.exited;
+  removeIpcLeftovers(A.proc.pid);
   const killedAt = results.length;
   step(`A killed after ${killedAt} requests`);
   await waitUntil('A out of rotation', 10_000, () => r.service.registry.get('A')!.state === 'unhealthy');

@@ -2,7 +2,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../helpers/net.js';
 import { parseRouterConfig, type RouterConfigInput } from '../../router/config.js';
@@ -139,6 +141,7 @@ export async function startWorker(o: WorkerOpts): Promise<WorkerProc> {
     }, 100);
   } catch (e) {
     await w.stop('SIGKILL');
+    removeIpcLeftovers(proc.pid);
     throw new Error(`${(e as Error).message}\n--- worker output ---\n${out}`);
   }
   return w;
@@ -153,4 +156,10 @@ export async function readSSE(res: Response): Promise<string[]> {
     .split('\n')
     .filter((l) => l.startsWith('data: '))
     .map((l) => l.slice(6));
+}
+
+/** A worker killed with SIGKILL cannot remove its ipc:// socket files: the test that killed it does. */
+export function removeIpcLeftovers(pid: number | undefined): void {
+  if (pid === undefined) return;
+  for (const f of readdirSync(tmpdir())) if (f.startsWith(`kvq-${pid}-`)) rmSync(join(tmpdir(), f), { force: true });
 }

@@ -49,6 +49,11 @@ function post(agent: Agent, url: string, body: string, timeoutMs: number): Promi
   });
 }
 
+async function healthyWorkers(): Promise<number> {
+  const j = (await (await fetch(`${router.url}/health`)).json()) as { healthy_workers: number };
+  return j.healthy_workers;
+}
+
 async function load(agent: Agent, until: number): Promise<Tally> {
   const t: Tally = { sent: 0, ok: 0, clearErrors: 0, lost: 0, statuses: {}, lostSamples: [] };
   const prompts = promptSet(7, 400);
@@ -94,15 +99,20 @@ async function faults(t0: number, log: string[]): Promise<void> {
 
 describe('soak: router + 3 sim workers under load with faults', { timeout: 119_000 }, () => {
   before(async () => {
-    workers = await Promise.all(['w0', 'w1', 'w2'].map((id) => SimWorker.start(id, { numBlocks: 96 })));
-    router = await RouterProcess.start({
+    workers = await Promise.all(['w0', 'w1', 'w2'].map((id) => SimWorker.prepare(id, { numBlocks: 96 })));
+    // All four processes start at once: the router follows the workers as they come up.
+    let started: RouterProcess | null = null;
+    const starting = RouterProcess.start({
       port: 0,
       tokenizer_threads: 0,
       health: { interval_ms: 250, timeout_ms: 1000, failure_threshold: 2 },
       retry: { max_attempts: 3, backoff_ms: 10 },
       upstream_header_timeout_ms: 4000,
       workers: workers.map((w) => ({ id: w.id, url: w.url, kv_events: w.kvEvents, block_size: w.opts.blockSize })),
-    });
+    }).then((r) => (started = r));
+    await Promise.all([...workers.map((w) => w.launch()), starting]);
+    router = started!;
+    for (let i = 0; i < 100 && (await healthyWorkers()) < 3; i++) await sleep(100);
     for (const w of workers) for (const p of w.pids()) pidsSeen.add(p);
     pidsSeen.add(router.pid);
   });
