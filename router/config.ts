@@ -65,6 +65,14 @@ export const RouterConfigSchema = z.object({
     provisional_ttl_ms: z.number().int().min(0).default(2000),
     /** Costs within this many tokens of the best count as ties (spread by in-flight, then random). */
     tie_tolerance: z.number().min(0).default(0),
+    /**
+     * Hot-spot guard: a worker with more requests in flight than the least busy one by more than
+     * balance_abs_threshold and by more than balance_rel_threshold times is ranked after all others,
+     * however much of the prompt it holds (as sglang's gateway does), so one shared prefix cannot pile
+     * every request onto one worker.
+     */
+    balance_abs_threshold: z.number().int().min(0).default(4),
+    balance_rel_threshold: z.number().min(1).default(1.5),
   }).strict().prefault({}),
   approx_tree: z.object({
     /** Blocks remembered per worker (LRU). */

@@ -1,5 +1,5 @@
 import type { Candidate, CostWeights, Policy, RouteRequest, Scored } from './policy.js';
-import { costTerms, sortByCost } from './policy.js';
+import { costTerms, demoteOverloaded, sortByCost } from './policy.js';
 import type { MatchIndex, MatchResult } from './match-index.js';
 import { mediumRecord, provisionalOf } from './match-index.js';
 
@@ -42,7 +42,8 @@ export class CacheAwarePolicy implements Policy {
         cost,
       };
     });
-    return sortByCost(scored, this.w.tie_tolerance, this.rnd);
+    const ranked = sortByCost(scored, this.w.tie_tolerance, this.rnd);
+    return demoteOverloaded(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold);
   }
 
   routed(req: RouteRequest, pick: Candidate): void {

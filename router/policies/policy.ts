@@ -48,6 +48,29 @@ export interface CostWeights {
   queued_prefill_weight: number;
   decode_weight: number;
   tie_tolerance: number;
+  /** Hot-spot guard (cache_aware); absent = no guard. */
+  balance_abs_threshold?: number;
+  balance_rel_threshold?: number;
+}
+
+/**
+ * Moves overloaded candidates after the others, keeping each group's order: a candidate is
+ * overloaded when its in-flight count exceeds the least busy candidate's by more than `abs`
+ * and by more than `rel` times.
+ */
+export function demoteOverloaded(ranked: Scored[], abs: number | undefined, rel: number | undefined): Scored[] {
+  if (abs === undefined || rel === undefined || ranked.length < 2) return ranked;
+  const min = Math.min(...ranked.map((s) => s.candidate.load.inFlight));
+  const ok: Scored[] = [];
+  const over: Scored[] = [];
+  for (const s of ranked) {
+    const n = s.candidate.load.inFlight;
+    if (n - min > abs && n > min * rel) {
+      s.terms.overloaded = 1;
+      over.push(s);
+    } else ok.push(s);
+  }
+  return over.length === 0 ? ranked : [...ok, ...over];
 }
 
 /**

@@ -228,3 +228,34 @@ test('cache_aware: queued prefill computing a provisional prefix is shared work,
     load.start(pick.source, 16);
   }
 });
+
+test('cache_aware: one prompt shared by everybody does not pile onto the worker holding it (hot-spot guard)', () => {
+  const index = new PrefixIndex();
+  const shared = seq(4096, 7000);
+  index.applyBatch('a:0', storeBatch(shared));
+  const load = new LoadTracker();
+  const cands = ['a', 'b', 'c', 'd'].map((id) => cand(id, load));
+  const p = new CacheAwarePolicy(index, { ...W, balance_abs_threshold: 4, balance_rel_threshold: 1.5 }, () => 0.5);
+  const counts: Record<string, number> = {};
+  for (let i = 0; i < 40; i++) {
+    // Every request stays in flight (decoding): the pile-up case.
+    const tokens = [...shared, ...seq(32, 100_000 + i * 32)];
+    const [best] = p.rank(req(tokens), cands.map((c) => ({ ...c, load: load.get(c.source) })));
+    load.start(best!.candidate.source, 0).prefillDone();
+    counts[best!.candidate.workerId] = (counts[best!.candidate.workerId] ?? 0) + 1;
+  }
+  const n = Object.values(counts);
+  assert.equal(n.length, 4, `every worker serves some: ${JSON.stringify(counts)}`);
+  assert.ok(Math.max(...n) / (40 / 4) <= 1.5, `imbalance ≤ 1.5: ${JSON.stringify(counts)}`);
+  // Without the guard the holder takes far more than its share.
+  const unguarded = new CacheAwarePolicy(index, W, () => 0.5);
+  const load2 = new LoadTracker();
+  let onHolder = 0;
+  for (let i = 0; i < 40; i++) {
+    const tokens = [...shared, ...seq(32, 200_000 + i * 32)];
+    const [best] = unguarded.rank(req(tokens), cands.map((c) => ({ ...c, load: load2.get(c.source) })));
+    load2.start(best!.candidate.source, 0).prefillDone();
+    if (best!.candidate.workerId === 'a') onHolder++;
+  }
+  assert.ok(onHolder > 20, `unguarded holder took ${onHolder}/40`);
+});
