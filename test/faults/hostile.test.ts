@@ -15,18 +15,16 @@ import { sleep, waitFor } from '../helpers/net.js';
 import { rawReplay } from '../helpers/raw.js';
 import { FrameRelay } from '../helpers/relay.js';
 import { drive, promptSet, SimWorker } from './fleet.js';
-import { checkSource, exact, markedUntrusted, settle, type SourceCheck } from './invariant.js';
-import { figure, Pipeline } from './pipeline.js';
+import { checkSource, exact, markedUntrusted, type SourceCheck } from './invariant.js';
+import { Pipeline, settleFault } from './pipeline.js';
 
 let w: SimWorker;
 let seed = 300;
 const cleanups: Array<() => unknown> = [];
 const rssMb = () => Math.round(process.memoryUsage().rss / 1e6);
 
-async function settled(fault: string | null, pipe: Pipeline, t0: number, want: (c: SourceCheck) => boolean): Promise<SourceCheck> {
-  const { check } = await settle(() => checkSource(pipe.source, w.url, pipe.view), { want, timeoutMs: 30_000 });
-  if (fault !== null) figure({ kind: 'fault', fault, divergent: check.trusted ? check.divergent : 0, recoverMs: want === exact ? Date.now() - t0 : null, outcome: check.trusted ? 'exact' : 'untrusted' });
-  return check;
+function settled(fault: string | null, pipe: Pipeline, t0: number, want: (c: SourceCheck) => boolean): Promise<SourceCheck> {
+  return settleFault(fault, () => checkSource(pipe.source, w.url, pipe.view), t0, want);
 }
 
 /**

@@ -141,7 +141,7 @@ export async function settle(
       streak = 0;
       if (Date.now() > deadline) throw err;
     }
-    if (Date.now() > deadline) throw new Error(`not settled after ${opts.timeoutMs ?? 20_000} ms: ${JSON.stringify(last)}`);
+    if (Date.now() > deadline) throw Object.assign(new Error(`not settled after ${opts.timeoutMs ?? 20_000} ms: ${JSON.stringify(last)}`), { check: last });
     await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -7,7 +7,7 @@ import { appendFileSync } from 'node:fs';
 import { PrefixIndex } from '../../src/index/index.js';
 import type { StreamItem } from '../../src/events/subscriber.js';
 import { StreamFeed } from '../../router/streams.js';
-import type { RouterView } from './invariant.js';
+import { exact, settle, type RouterView, type SourceCheck } from './invariant.js';
 
 export class Pipeline {
   readonly index = new PrefixIndex();
@@ -43,3 +43,20 @@ export function figure(rec: { kind: 'fault'; fault: string; divergent: number; r
 }
 
 export type { StreamItem };
+
+/**
+ * Settles `check` to `want` and records the fault's figure (unless `fault` is null): divergent
+ * blocks of a trusted tree after settling, and the time from t0 to an exact tree. A check that
+ * never settles is recorded too (with its last divergence), then the error is thrown.
+ */
+export async function settleFault(fault: string | null, check: () => Promise<SourceCheck>, t0: number, want: (c: SourceCheck) => boolean = exact): Promise<SourceCheck> {
+  try {
+    const { check: c } = await settle(check, { want, timeoutMs: 30_000 });
+    if (fault !== null) figure({ kind: 'fault', fault, divergent: c.trusted ? c.divergent : 0, recoverMs: c.trusted ? Date.now() - t0 : null, outcome: c.trusted ? 'exact' : 'untrusted' });
+    return c;
+  } catch (err) {
+    const last = (err as { check?: SourceCheck | null }).check;
+    if (fault !== null) figure({ kind: 'fault', fault, divergent: last?.divergent ?? -1, recoverMs: null, outcome: 'NOT SETTLED' });
+    throw err;
+  }
+}

@@ -11,17 +11,15 @@ import { freePort, sleep } from '../helpers/net.js';
 import { ReplayProxy } from '../helpers/replay-proxy.js';
 import { drive, promptSet, SimWorker } from './fleet.js';
 import { checkSource, exact, markedUntrusted, settle, type SourceCheck } from './invariant.js';
-import { figure, Pipeline } from './pipeline.js';
+import { Pipeline, settleFault } from './pipeline.js';
 import { TcpProxy } from './tcp-proxy.js';
 
 let w: SimWorker;
 let seed = 100;
 const cleanups: Array<() => unknown> = [];
 
-async function settled(fault: string | null, pipe: Pipeline, t0: number, want: (c: SourceCheck) => boolean): Promise<SourceCheck> {
-  const { check } = await settle(() => checkSource(pipe.source, w.url, pipe.view), { want, timeoutMs: 30_000 });
-  if (fault !== null) figure({ kind: 'fault', fault, divergent: check.trusted ? check.divergent : 0, recoverMs: want === exact ? Date.now() - t0 : null, outcome: check.trusted ? 'exact' : 'untrusted' });
-  return check;
+function settled(fault: string | null, pipe: Pipeline, t0: number, want: (c: SourceCheck) => boolean): Promise<SourceCheck> {
+  return settleFault(fault, () => checkSource(pipe.source, w.url, pipe.view), t0, want);
 }
 
 /**

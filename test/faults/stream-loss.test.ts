@@ -9,8 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import { FrameRelay } from '../helpers/relay.js';
 import { sleep } from '../helpers/net.js';
 import { drive, promptSet, SimWorker } from './fleet.js';
-import { checkSource, exact, markedUntrusted, settle, type SourceCheck } from './invariant.js';
-import { figure, Pipeline } from './pipeline.js';
+import { checkSource, exact, markedUntrusted, type SourceCheck } from './invariant.js';
+import { Pipeline, settleFault } from './pipeline.js';
 
 const BUFFER = 64;
 let w: SimWorker;
@@ -27,10 +27,8 @@ async function connect(): Promise<void> {
 }
 
 /** Settles to `want`, records the figure, returns the check. */
-async function expectSettled(fault: string, t0: number, want: (c: SourceCheck) => boolean, outcome: string): Promise<SourceCheck> {
-  const { check: c } = await settle(check, { want, timeoutMs: 30_000 });
-  figure({ kind: 'fault', fault, divergent: c.trusted ? c.divergent : 0, recoverMs: want === exact ? Date.now() - t0 : null, outcome });
-  return c;
+function expectSettled(fault: string, t0: number, want: (c: SourceCheck) => boolean): Promise<SourceCheck> {
+  return settleFault(fault, check, t0, want);
 }
 
 describe('stream loss between a sim worker and the router pipeline', { timeout: 115_000 }, () => {
@@ -47,7 +45,7 @@ describe('stream loss between a sim worker and the router pipeline', { timeout: 
     await drive(w, promptSet(seed++, 6));
     const t0 = Date.now();
     await connect();
-    const c = await expectSettled('late join', t0, exact, 'exact');
+    const c = await expectSettled('late join', t0, exact);
     assert.ok(c.workerBlocks > 0);
   });
 
@@ -58,7 +56,7 @@ describe('stream loss between a sim worker and the router pipeline', { timeout: 
     relay!.rule = () => 'pass';
     const t0 = Date.now();
     assert.ok(dropped > 0);
-    await expectSettled('frames dropped', t0, exact, 'exact');
+    await expectSettled('frames dropped', t0, exact);
     assert.ok(pipe!.feed.health().gaps > 0);
   });
 
@@ -69,7 +67,7 @@ describe('stream loss between a sim worker and the router pipeline', { timeout: 
     await sleep(100);
     relay!.rule = () => 'pass';
     const t0 = Date.now();
-    await expectSettled('tail lost', t0, exact, 'exact');
+    await expectSettled('tail lost', t0, exact);
     assert.ok(pipe!.feed.health().batches > before);
   });
 
@@ -79,7 +77,7 @@ describe('stream loss between a sim worker and the router pipeline', { timeout: 
     relay!.rule = () => 'pass';
     await relay!.release();
     const t0 = Date.now();
-    await expectSettled('dup+reorder', t0, exact, 'exact');
+    await expectSettled('dup+reorder', t0, exact);
   });
 
   test('every frame delayed, then released late', async () => {
@@ -89,7 +87,7 @@ describe('stream loss between a sim worker and the router pipeline', { timeout: 
     relay!.rule = () => 'pass';
     await relay!.release();
     const t0 = Date.now();
-    await expectSettled('delay', t0, exact, 'exact');
+    await expectSettled('delay', t0, exact);
   });
 
   test('a gap larger than the replay buffer: history_missing, untrusted and cleared; a cache flush brings trust back', async () => {
@@ -101,7 +99,7 @@ describe('stream loss between a sim worker and the router pipeline', { timeout: 
     relay!.rule = () => 'pass';
     await drive(w, promptSet(seed++, 1));
     const t0 = Date.now();
-    const c = await expectSettled('gap > replay buffer', t0, markedUntrusted, 'untrusted');
+    const c = await expectSettled('gap > replay buffer', t0, markedUntrusted);
     assert.equal(c.trusted, false);
     const h = pipe!.feed.health();
     assert.ok(h.historyMissing >= 1, `history_missing announced (${JSON.stringify(h)}, from ${seq0})`);
@@ -109,7 +107,7 @@ describe('stream loss between a sim worker and the router pipeline', { timeout: 
     // The operator (or the engine) flushes: AllBlocksCleared makes the tree exact again.
     await waitOk(() => w.flushCache());
     const t1 = Date.now();
-    await expectSettled('flush after history missing', t1, exact, 'exact');
+    await expectSettled('flush after history missing', t1, exact);
   });
 });
 

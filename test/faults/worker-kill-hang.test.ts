@@ -8,8 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import type { RunningRouter } from '../../router/server.js';
 import { sleep } from '../helpers/net.js';
 import { promptSet, SimWorker } from './fleet.js';
-import { exact, settle, type SourceCheck } from './invariant.js';
-import { figure } from './pipeline.js';
+import { exact, type SourceCheck } from './invariant.js';
+import { figure, settleFault } from './pipeline.js';
 import { askAll, routerCheck, routerFor } from './router-harness.js';
 import { hungServer } from './tcp-proxy.js';
 
@@ -18,10 +18,8 @@ let b: SimWorker;
 let r: RunningRouter;
 let seed = 500;
 
-async function settled(fault: string | null, w: SimWorker, t0: number, want: (c: SourceCheck) => boolean = exact): Promise<SourceCheck> {
-  const { check } = await settle(routerCheck(r, w), { want, timeoutMs: 30_000 });
-  if (fault !== null) figure({ kind: 'fault', fault, divergent: check.trusted ? check.divergent : 0, recoverMs: Date.now() - t0, outcome: check.trusted ? 'exact' : 'untrusted' });
-  return check;
+function settled(fault: string | null, w: SimWorker, t0: number, want: (c: SourceCheck) => boolean = exact): Promise<SourceCheck> {
+  return settleFault(fault, routerCheck(r, w), t0, want);
 }
 
 const workerState = async (id: string): Promise<string> =>
