@@ -145,6 +145,8 @@ export class KVEventPublisher {
       }
       return new KVEventPublisher(opts, pub, router, actual, actualReplay);
     } catch (err) {
+      releaseCurveServer(pub);
+      if (router) releaseCurveServer(router);
       pub.close();
       router?.close();
       throw err;

@@ -133,8 +133,10 @@ test('a busy worker stops attracting requests even when it holds the prefix', { 
     return l.running + l.waiting === 0;
   });
   await sleep(300);
+  // The request served while the holder was busy cached the prefix on the other worker too,
+  // so once both are idle either may win; what matters is that the prefix is hit again.
   const back = await complete(`${prefix} after the rush`);
-  assert.equal(back.worker, holder.id);
+  assert.ok(back.expected > 0 && back.cached >= back.expected - 16, JSON.stringify(back));
 });
 
 test('the openai npm client works against the router, streaming included', { skip, timeout: 60_000 }, async () => {
