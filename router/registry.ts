@@ -2,6 +2,7 @@ import type { RouterConfig, WorkerConfig } from './config.js';
 import { ConfigError, ranksOf, workerIdOf } from './config.js';
 import type { LoadTracker } from './load.js';
 import type { Candidate } from './policies/policy.js';
+import { CurveConfigSchema, curveClientFromConfig, type CurveClientOptions } from '../src/events/curve.js';
 import { StreamFeed, streamEndpoint, type StreamHealth, type StreamSink } from './streams.js';
 import { tokenizerKeyOf } from './tokenize-pool.js';
 
@@ -79,10 +80,16 @@ export class Registry {
     const feeds: StreamFeed[] = [];
     if (cfg.kv_events) {
       const ev = cfg.kv_events;
+      let curve: CurveClientOptions | null = null;
+      if (ev.curve !== undefined) {
+        const c = CurveConfigSchema.safeParse(ev.curve);
+        if (!c.success) throw new ConfigError(`worker "${id}": kv_events.curve: ${c.error.issues.map((i) => `${i.path.join('.') || '(curve)'}: ${i.message}`).join('; ')}`);
+        curve = curveClientFromConfig(c.data);
+      }
       for (const r of w.ranks) {
         const ep = streamEndpoint(ev.endpoint, url, r);
         const rep = ev.replay_endpoint ? streamEndpoint(ev.replay_endpoint, url, r) : null;
-        feeds.push(new StreamFeed(sourceId(id, r), ep, rep, ev.topic, this.opts.index, this.log));
+        feeds.push(new StreamFeed(sourceId(id, r), ep, rep, ev.topic, this.opts.index, this.log, curve));
       }
     }
     this.workers.set(id, w);

@@ -1,5 +1,6 @@
 import { KVEventSubscriber } from '../src/events/subscriber.js';
 import { offsetEndpoint } from '../src/events/config.js';
+import type { CurveClientOptions } from '../src/events/curve.js';
 import type { KVEventBatch } from '../src/events/types.js';
 
 /** What /workers and /metrics show of one (worker, rank) event stream. */
@@ -14,6 +15,9 @@ export interface StreamHealth {
   historyMissing: number;
   malformed: number;
   duplicates: number;
+  /** Sync probes of the replay endpoint (reconnect, idle), and those that found batches the live stream lost. */
+  probes: number;
+  probeFinds: number;
   lagMs: number | null;
   treeClears: number;
 }
@@ -40,6 +44,7 @@ export class StreamFeed {
     readonly topic: string,
     private readonly sink: StreamSink,
     private readonly log: (msg: string) => void = () => {},
+    private readonly curve: CurveClientOptions | null = null,
   ) {}
 
   async start(): Promise<void> {
@@ -47,6 +52,7 @@ export class StreamFeed {
       endpoint: this.endpoint,
       replayEndpoint: this.replayEndpoint,
       topic: this.topic,
+      curve: this.curve,
       onItem: (item) => {
         if (item.kind === 'batch') {
           for (const ev of item.batch.events) if (ev.type === 'BlockStored') this.blockSize = ev.block_size;
@@ -77,6 +83,8 @@ export class StreamFeed {
       historyMissing: h?.historyMissing ?? 0,
       malformed: h?.malformedFrames ?? 0,
       duplicates: h?.duplicates ?? 0,
+      probes: h?.probes ?? 0,
+      probeFinds: h?.probeFinds ?? 0,
       lagMs: h?.lagMs ?? null,
       treeClears: this.clears,
     };

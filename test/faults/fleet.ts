@@ -8,6 +8,26 @@ import { freePort, sleep } from '../helpers/net.js';
 
 const BIN = fileURLToPath(new URL('../../bin/kv-worker.js', import.meta.url));
 
+/** Every worker made here, so a failed setup still stops what it started (stopAllSims). */
+const all = new Set<SimWorker>();
+/** Ports handed out by this process: two workers prepared at once never share one. */
+const used = new Set<number>();
+
+async function port(): Promise<number> {
+  for (;;) {
+    const p = await freePort();
+    if (!used.has(p)) {
+      used.add(p);
+      return p;
+    }
+  }
+}
+
+/** Stops every worker this process started (for after() hooks: setup may have failed half-way). */
+export async function stopAllSims(): Promise<void> {
+  await Promise.all([...all].map((w) => w.stop()));
+}
+
 export interface SimOptions {
   blockSize?: number;
   numBlocks?: number;
@@ -38,21 +58,31 @@ export class SimWorker {
     this.replayEndpoint = `tcp://127.0.0.1:${replayPort}`;
   }
 
+  /** Prepares and launches; a launch that fails (a port taken meanwhile) is retried on new ports. */
   static async start(id: string, o: SimOptions = {}): Promise<SimWorker> {
-    const w = await SimWorker.prepare(id, o);
-    await w.launch();
-    return w;
+    for (let attempt = 1; ; attempt++) {
+      const w = await SimWorker.prepare(id, o);
+      try {
+        await w.launch();
+        return w;
+      } catch (err) {
+        all.delete(w);
+        if (attempt >= 3) throw err;
+      }
+    }
   }
 
   /** Ports chosen, not started yet (launch() starts it). */
   static async prepare(id: string, o: SimOptions = {}): Promise<SimWorker> {
-    return new SimWorker(id, await freePort(), await freePort(), await freePort(), {
+    const w = new SimWorker(id, await port(), await port(), await port(), {
       blockSize: o.blockSize ?? 4,
       numBlocks: o.numBlocks ?? 64,
       bufferSteps: o.bufferSteps ?? 10_000,
       topic: o.topic ?? 'kv',
-      extraArgs: o.extraArgs ?? [],
+      extraArgs: [...(o.extraArgs ?? [])],
     });
+    all.add(w);
+    return w;
   }
 
   get kvEvents(): { endpoint: string; replay_endpoint: string; topic: string } {

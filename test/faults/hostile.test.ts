@@ -14,7 +14,7 @@ import { batchOf } from '../helpers/events.js';
 import { sleep, waitFor } from '../helpers/net.js';
 import { rawReplay } from '../helpers/raw.js';
 import { FrameRelay } from '../helpers/relay.js';
-import { drive, promptSet, SimWorker } from './fleet.js';
+import { drive, promptSet, SimWorker, stopAllSims } from './fleet.js';
 import { checkSource, exact, markedUntrusted, type SourceCheck } from './invariant.js';
 import { Pipeline, settleFault } from './pipeline.js';
 
@@ -61,7 +61,7 @@ describe('hostile input and replay bursts', { timeout: 115_000 }, () => {
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
   });
-  after(() => w?.stop());
+  after(() => stopAllSims());
 
   test('malformed and hostile frames on the event stream: counted, skipped, memory bounded, tree exact', async () => {
     const relay = await FrameRelay.create(w.endpoint);

@@ -9,7 +9,7 @@ import * as zmq from 'zeromq';
 import { FrameRelay } from '../helpers/relay.js';
 import { freePort, sleep } from '../helpers/net.js';
 import { ReplayProxy } from '../helpers/replay-proxy.js';
-import { drive, promptSet, SimWorker } from './fleet.js';
+import { drive, promptSet, SimWorker, stopAllSims } from './fleet.js';
 import { checkSource, exact, markedUntrusted, settle, type SourceCheck } from './invariant.js';
 import { Pipeline, settleFault } from './pipeline.js';
 import { TcpProxy } from './tcp-proxy.js';
@@ -57,7 +57,7 @@ describe('recovery faults on a sim worker', { timeout: 115_000 }, () => {
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
   });
-  after(() => w?.stop());
+  after(() => stopAllSims());
 
   test('subscriber disconnected (TCP link cut) while the worker runs, then back: it replays what it missed', async () => {
     const proxy = await TcpProxy.create(Number(w.endpoint.split(':').pop()));

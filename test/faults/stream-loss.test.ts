@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { FrameRelay } from '../helpers/relay.js';
 import { sleep } from '../helpers/net.js';
-import { drive, promptSet, SimWorker } from './fleet.js';
+import { drive, promptSet, SimWorker, stopAllSims } from './fleet.js';
 import { checkSource, exact, markedUntrusted, type SourceCheck } from './invariant.js';
 import { Pipeline, settleFault } from './pipeline.js';
 
@@ -38,7 +38,7 @@ describe('stream loss between a sim worker and the router pipeline', { timeout: 
   after(async () => {
     await pipe?.close();
     relay?.close();
-    await w?.stop();
+    await stopAllSims();
   });
 
   test('late join: the pipeline starts after the worker has run; it replays from 0', async () => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { RunningRouter } from '../../router/server.js';
 import { sleep } from '../helpers/net.js';
-import { promptSet, SimWorker } from './fleet.js';
+import { promptSet, SimWorker, stopAllSims } from './fleet.js';
 import { exact, type SourceCheck } from './invariant.js';
 import { figure, settleFault } from './pipeline.js';
 import { askAll, routerCheck, routerFor } from './router-harness.js';
@@ -32,7 +32,7 @@ describe('worker killed or hung behind the router', { timeout: 118_000 }, () => 
   });
   after(async () => {
     await r?.close();
-    await Promise.all([a?.stop(), b?.stop()]);
+    await stopAllSims();
   });
 
   test('worker killed: requests keep succeeding on the other; it comes back with a fresh, exact tree', async () => {

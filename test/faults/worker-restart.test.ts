@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { RunningRouter } from '../../router/server.js';
-import { promptSet, SimWorker } from './fleet.js';
+import { promptSet, SimWorker, stopAllSims } from './fleet.js';
 import { exact, settle, type SourceCheck } from './invariant.js';
 import { settleFault } from './pipeline.js';
 import { askAll, routerCheck, routerFor } from './router-harness.js';
@@ -27,7 +27,7 @@ describe('worker restart behind the router', { timeout: 118_000 }, () => {
   });
   after(async () => {
     await r?.close();
-    await Promise.all([a?.stop(), b?.stop()]);
+    await stopAllSims();
   });
 
   test('traffic through the router: both trees equal the workers caches', async () => {

@@ -13,7 +13,7 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { after, before, describe, test } from 'node:test';
 import { sleep } from '../helpers/net.js';
-import { promptSet, SimWorker } from '../faults/fleet.js';
+import { promptSet, SimWorker, stopAllSims } from '../faults/fleet.js';
 import { checkSource, routerApiView, settle } from '../faults/invariant.js';
 import { figure } from '../faults/pipeline.js';
 import { RouterProcess } from './router-process.js';
@@ -119,7 +119,7 @@ describe('soak: router + 3 sim workers under load with faults', { timeout: 119_0
   after(async () => {
     for (const w of workers) w.signalAll('SIGCONT');
     await router?.stop();
-    await Promise.all(workers.map((w) => w.stop()));
+    await stopAllSims();
   });
 
   test(`${CLIENTS} clients for ${SECONDS} s with faults: nothing lost, trees settle, no leaks`, async () => {
