@@ -53,7 +53,9 @@ export async function forward(o: ForwardOptions): Promise<Response> {
     const onClientAbort = () => ac.abort(new Error('client disconnected'));
     o.signal.addEventListener('abort', onClientAbort, { once: true });
     const headerTimer = setTimeout(() => ac.abort(new Error('upstream header timeout')), o.headerTimeoutMs);
+    const untrack = o.registry.trackPending(c.workerId, ac);
     const cleanup = () => {
+      untrack();
       clearTimeout(headerTimer);
       o.signal.removeEventListener('abort', onClientAbort);
       ticket.finish();
@@ -98,6 +100,7 @@ export async function forward(o: ForwardOptions): Promise<Response> {
       o.metrics.requests.inc({ worker: c.workerId, outcome: 'retry', endpoint });
       continue;
     }
+    untrack();
     ticket.prefillDone();
 
     const outHeaders = new Headers();

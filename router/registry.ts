@@ -48,6 +48,8 @@ export class Registry {
   private closed = false;
   private readonly log: (msg: string) => void;
   private readonly noLoadEndpoint = new Set<string>();
+  /** Proxied requests per worker still waiting for their first byte (aborted when the worker leaves rotation). */
+  private readonly pending = new Map<string, Set<AbortController>>();
 
   constructor(private readonly opts: RegistryOptions) {
     this.log = opts.log ?? (() => {});
@@ -161,6 +163,21 @@ export class Registry {
     return w.streams.get(rank)?.health() ?? null;
   }
 
+  /**
+   * Tracks a proxied request that has not had its first byte yet: if the worker is taken out of
+   * rotation meanwhile, the request is aborted so the proxy can move it to the next worker instead
+   * of waiting out the header timeout on a hung worker. Returns the function that stops tracking.
+   */
+  trackPending(id: string, ac: AbortController): () => void {
+    let set = this.pending.get(id);
+    if (!set) this.pending.set(id, (set = new Set()));
+    set.add(ac);
+    return () => {
+      set.delete(ac);
+      if (set.size === 0 && this.pending.get(id) === set) this.pending.delete(id);
+    };
+  }
+
   /** A proxied request could not reach the worker: counts like a failed probe. */
   reportFailure(id: string, err: string): void {
     const w = this.workers.get(id);
@@ -225,6 +242,8 @@ export class Registry {
     if (w.consecutiveFailures >= this.opts.health.failure_threshold && w.state !== 'unhealthy') {
       w.state = 'unhealthy';
       this.log(`worker ${w.id} out of rotation after ${w.consecutiveFailures} failures: ${err}`);
+      for (const ac of this.pending.get(w.id) ?? []) ac.abort(new Error(`worker ${w.id} out of rotation: ${err}`));
+      this.pending.delete(w.id);
     }
   }
 }

@@ -51,15 +51,17 @@ describe('worker killed or hung behind the router', { timeout: 118_000 }, () => 
 
   test('worker hung (SIGSTOP: accepts, never answers): every request answered in bounded time; back in rotation after SIGCONT', async () => {
     // Round robin, so the hung worker surely gets requests before the probes notice it.
-    const rr = await routerFor([a, b], { policy: 'round_robin', upstream_header_timeout_ms: 3000 });
+    // Default header timeout (600 s): what bounds the wait is the worker leaving rotation, which aborts
+    // its requests still waiting for a first byte so they move to the healthy worker.
+    const rr = await routerFor([a, b], { policy: 'round_robin' });
     const state = async (id: string) => ((await (await fetch(`${rr.url}/workers/${id}`)).json()) as { state: string }).state;
     try {
       for (let i = 0; i < 100 && ((await state('a')) !== 'healthy' || (await state('b')) !== 'healthy'); i++) await sleep(100);
       a.signalAll('SIGSTOP');
       const t0 = Date.now();
       const out = await askAll(rr, promptSet(seed++, 12), 6, 20_000);
-      const bad = out.filter((o) => o.status !== 200 && !(o.status >= 500 && /timeout|worker/i.test(o.error ?? '')));
-      assert.deepEqual(bad, [], 'a completion or a clear error, never silence');
+      const bad = out.filter((o) => o.status !== 200);
+      assert.deepEqual(bad, [], 'every request moved to the healthy worker');
       const maxMs = Math.max(...out.map((o) => o.ms));
       assert.ok(maxMs < 15_000, `bounded: ${maxMs} ms`);
       for (let i = 0; i < 50 && (await state('a')) !== 'unhealthy'; i++) await sleep(100);
