@@ -7,11 +7,11 @@
  *   npm start [-- --port 8000 --workers 2 --engine onnx|sim --policy cache_aware]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseRouterConfig, type RouterConfigInput } from '../router/config.js';
 import { startRouter, type RunningRouter } from '../router/server.js';
+import { freePort } from '../src/net/free-port.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const workerBin = fileURLToPath(new URL('../bin/kv-worker.js', import.meta.url));
@@ -22,16 +22,6 @@ interface Child {
   exited: Promise<number | null>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function prefixLines(name: string, stream: NodeJS.ReadableStream | null, out: NodeJS.WriteStream): void {
   if (!stream) return;

@@ -5,6 +5,7 @@
  * Token ids are pure functions of their identity, so equal identities share prefixes exactly.
  */
 import { readFileSync } from 'node:fs';
+import { mix32 } from '../index-workload.js';
 
 /** Token ids are drawn from [TOKEN_BASE, TOKEN_BASE + TOKEN_SPAN): ordinary ids of any ~150k vocabulary, clear of special tokens. */
 export const TOKEN_BASE = 1000;
@@ -33,13 +34,7 @@ export interface Workload {
   source: Record<string, unknown>;
 }
 
-export function mix32(x: number): number {
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  return (x ^ (x >>> 16)) >>> 0;
-}
+export { mix32 };
 
 /** The token at position `pos` of the content named `owner` (a 32-bit id). */
 export function tokenOf(owner: number, pos: number): number {

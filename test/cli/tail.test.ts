@@ -3,12 +3,12 @@
  * against our publisher on ipc:// sockets under the temp dir.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
 import { parseKVEventsConfig } from '../../src/events/config.js';
 import { KVEventPublisher } from '../../src/events/publisher.js';
 import type { KVEvent } from '../../src/events/types.js';
 import { Child, KV_EVENTS_BIN, tempDir, until } from '../interop/child.js';
+import { freePort } from '../../src/net/free-port.js';
 
 const tmp = tempDir('kvr-tail-');
 const children: Child[] = [];
@@ -42,13 +42,6 @@ function events(i: number): KVEvent[] {
 }
 const TS0 = 1790000000.25;
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 const noStack = (s: string) => assert.doesNotMatch(s, /\n\s+at |Error:.*\n.*node:internal/, `no stack trace expected:\n${s}`);
 
