@@ -7,6 +7,7 @@ import { ConfigError, parseWorker } from './config.js';
 import { openAIError } from './errors.js';
 import { LoadTracker } from './load.js';
 import { RouterMetrics } from './metrics.js';
+import { DecisionLog } from './decision-log.js';
 import { createPolicy } from './policies/index.js';
 import type { Candidate, Policy, RouteRequest, Scored } from './policies/policy.js';
 import { forward } from './proxy.js';
@@ -44,6 +45,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   const metrics = new RouterMetrics(registry, load, index);
   const pool = new TokenizePool(config.tokenizer_threads);
   const adminKey = config.admin_key ?? process.env.KV_ROUTER_ADMIN_KEY ?? null;
+  const decisionLog = config.decision_log ? new DecisionLog(config.decision_log, log) : null;
 
   const specOf = (c: Candidate): TokenizerSpec => registry.get(c.workerId)?.config.tokenizer ?? config.tokenizer;
 
@@ -61,7 +63,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     return { tokensFor: (c) => tokens.get(c.tokenizerKey) ?? [], lora: null };
   }
 
-  type Routed = { ok: true; req: RouteRequest; ranked: Scored[]; raw: Uint8Array } | { ok: false; res: Response };
+  type Routed = { ok: true; req: RouteRequest; ranked: Scored[]; raw: Uint8Array; stream: boolean } | { ok: false; res: Response };
 
   /** Parses, tokenizes and ranks; with `commit`, the pick is recorded at once (no await between rank and record, so a concurrent burst sees it). */
   async function decide(c: Context, endpoint: Endpoint, commit: boolean): Promise<Routed> {
@@ -101,9 +103,12 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     }
     const t0 = performance.now();
     const ranked = policy.rank(req, candidates);
-    if (commit && ranked[0]) policy.routed?.(req, ranked[0].candidate);
+    if (commit && ranked[0]) {
+      policy.routed?.(req, ranked[0].candidate);
+      decisionLog?.write(policy.name, ranked);
+    }
     metrics.decisionSeconds.observe({ policy: policy.name }, (performance.now() - t0) / 1000);
-    return { ok: true, req, ranked, raw };
+    return { ok: true, req, ranked, raw, stream: parsed.stream };
   }
 
   const app = new Hono();
@@ -120,6 +125,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
       maxAttempts: config.retry.max_attempts,
       backoffMs: config.retry.backoff_ms,
       headerTimeoutMs: config.upstream_header_timeout_ms,
+      streaming: d.stream,
       registry,
       load,
       metrics,
@@ -245,6 +251,8 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
       consecutive_failures: w.consecutiveFailures,
       last_error: w.lastError,
       last_probe_at: w.lastProbeAt,
+      stalls: w.stalls,
+      stalled_until: w.stalledUntil > Date.now() ? w.stalledUntil : null,
       reported_load: load.reportedOf(`${w.id}:${w.ranks[0]}`) ?? null,
       ranks: w.ranks.map((r) => {
         const source = `${w.id}:${r}`;
@@ -284,6 +292,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     async close() {
       await registry.close();
       await pool.close();
+      await decisionLog?.close();
       closeUpstreamPools();
     },
   };

@@ -55,24 +55,32 @@ export const RouterConfigSchema = z.object({
   /** Worker threads for tokenization (0: tokenize on the main thread). */
   tokenizer_threads: z.number().int().min(0).max(64).default(2),
   cache_aware: z.object({
-    /** Weight of one uncached prompt token (prefill still to compute). */
-    prefill_weight: z.number().min(0).default(1),
+    /**
+     * Weight of one uncached prompt token (prefill still to compute). Above the queued weight: an
+     * uncached token is work the fleet adds (it delays every later request there too, and its copy
+     * evicts other prefixes), while a queued token only delays this request.
+     */
+    prefill_weight: z.number().min(0).default(6),
     /** Weight of one prefill token already queued on the worker. */
     queued_prefill_weight: z.number().min(0).default(1),
     /** Cost, in prefill-token equivalents, of one request already decoding on the worker. */
-    decode_weight: z.number().min(0).default(32),
+    decode_weight: z.number().min(0).default(256),
     /** How long a routed prompt counts as cached on the chosen worker before events confirm it. */
     provisional_ttl_ms: z.number().int().min(0).default(2000),
     /** Costs within this many tokens of the best count as ties (spread by in-flight, then random). */
     tie_tolerance: z.number().min(0).default(0),
     /**
-     * Hot-spot guard: a worker with more requests in flight than the least busy one by more than
+     * Hot-spot guard: when the prompt's matched prefix is hot (at least hot_prefix_requests routed
+     * requests shared it within hot_prefix_window_ms) and some workers hold over half the prompt
+     * that others lack, a worker with more requests in flight than the mean by more than
      * balance_abs_threshold and by more than balance_rel_threshold times is ranked after all others,
-     * however much of the prompt it holds (as sglang's gateway does), so one shared prefix cannot pile
-     * every request onto one worker.
+     * however much of the prompt it holds, so one shared prefix cannot pile every request onto one
+     * worker. A prefix only one conversation uses never triggers it: its next turn is worth some queueing.
      */
-    balance_abs_threshold: z.number().int().min(0).default(4),
-    balance_rel_threshold: z.number().min(1).default(1.5),
+    balance_abs_threshold: z.number().min(0).default(2),
+    balance_rel_threshold: z.number().min(1).default(1.25),
+    hot_prefix_requests: z.number().int().min(1).default(4),
+    hot_prefix_window_ms: z.number().int().min(1).default(5000),
   }).strict().prefault({}),
   approx_tree: z.object({
     /** Blocks remembered per worker (LRU). */
@@ -88,12 +96,22 @@ export const RouterConfigSchema = z.object({
     failure_threshold: z.number().int().min(1).default(3),
     /** Also poll GET /load for the worker's own queue (ignored if the worker has none). */
     poll_load: z.boolean().default(true),
+    /**
+     * An engine stuck behind a /health that still answers: when a streamed request has waited this
+     * long for its first byte and no response from that worker has moved meanwhile, the worker leaves
+     * rotation (its waiting requests move to other workers) and stays out at least this long,
+     * doubling while it keeps stalling (0: off). Non-streamed requests only show progress at their
+     * end, so they are bounded by upstream_header_timeout_ms instead.
+     */
+    stall_timeout_ms: z.number().int().min(0).default(60_000),
   }).strict().prefault({}),
   retry: z.object({
     /** Total attempts per request, first one included. */
     max_attempts: z.number().int().min(1).max(10).default(3),
     backoff_ms: z.number().int().min(0).default(25),
   }).strict().prefault({}),
+  /** Append one JSON line per routed request (candidates, matched tokens, load, cost terms) to this file. */
+  decision_log: z.string().min(1).nullable().default(null),
   /** Request timeout to a worker until its response headers arrive (ms). */
   upstream_header_timeout_ms: z.number().int().min(100).default(600_000),
   max_body_bytes: z.number().int().min(1024).default(64 * 1024 * 1024),

@@ -24,6 +24,8 @@ export interface ForwardOptions {
   onAttempt(s: Scored, attempt: number): void;
   /** Extra request headers (e.g. authorization to pass through). */
   headers?: Record<string, string>;
+  /** The client asked for a stream: its first byte is due after prefill (stall detection). */
+  streaming?: boolean;
 }
 
 /** Upstream statuses that mean "this worker cannot take it now": try the next one. */
@@ -53,7 +55,7 @@ export async function forward(o: ForwardOptions): Promise<Response> {
     const onClientAbort = () => ac.abort(new Error('client disconnected'));
     o.signal.addEventListener('abort', onClientAbort, { once: true });
     const headerTimer = setTimeout(() => ac.abort(new Error('upstream header timeout')), o.headerTimeoutMs);
-    const untrack = o.registry.trackPending(c.workerId, ac);
+    const untrack = o.registry.trackPending(c.workerId, ac, o.streaming ?? false);
     const cleanup = () => {
       untrack();
       clearTimeout(headerTimer);
@@ -101,6 +103,7 @@ export async function forward(o: ForwardOptions): Promise<Response> {
       continue;
     }
     untrack();
+    o.registry.progress(c.workerId);
     ticket.prefillDone();
 
     const outHeaders = new Headers();
@@ -146,6 +149,7 @@ export async function forward(o: ForwardOptions): Promise<Response> {
         }
         try {
           const r = await up.chunks.next();
+          o.registry.progress(c.workerId);
           if (r.done) {
             finish(outcome);
             ctrl.close();

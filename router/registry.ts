@@ -19,6 +19,10 @@ export interface WorkerEntry {
   lastError: string | null;
   lastProbeAt: number | null;
   addedAt: number;
+  /** Stalls in a row (engine stuck while /health answers); reset by progress. */
+  stalls: number;
+  /** After a stall, good probes do not bring the worker back before this time. */
+  stalledUntil: number;
 }
 
 export interface IndexLike extends StreamSink {
@@ -49,7 +53,9 @@ export class Registry {
   private readonly log: (msg: string) => void;
   private readonly noLoadEndpoint = new Set<string>();
   /** Proxied requests per worker still waiting for their first byte (aborted when the worker leaves rotation). */
-  private readonly pending = new Map<string, Set<AbortController>>();
+  private readonly pending = new Map<string, Map<AbortController, { since: number; streaming: boolean }>>();
+  /** Last time any response from the worker moved (a first byte or a later chunk). */
+  private readonly progressAt = new Map<string, number>();
 
   constructor(private readonly opts: RegistryOptions) {
     this.log = opts.log ?? (() => {});
@@ -77,6 +83,8 @@ export class Registry {
       lastError: null,
       lastProbeAt: null,
       addedAt: Date.now(),
+      stalls: 0,
+      stalledUntil: 0,
     };
     // Validate every endpoint before starting anything.
     const feeds: StreamFeed[] = [];
@@ -111,6 +119,7 @@ export class Registry {
     const w = this.workers.get(id);
     if (!w) return false;
     this.workers.delete(id);
+    this.progressAt.delete(id);
     await Promise.all([...w.streams.values()].map((f) => f.close().catch(() => {})));
     for (const r of w.ranks) {
       const s = sourceId(id, r);
@@ -168,14 +177,38 @@ export class Registry {
    * rotation meanwhile, the request is aborted so the proxy can move it to the next worker instead
    * of waiting out the header timeout on a hung worker. Returns the function that stops tracking.
    */
-  trackPending(id: string, ac: AbortController): () => void {
-    let set = this.pending.get(id);
-    if (!set) this.pending.set(id, (set = new Set()));
-    set.add(ac);
+  trackPending(id: string, ac: AbortController, streaming = false): () => void {
+    let reqs = this.pending.get(id);
+    if (!reqs) this.pending.set(id, (reqs = new Map()));
+    reqs.set(ac, { since: Date.now(), streaming });
     return () => {
-      set.delete(ac);
-      if (set.size === 0 && this.pending.get(id) === set) this.pending.delete(id);
+      reqs.delete(ac);
+      if (reqs.size === 0 && this.pending.get(id) === reqs) this.pending.delete(id);
     };
+  }
+
+  /** A response from the worker moved (first byte or a later chunk): its engine is alive. */
+  progress(id: string): void {
+    this.progressAt.set(id, Date.now());
+    const w = this.workers.get(id);
+    if (w && w.stalls > 0 && w.state === 'healthy') w.stalls = 0;
+  }
+
+  /** Takes out of rotation the workers whose engine looks stuck (see health.stall_timeout_ms). */
+  checkStalls(now = Date.now()): void {
+    const limit = this.opts.health.stall_timeout_ms;
+    if (!limit) return;
+    for (const [id, reqs] of this.pending) {
+      const w = this.workers.get(id);
+      if (!w || w.state !== 'healthy') continue;
+      let oldest = Infinity;
+      for (const r of reqs.values()) if (r.streaming && r.since < oldest) oldest = r.since;
+      if (now - oldest < limit || now - (this.progressAt.get(id) ?? 0) < limit) continue;
+      w.stalls++;
+      w.stalledUntil = now + Math.min(limit * 2 ** (w.stalls - 1), 600_000);
+      w.consecutiveFailures = this.opts.health.failure_threshold;
+      this.takeOut(w, `stalled: a streamed request waited ${Math.round((now - oldest) / 1000)} s for its first byte and no response moved meanwhile (engine stuck?); out of rotation for ${Math.round((w.stalledUntil - now) / 1000)} s`);
+    }
   }
 
   /** A proxied request could not reach the worker: counts like a failed probe. */
@@ -185,6 +218,7 @@ export class Registry {
   }
 
   async probeAll(): Promise<void> {
+    this.checkStalls();
     await Promise.all([...this.workers.values()].map((w) => this.probe(w)));
   }
 
@@ -207,6 +241,7 @@ export class Registry {
     }
     if (this.workers.get(w.id) !== w) return;
     w.lastProbeAt = Date.now();
+    if (w.stalledUntil > w.lastProbeAt) return; // /health answers, but the engine stalled: sit out the penalty
     w.consecutiveFailures = 0;
     w.lastError = null;
     if (w.state !== 'healthy') this.log(`worker ${w.id} healthy`);
@@ -240,11 +275,17 @@ export class Registry {
     w.consecutiveFailures++;
     w.lastError = err;
     if (w.consecutiveFailures >= this.opts.health.failure_threshold && w.state !== 'unhealthy') {
-      w.state = 'unhealthy';
-      this.log(`worker ${w.id} out of rotation after ${w.consecutiveFailures} failures: ${err}`);
-      for (const ac of this.pending.get(w.id) ?? []) ac.abort(new Error(`worker ${w.id} out of rotation: ${err}`));
-      this.pending.delete(w.id);
+      this.takeOut(w, `${w.consecutiveFailures} failures: ${err}`);
     }
+  }
+
+  /** Out of rotation; requests still waiting for a first byte are aborted so the proxy moves them on. */
+  private takeOut(w: WorkerEntry, why: string): void {
+    w.state = 'unhealthy';
+    w.lastError = why;
+    this.log(`worker ${w.id} out of rotation after ${why}`);
+    for (const ac of this.pending.get(w.id)?.keys() ?? []) ac.abort(new Error(`worker ${w.id} out of rotation: ${why}`));
+    this.pending.delete(w.id);
   }
 }
 

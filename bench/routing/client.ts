@@ -19,6 +19,8 @@ export interface RequestResult {
   worker: string | null;
   promptTokens: number;
   cachedTokens: number;
+  /** What the router expected the worker to hold (x-kv-router-cached-tokens). */
+  predictedCachedTokens: number | null;
   completionTokens: number;
   ok: boolean;
   error: string | null;
@@ -56,6 +58,7 @@ function sendOne(url: string, req: BenchRequest, t0: number, planned: number, ro
     worker: null,
     promptTokens: req.promptLength,
     cachedTokens: 0,
+    predictedCachedTokens: null,
     completionTokens: 0,
     ok: false,
     error: null,
@@ -77,6 +80,8 @@ function sendOne(url: string, req: BenchRequest, t0: number, planned: number, ro
       (hres) => {
         const w = hres.headers['x-kv-router-worker'];
         res.worker = typeof w === 'string' ? w : null;
+        const predicted = Number(hres.headers['x-kv-router-cached-tokens']);
+        res.predictedCachedTokens = Number.isFinite(predicted) ? predicted : null;
         if (hres.statusCode !== 200) {
           let text = '';
           hres.setEncoding('utf8');

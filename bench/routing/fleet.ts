@@ -32,6 +32,8 @@ export interface FleetOptions {
   worker: WorkerParams;
   /** Extra router config (merged at the top level). */
   routerConfig?: Record<string, unknown>;
+  /** Router r writes its decision log to `${decisionLogPrefix}router-${r}.decisions.jsonl`. */
+  decisionLogPrefix?: string;
   startTimeoutMs?: number;
   log?: (line: string) => void;
 }
@@ -146,7 +148,22 @@ function deadError(c: Child): Error {
   return new Error(`${c.name} ${c.exitInfo}:\n  ${c.tail.slice(-15).join('\n  ')}`);
 }
 
-export async function startFleet(o: FleetOptions): Promise<Fleet> {
+/**
+ * Starts a fleet; when a port picked free was taken before a child could bind it (another process
+ * on the machine, or the previous fleet still winding down), starts it again on fresh ports.
+ */
+export async function startFleet(o: FleetOptions, attempts = 3): Promise<Fleet> {
+  for (let i = 1; ; i++) {
+    try {
+      return await startFleetOnce(o);
+    } catch (e) {
+      if (i >= attempts || !/EADDRINUSE/.test((e as Error).message)) throw e;
+      (o.log ?? (() => {}))(`fleet start: a port was taken (${i}/${attempts}), starting again on fresh ports`);
+    }
+  }
+}
+
+async function startFleetOnce(o: FleetOptions): Promise<Fleet> {
   const log = o.log ?? (() => {});
   const dir = mkdtempSync(join(tmpdir(), 'kvbench-'));
   const children: Child[] = [];
@@ -190,6 +207,7 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
         approx_tree: { block_size: w.blockSize },
         health: { interval_ms: 500, timeout_ms: 2000, failure_threshold: 5, poll_load: true },
         ...o.routerConfig,
+        ...(o.decisionLogPrefix ? { decision_log: `${o.decisionLogPrefix}router-${r}.decisions.jsonl` } : {}),
         workers: workerSpecs,
       };
       const file = join(dir, `router-${r}.json`);

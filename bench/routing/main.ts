@@ -10,7 +10,7 @@
  *     [--num-blocks N] [--prefill-tokens-per-s X] [--out bench/results] ...   (--help for all)
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +19,7 @@ import { pollLoads, replay, type LoadSample, type RequestResult } from './client
 import { liveChildren, startFleet, type Fleet, type WorkerParams } from './fleet.js';
 import { cdfSvg, loadSvg } from './plots.js';
 import { fleetLines, runKey, table, writeReport, type Report } from './report.js';
-import { loadSeries, runStats } from './stats.js';
+import { combineRepeats, loadSeries, runStats, type RunStats } from './stats.js';
 import { lruBound, upperBound } from './upper-bound.js';
 import {
   mooncakeWorkload,
@@ -73,6 +73,10 @@ export interface BenchOptions {
   /** Interval of the per-worker GET /load samples. */
   loadEveryMs: number;
   quiet: boolean;
+  /** Routers write decision logs next to the raw results. */
+  decisionLog: boolean;
+  /** Each run this many times (fresh fleet each time); figures are medians with min–max. */
+  repeats: number;
   /** Extra router config for every run (e.g. cache_aware weights). */
   routerConfig?: Record<string, unknown>;
   command?: string;
@@ -106,6 +110,8 @@ export const DEFAULTS: BenchOptions = {
   plots: true,
   loadEveryMs: 500,
   quiet: false,
+  decisionLog: false,
+  repeats: 1,
 };
 
 /**
@@ -141,6 +147,9 @@ export const USAGE = `npm run bench:routing -- [options]
   --seed N                synthetic workloads (default ${DEFAULTS.seed})
   --timeout-ms MS         per request (default ${DEFAULTS.timeoutMs})
   --out DIR               results directory (default bench/results)
+  --repeats N             run each policy N times, interleaved, fresh fleet each time; report medians with min–max (default 1)
+  --decision-log          routers log every decision to bench/results/tmp/routing/<workload>.<run>.router-N.decisions.jsonl
+  --router-config JSON    merged into every router's config, e.g. '{"cache_aware":{"decode_weight":256}}'
   --no-plots              skip the SVG plots
   --quiet                 no progress output`;
 
@@ -154,17 +163,30 @@ function num(name: string, s: string, min = 0): number {
   return v;
 }
 
+/** `--router-config '{"cache_aware":{"decode_weight":256}}'`: merged into every router's config (checked by the router). */
+function routerConfigOption(text: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`--router-config must be a JSON object: ${(e as Error).message}`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('--router-config must be a JSON object');
+  return v as Record<string, unknown>;
+}
+
 export function parseOptions(argv: string[]): BenchOptions | 'help' {
   const strings = [
     'workload', 'trace', 'slice', 'speed', 'workers', 'policies', 'replicas', 'replica-policies', 'block-size', 'num-blocks',
     'cache-fraction', 'prefill-tokens-per-s', 'utilization', 'decode-step-ms', 'max-batch', 'max-waiting', 'output-scale',
-    'max-output', 'requests', 'rate', 'groups', 'seed', 'timeout-ms', 'out',
+    'max-output', 'requests', 'rate', 'groups', 'seed', 'timeout-ms', 'out', 'router-config', 'repeats',
   ];
   const { values: v } = parseArgs({
     args: argv,
     options: {
       ...Object.fromEntries(strings.map((s) => [s, { type: 'string' as const }])),
       'no-plots': { type: 'boolean' },
+      'decision-log': { type: 'boolean' },
       quiet: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -202,8 +224,11 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (s('seed')) o.seed = Math.round(num('seed', s('seed')!));
   if (s('timeout-ms')) o.timeoutMs = Math.round(num('timeout-ms', s('timeout-ms')!, 100));
   if (s('out')) o.out = s('out')!;
+  if (s('repeats')) o.repeats = Math.round(num('repeats', s('repeats')!, 1));
+  if (s('router-config')) o.routerConfig = routerConfigOption(s('router-config')!);
   if (v['no-plots']) o.plots = false;
   if (v.quiet) o.quiet = true;
+  if (v['decision-log']) o.decisionLog = true;
   for (const p of [...o.policies, ...o.replicaPolicies]) if (!POLICIES.includes(p)) throw new Error(`unknown policy "${p}" (known: ${POLICIES.join(', ')})`);
   return o;
 }
@@ -289,7 +314,60 @@ export function codeFingerprint(): string {
 export interface BenchResult {
   report: Report;
   files: string[];
-  runs: { key: string; results: RequestResult[]; loads: LoadSample[] }[];
+  runs: { key: string; repeat: number; results: RequestResult[]; loads: LoadSample[]; streams: StreamCounters }[];
+}
+
+/** Event-stream counters summed over every router's streams at the end of a run (how exact the routers' view was). */
+export interface StreamCounters {
+  streams: number;
+  untrusted_at_end: number;
+  batches: number;
+  gaps: number;
+  replays: number;
+  resets: number;
+  history_missing: number;
+  malformed_frames: number;
+  tree_clears: number;
+}
+
+async function streamCounters(routerUrls: string[]): Promise<StreamCounters> {
+  const c: StreamCounters = { streams: 0, untrusted_at_end: 0, batches: 0, gaps: 0, replays: 0, resets: 0, history_missing: 0, malformed_frames: 0, tree_clears: 0 };
+  for (const url of routerUrls) {
+    try {
+      const body = (await (await fetch(`${url}/workers`)).json()) as { workers: { ranks: { events: Record<string, unknown> | null }[] }[] };
+      for (const w of body.workers) {
+        for (const r of w.ranks) {
+          const e = r.events as { trusted: boolean; batches: number; gaps: number; replays: number; resets: number; historyMissing: number; malformed: number; treeClears: number } | null;
+          if (!e) continue;
+          c.streams++;
+          if (!e.trusted) c.untrusted_at_end++;
+          c.batches += e.batches;
+          c.gaps += e.gaps;
+          c.replays += e.replays;
+          c.resets += e.resets;
+          c.history_missing += e.historyMissing;
+          c.malformed_frames += e.malformed;
+          c.tree_clears += e.treeClears;
+        }
+      }
+    } catch {
+      // A router that cannot answer is already reported by the run's failures.
+    }
+  }
+  return c;
+}
+
+function rawDirOf(o: BenchOptions): string {
+  return join(o.out, 'tmp', 'routing');
+}
+
+/** Where this run's routers log their decisions (the router appends: earlier logs of the run are removed). */
+function decisionLogPrefix(o: BenchOptions, workload: string, key: string): string {
+  const dir = rawDirOf(o);
+  mkdirSync(dir, { recursive: true });
+  const name = `${workload}.${key.replace(/[^A-Za-z0-9_-]/g, '_')}.`;
+  for (const f of readdirSync(dir)) if (f.startsWith(name) && f.endsWith('.decisions.jsonl')) rmSync(join(dir, f));
+  return join(dir, name);
 }
 
 export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
@@ -356,42 +434,57 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
 
   const out: BenchResult = { report, files: [], runs: [] };
   const stopping: Promise<void>[] = [];
+  const repeats = new Map<string, RunStats[]>();
+  const codes = new Map<string, string>();
+  // Repeats go round the whole list (rr, ll, …, rr, ll, …) so that drift on the machine hits every policy alike.
+  for (let r = 0; r < o.repeats; r++) {
+    for (const run of runs) {
+      const key = runKey(run.policy, run.replicas);
+      const label = o.repeats > 1 ? `${key} #${r + 1}` : key;
+      const t0 = Date.now();
+      codes.set(key, codeFingerprint());
+      current = await startFleet({
+        workers: o.workers,
+        routers: run.replicas,
+        policy: run.policy,
+        worker,
+        ...(o.routerConfig ? { routerConfig: o.routerConfig } : {}),
+        ...(o.decisionLog ? { decisionLogPrefix: decisionLogPrefix(o, wl.name, o.repeats > 1 ? `${key}-${r + 1}` : key) } : {}),
+        log: () => {},
+      });
+      const fleet = current;
+      let stats: RunStats;
+      let streams: StreamCounters;
+      let stopped: Promise<void> | null = null;
+      try {
+        say(`${label}: fleet ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+        const bar = progress(label, wl.requests.length, o.quiet);
+        const poller = pollLoads(fleet.workerUrls, o.loadEveryMs);
+        const rep = await replay(wl.requests, { routerUrls: fleet.routerUrls, speed: o.speed, timeoutMs: o.timeoutMs, onProgress: (s, d, f) => bar.update(s, d, f) });
+        const loads = poller.stop();
+        bar.end();
+        streams = await streamCounters(fleet.routerUrls);
+        stats = runStats(run.policy, run.replicas, fleet.workerIds, rep.results, rep.wallMs, rep.maxLagMs);
+        out.runs.push({ key, repeat: r + 1, results: rep.results, loads, streams });
+        // The traffic is over: this fleet winds down while the next one starts (fresh ports and ipc dir).
+        stopped = fleet.stop();
+        stopping.push(stopped);
+      } finally {
+        if (!stopped) await Promise.all([fleet.stop(), ...stopping]);
+        current = null;
+      }
+      repeats.set(key, [...(repeats.get(key) ?? []), stats]);
+      say(
+        `${label}: hit ${(stats.hit_rate * 100).toFixed(1)}%, TTFT p50/p99 ${stats.ttft_p50_ms}/${stats.ttft_p99_ms} ms, imbalance ${stats.imbalance}, failed ${stats.failed}` +
+          `, streams: ${streams.gaps} gaps, ${streams.history_missing} history missing` +
+          `${stats.errors.length ? ` (${stats.errors[0]})` : ''} [${((Date.now() - t0) / 1000).toFixed(0)} s]`,
+      );
+    }
+  }
   for (const run of runs) {
     const key = runKey(run.policy, run.replicas);
-    const t0 = Date.now();
-    const code = codeFingerprint();
-    current = await startFleet({
-      workers: o.workers,
-      routers: run.replicas,
-      policy: run.policy,
-      worker,
-      ...(o.routerConfig ? { routerConfig: o.routerConfig } : {}),
-      log: () => {},
-    });
-    const fleet = current;
-    let stats;
-    let stopped: Promise<void> | null = null;
-    try {
-      say(`${key}: fleet ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-      const bar = progress(key, wl.requests.length, o.quiet);
-      const poller = pollLoads(fleet.workerUrls, o.loadEveryMs);
-      const rep = await replay(wl.requests, { routerUrls: fleet.routerUrls, speed: o.speed, timeoutMs: o.timeoutMs, onProgress: (s, d, f) => bar.update(s, d, f) });
-      const loads = poller.stop();
-      bar.end();
-      stats = runStats(run.policy, run.replicas, fleet.workerIds, rep.results, rep.wallMs, rep.maxLagMs);
-      out.runs.push({ key, results: rep.results, loads });
-      // The traffic is over: this fleet winds down while the next one starts (fresh ports and ipc dir).
-      stopped = fleet.stop();
-      stopping.push(stopped);
-    } finally {
-      if (!stopped) await Promise.all([fleet.stop(), ...stopping]);
-      current = null;
-    }
-    report.policies[key] = { ...stats, code_fingerprint: code, hit_rate_vs_upper_bound: Math.round((stats.hit_rate / Math.max(1e-9, report.upper_bound_hit_rate)) * 1000) / 1000 };
-    say(
-      `${key}: hit ${(stats.hit_rate * 100).toFixed(1)}%, TTFT p50/p99 ${stats.ttft_p50_ms}/${stats.ttft_p99_ms} ms, imbalance ${stats.imbalance}, failed ${stats.failed}` +
-        `${stats.errors.length ? ` (${stats.errors[0]})` : ''} [${((Date.now() - t0) / 1000).toFixed(0)} s]`,
-    );
+    const stats = combineRepeats(repeats.get(key)!);
+    report.policies[key] = { ...stats, code_fingerprint: codes.get(key)!, hit_rate_vs_upper_bound: Math.round((stats.hit_rate / Math.max(1e-9, report.upper_bound_hit_rate)) * 1000) / 1000 };
   }
 
   await Promise.all(stopping);
@@ -400,13 +493,13 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
     mkdirSync(o.out, { recursive: true });
     const cdf = `${wl.name}-ttft-cdf.svg`;
     const loadFile = `${wl.name}-worker-load.svg`;
-    writeFileSync(join(o.out, cdf), cdfSvg(`TTFT distribution, ${wl.name} (${wl.requests.length} requests, ${o.workers} workers)`, out.runs.map((r) => ({ name: r.key, values: r.results.filter((x) => x.ok).map((x) => x.ttftMs!) }))));
-    writeFileSync(join(o.out, loadFile), loadSvg(`Per-worker load over time, ${wl.name}`, out.runs.map((r) => ({ name: r.key, series: loadSeries(r.loads, o.workers) }))));
+    writeFileSync(join(o.out, cdf), cdfSvg(`TTFT distribution, ${wl.name} (${wl.requests.length} requests, ${o.workers} workers)`, Object.keys(report.policies).map((key) => ({ name: key, values: out.runs.filter((r) => r.key === key).flatMap((r) => r.results.filter((x) => x.ok).map((x) => x.ttftMs!)) }))));
+    writeFileSync(join(o.out, loadFile), loadSvg(`Per-worker load over time, ${wl.name}`, out.runs.filter((r) => r.repeat === 1).map((r) => ({ name: r.key, series: loadSeries(r.loads, o.workers) }))));
     report.plots = [cdf, loadFile];
     out.files.push(join(o.out, cdf), join(o.out, loadFile));
   }
   // Raw per-request results and load samples, for digging (git-ignored: bench/results/tmp/).
-  const rawDir = join(o.out, 'tmp', 'routing');
+  const rawDir = rawDirOf(o);
   mkdirSync(rawDir, { recursive: true });
   const rawFile = join(rawDir, `${wl.name}.raw.json`);
   writeFileSync(
@@ -416,10 +509,12 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
       generated_at: report.generated_at,
       runs: out.runs.map((r) => ({
         key: r.key,
-        requests: r.results.map((x) => [x.id, x.router, Math.round(x.sentMs), x.ttftMs === null ? null : Math.round(x.ttftMs), x.e2eMs === null ? null : Math.round(x.e2eMs), x.worker, x.promptTokens, x.cachedTokens, x.ok ? 1 : 0]),
-        request_fields: ['id', 'router', 'sent_ms', 'ttft_ms', 'e2e_ms', 'worker', 'prompt_tokens', 'cached_tokens', 'ok'],
+        repeat: r.repeat,
+        requests: r.results.map((x) => [x.id, x.router, Math.round(x.sentMs), x.ttftMs === null ? null : Math.round(x.ttftMs), x.e2eMs === null ? null : Math.round(x.e2eMs), x.worker, x.promptTokens, x.cachedTokens, x.ok ? 1 : 0, x.predictedCachedTokens]),
+        request_fields: ['id', 'router', 'sent_ms', 'ttft_ms', 'e2e_ms', 'worker', 'prompt_tokens', 'cached_tokens', 'ok', 'predicted_cached_tokens'],
         loads: r.loads.map((l) => [Math.round(l.tMs), l.worker, l.running, l.waiting, l.pendingPrefillTokens, l.cachedBlocks]),
         load_fields: ['t_ms', 'worker', 'running', 'waiting', 'pending_prefill_tokens', 'cached_blocks'],
+        streams: r.streams,
       })),
     }),
   );
@@ -445,9 +540,17 @@ function goals(r: Report): string[] {
     const frac = ca.hit_rate / Math.max(1e-9, r.upper_bound_hit_rate);
     g.push(`cache_aware hit rate ${pct(ca.hit_rate)} = ${(frac * 100).toFixed(0)}% of the upper bound ${pct(r.upper_bound_hit_rate)} (goal ≥ 90%): ${frac >= 0.9 ? 'met' : 'not met'}`);
   }
+  if (ca) {
+    const frac = ca.spread.hit_rate.map((h) => h / Math.max(1e-9, r.upper_bound_hit_rate));
+    if (ca.repeats > 1) g.push(`  over ${ca.repeats} repeats: ${frac.map((f) => `${(f * 100).toFixed(0)}%`).join('–')} of the bound`);
+  }
   if (ca && rr) {
     const ratio = ca.ttft_p99_ms / rr.ttft_p99_ms;
     g.push(`cache_aware TTFT p99 ${ca.ttft_p99_ms} ms vs round_robin ${rr.ttft_p99_ms} ms = ${ratio.toFixed(2)}× (goal ≤ 0.5×): ${ratio <= 0.5 ? 'met' : 'not met'}`);
+    if (ca.repeats > 1 && rr.repeats === ca.repeats) {
+      const each = ca.per_repeat.map((c, i) => c.ttft_p99_ms / rr.per_repeat[i]!.ttft_p99_ms);
+      g.push(`  repeat by repeat (same machine minutes): ${each.map((x) => `${x.toFixed(2)}×`).join(', ')}`);
+    }
   }
   for (const [k, s] of Object.entries(p)) {
     if (s.replicas === 1) continue;

@@ -1,7 +1,7 @@
 /** The results: a terminal table, bench/results/<workload>.md and bench/results/<workload>.json. */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { RunStats } from './stats.js';
+import type { RepeatedStats } from './stats.js';
 
 export interface Report {
   workload: string;
@@ -19,7 +19,7 @@ export interface Report {
   /** One worker's cache seeing every request (about what a cache-blind policy gets). */
   single_worker_lru_hit_rate: number;
   /** Keyed by policy for single-router runs, `policy@N` for N router replicas. */
-  policies: Record<string, RunStats & { hit_rate_vs_upper_bound: number; code_fingerprint: string }>;
+  policies: Record<string, RepeatedStats & { hit_rate_vs_upper_bound: number; code_fingerprint: string }>;
   goals: string[];
   plots: string[];
 }
@@ -31,11 +31,11 @@ export function runKey(policy: string, replicas: number): string {
 const COLS: [string, (s: Report['policies'][string]) => string][] = [
   ['run', (s) => runKey(s.policy, s.replicas)],
   ['routers', (s) => String(s.replicas)],
-  ['hit rate', (s) => `${(s.hit_rate * 100).toFixed(1)}%`],
+  ['hit rate', (s) => `${pct(s.hit_rate)}${s.repeats > 1 ? ` (${pct(s.spread.hit_rate[0], false)}–${pct(s.spread.hit_rate[1], false)})` : ''}`],
   ['of bound', (s) => `${(s.hit_rate_vs_upper_bound * 100).toFixed(0)}%`],
   ['TTFT p50', (s) => ms(s.ttft_p50_ms)],
   ['TTFT p90', (s) => ms(s.ttft_p90_ms)],
-  ['TTFT p99', (s) => ms(s.ttft_p99_ms)],
+  ['TTFT p99', (s) => `${ms(s.ttft_p99_ms)}${s.repeats > 1 ? ` (${ms(s.spread.ttft_p99_ms[0])}–${ms(s.spread.ttft_p99_ms[1])})` : ''}`],
   ['e2e p50', (s) => ms(s.e2e_p50_ms)],
   ['e2e p99', (s) => ms(s.e2e_p99_ms)],
   ['req/s', (s) => s.throughput_rps.toFixed(2)],
@@ -46,6 +46,10 @@ const COLS: [string, (s: Report['policies'][string]) => string][] = [
 function ms(v: number): string {
   if (!Number.isFinite(v)) return '–';
   return v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${Math.round(v)} ms`;
+}
+
+function pct(v: number, unit = true): string {
+  return `${(v * 100).toFixed(1)}${unit ? '%' : ''}`;
 }
 
 export function table(r: Report, markdown: boolean): string {
@@ -89,6 +93,7 @@ export function writeReport(dir: string, r: Report): { json: string; md: string 
     '',
     table(r, true),
     '',
+    ...(Object.values(r.policies).some((p) => p.repeats > 1) ? [`Each run repeated ${Math.max(...Object.values(r.policies).map((p) => p.repeats))} times with a fresh fleet, repeats interleaved across policies: figures are medians, (min–max) in brackets; per-repeat figures are in the JSON under \`per_repeat\`.`, ''] : []),
     'hit rate = cached prompt tokens / prompt tokens, from the workers\' own `usage`; "of bound" = hit rate / upper bound; TTFT = first streamed chunk at the client; imbalance = max / mean of per-worker prefill tokens (prompt − cached); `policy@N` = N router replicas behind a round-robin client.',
     '',
     '## Per worker (requests / prefill tokens)',

@@ -93,3 +93,49 @@ export function loadSeries(samples: LoadSample[], workers: number): { t: number;
   for (const s of samples) series[s.worker]?.push({ t: s.tMs / 1000, v: s.running + s.waiting });
   return series;
 }
+
+/** The figures that get a median and a spread when a run is repeated. */
+export const SPREAD_FIELDS = ['hit_rate', 'ttft_p50_ms', 'ttft_p90_ms', 'ttft_p99_ms', 'e2e_p50_ms', 'e2e_p99_ms', 'throughput_rps', 'imbalance'] as const;
+export type SpreadField = (typeof SPREAD_FIELDS)[number];
+
+export interface RepeatedStats extends RunStats {
+  /** How many times the run was repeated (fresh fleet each time). */
+  repeats: number;
+  /** min and max over the repeats of each figure whose median is reported. */
+  spread: Record<SpreadField, [number, number]>;
+  /** Each repeat's key figures, in order. */
+  per_repeat: Pick<RunStats, SpreadField | 'failed'>[];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/**
+ * Repeats of one run as one entry: the median of each figure (spread: min and max), failures and
+ * tokens summed, per-worker figures from the repeat whose hit rate is the median.
+ */
+export function combineRepeats(all: RunStats[]): RepeatedStats {
+  const byHit = [...all].sort((a, b) => a.hit_rate - b.hit_rate);
+  const mid = byHit[(byHit.length - 1) >> 1]!;
+  const out: RepeatedStats = {
+    ...mid,
+    requests: all.reduce((s, r) => s + r.requests, 0),
+    ok: all.reduce((s, r) => s + r.ok, 0),
+    failed: all.reduce((s, r) => s + r.failed, 0),
+    prompt_tokens: all.reduce((s, r) => s + r.prompt_tokens, 0),
+    cached_tokens: all.reduce((s, r) => s + r.cached_tokens, 0),
+    errors: [...new Set(all.flatMap((r) => r.errors))].slice(0, 5),
+    repeats: all.length,
+    spread: {} as RepeatedStats['spread'],
+    per_repeat: all.map((r) => ({ ...Object.fromEntries(SPREAD_FIELDS.map((f) => [f, r[f]])), failed: r.failed }) as RepeatedStats['per_repeat'][number]),
+  };
+  for (const f of SPREAD_FIELDS) {
+    const v = all.map((r) => r[f]);
+    out[f] = round(median(v), f === 'hit_rate' ? 4 : f === 'imbalance' ? 3 : 1);
+    out.spread[f] = [Math.min(...v), Math.max(...v)];
+  }
+  return out;
+}

@@ -2,18 +2,26 @@ import type { Candidate, CostWeights, Policy, RouteRequest, Scored } from './pol
 import { costTerms, demoteOverloaded, sortByCost } from './policy.js';
 import type { MatchIndex, MatchResult } from './match-index.js';
 import { mediumRecord, provisionalOf } from './match-index.js';
+import { HotPrefixes, prefixKey } from './hot-prefixes.js';
 
 /**
  * Event-driven: matched prefix from the index (built from the workers' KV events), weighed
  * against the work queued on each worker. Marks the pick provisional so a burst of siblings follows.
+ * The hot-spot guard applies when the matched prefix is hot (shared by many recent requests).
  */
 export class CacheAwarePolicy implements Policy {
   readonly name = 'cache_aware';
+  private readonly hot: HotPrefixes;
+  /** The matched-prefix key of each ranked request, counted when it is routed. */
+  private readonly keys = new WeakMap<RouteRequest, string>();
+
   constructor(
     private readonly index: MatchIndex,
     private readonly w: CostWeights,
     private readonly rnd: () => number = Math.random,
-  ) {}
+  ) {
+    this.hot = new HotPrefixes(w.hot_prefix_window_ms ?? 5000);
+  }
 
   rank(req: RouteRequest, candidates: Candidate[]): Scored[] {
     // One walk per distinct token sequence (one per tokenizer; usually just one).
@@ -43,11 +51,29 @@ export class CacheAwarePolicy implements Policy {
       };
     });
     const ranked = sortByCost(scored, this.w.tie_tolerance, this.rnd);
+    if (ranked.length === 0) return ranked;
+    let best = ranked[0]!;
+    let least = best.matchedTokens;
+    for (const s of ranked) {
+      if (s.matchedTokens > best.matchedTokens) best = s;
+      least = Math.min(least, s.matchedTokens);
+    }
+    // The cache pulls hard only when some workers hold most of the prompt and others do not; a
+    // small shared head (or the same prefix everywhere) leaves the choice to the load terms.
+    if (best.matchedTokens - least < 0.5 * best.promptTokens) return ranked;
+    const key = prefixKey(req.tokensFor(best.candidate), best.matchedTokens);
+    this.keys.set(req, key);
+    const sharing = this.hot.count(key) + 1;
+    for (const s of ranked) s.terms.prefix_requests = sharing;
+    if (sharing < (this.w.hot_prefix_requests ?? 1)) return ranked;
     return demoteOverloaded(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold);
   }
 
   routed(req: RouteRequest, pick: Candidate): void {
     const tokens = req.tokensFor(pick);
     if (tokens.length >= pick.blockSize) this.index.markProvisional(pick.source, tokens, pick.blockSize, req.lora);
+    const key = this.keys.get(req);
+    if (key !== undefined) this.hot.add(key);
+    this.keys.delete(req); // a retry of the same request is not another request
   }
 }

@@ -51,21 +51,26 @@ export interface CostWeights {
   /** Hot-spot guard (cache_aware); absent = no guard. */
   balance_abs_threshold?: number;
   balance_rel_threshold?: number;
+  /** The guard applies to prompts whose matched prefix this many routed requests shared within the window (absent: always). */
+  hot_prefix_requests?: number;
+  hot_prefix_window_ms?: number;
 }
 
 /**
  * Moves overloaded candidates after the others, keeping each group's order: a candidate is
- * overloaded when its in-flight count exceeds the least busy candidate's by more than `abs`
+ * overloaded when its in-flight count exceeds the mean over all candidates by more than `abs`
  * and by more than `rel` times.
  */
 export function demoteOverloaded(ranked: Scored[], abs: number | undefined, rel: number | undefined): Scored[] {
   if (abs === undefined || rel === undefined || ranked.length < 2) return ranked;
-  const min = Math.min(...ranked.map((s) => s.candidate.load.inFlight));
+  let total = 0;
+  for (const s of ranked) total += s.candidate.load.inFlight;
+  const mean = total / ranked.length;
   const ok: Scored[] = [];
   const over: Scored[] = [];
   for (const s of ranked) {
     const n = s.candidate.load.inFlight;
-    if (n - min > abs && n > min * rel) {
+    if (n - mean > abs && n > mean * rel) {
       s.terms.overloaded = 1;
       over.push(s);
     } else ok.push(s);

@@ -28,13 +28,13 @@ export interface Outcome {
 }
 
 /** One completion through the router with token ids; never throws (status 0 = no answer in time). */
-export async function ask(r: RunningRouter, prompt: number[], timeoutMs = 30_000): Promise<Outcome> {
+export async function ask(r: RunningRouter, prompt: number[], timeoutMs = 30_000, stream = false): Promise<Outcome> {
   const t0 = Date.now();
   try {
     const res = await fetch(`${r.url}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt, max_tokens: 2, temperature: 0 }),
+      body: JSON.stringify({ prompt, max_tokens: 2, temperature: 0, ...(stream ? { stream: true } : {}) }),
       signal: AbortSignal.timeout(timeoutMs),
     });
     const text = await res.text();
@@ -46,12 +46,12 @@ export async function ask(r: RunningRouter, prompt: number[], timeoutMs = 30_000
   }
 }
 
-export async function askAll(r: RunningRouter, prompts: number[][], concurrency = 4, timeoutMs = 30_000): Promise<Outcome[]> {
+export async function askAll(r: RunningRouter, prompts: number[][], concurrency = 4, timeoutMs = 30_000, stream = false): Promise<Outcome[]> {
   const out: Outcome[] = [];
   let i = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
-      while (i < prompts.length) out.push(await ask(r, prompts[i++]!, timeoutMs));
+      while (i < prompts.length) out.push(await ask(r, prompts[i++]!, timeoutMs, stream));
     }),
   );
   return out;

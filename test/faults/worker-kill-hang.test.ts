@@ -97,15 +97,45 @@ describe('worker killed or hung behind the router', { timeout: 118_000 }, () => 
     }
   });
 
-  test('engine hung, router defaults: a request that lands on it is answered within 20 s', { todo: 'router: upstream_header_timeout_ms defaults to 600 s (see the report)' }, async () => {
+  test('engine hung (health fine), streamed requests: the worker leaves rotation after health.stall_timeout_ms and sits out a penalty; its requests move on', async () => {
     const hung = await hungServer({ healthy: true });
-    const rr = await routerFor([], { policy: 'round_robin' });
+    const rr = await routerFor([b], { policy: 'round_robin', health: { interval_ms: 200, timeout_ms: 1000, failure_threshold: 2, stall_timeout_ms: 2000 } });
+    const describe = async () => (await (await fetch(`${rr.url}/workers/hung`)).json()) as { state: string; last_error: string | null; stalls: number; stalled_until: number | null };
+    try {
+      const res = await fetch(`${rr.url}/workers`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'hung', url: hung.url }) });
+      assert.equal(res.status, 201);
+      for (let i = 0; i < 50 && rr.service.registry.healthyCount() < 2; i++) await sleep(100);
+      // Default header timeout (600 s): only the stall detector can free these.
+      const out = await askAll(rr, promptSet(seed++, 6), 3, 20_000, true);
+      assert.ok(hung.accepted() > 0, 'the hung worker got requests');
+      assert.deepEqual(out.filter((o) => o.status !== 200), [], 'moved to the healthy worker');
+      assert.ok(out.every((o) => o.worker === 'b'));
+      const maxMs = Math.max(...out.map((o) => o.ms));
+      assert.ok(maxMs < 10_000, `bounded: ${maxMs} ms`);
+      const d = await describe();
+      assert.equal(d.state, 'unhealthy');
+      assert.match(d.last_error ?? '', /stalled/);
+      assert.equal(d.stalls, 1);
+      // /health keeps answering, but the worker sits out its penalty.
+      await sleep(600);
+      assert.equal((await describe()).state, 'unhealthy');
+      figure({ kind: 'fault', fault: 'engine hung (health ok), streamed', divergent: 0, recoverMs: null, outcome: `${out.length}/${out.length} answered 200 after the stall detector, max ${maxMs} ms` });
+    } finally {
+      await rr.close();
+      await hung.close();
+    }
+  });
+
+  test('engine hung and alone: a streamed request gets a clear error, not a hang', async () => {
+    const hung = await hungServer({ healthy: true });
+    const rr = await routerFor([], { policy: 'round_robin', health: { interval_ms: 200, timeout_ms: 1000, failure_threshold: 2, stall_timeout_ms: 1500 } });
     try {
       await fetch(`${rr.url}/workers`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'hung', url: hung.url }) });
       for (let i = 0; i < 50 && rr.service.registry.healthyCount() < 1; i++) await sleep(100);
-      const out = await askAll(rr, promptSet(seed++, 1), 1, 20_000);
-      assert.ok(hung.accepted() > 0, 'the hung worker got the request');
-      assert.deepEqual(out.filter((o) => o.status === 0), [], 'no request left without an answer');
+      const [o] = await askAll(rr, promptSet(seed++, 1), 1, 20_000, true);
+      assert.equal(o!.status, 502, JSON.stringify(o));
+      assert.match(o!.error ?? '', /stalled/);
+      assert.ok(o!.ms < 10_000, `bounded: ${o!.ms} ms`);
     } finally {
       await rr.close();
       await hung.close();

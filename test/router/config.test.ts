@@ -39,7 +39,9 @@ test('defaults: loopback, port 8000, cache_aware', () => {
   assert.equal(c.host, '127.0.0.1');
   assert.equal(c.port, 8000);
   assert.equal(c.policy, 'cache_aware');
-  assert.equal(c.cache_aware.decode_weight, 32);
+  assert.equal(c.cache_aware.decode_weight, 256);
+  assert.equal(c.cache_aware.prefill_weight, 6);
+  assert.equal(c.decision_log, null);
   assert.equal(c.health.failure_threshold, 3);
   assert.equal(c.retry.max_attempts, 3);
 });

@@ -5,16 +5,21 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { routerWith, startWorker, waitHealthy, waitUntil, workerAvailable, workerEntry, sleep, type WorkerProc } from './helpers.js';
 import type { RunningRouter } from '../../router/server.js';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const skip = workerAvailable() ? false : 'bin/kv-worker.js not present';
 let A: WorkerProc, B: WorkerProc, router: RunningRouter;
+const logDir = mkdtempSync(join(tmpdir(), 'kvr-decisions-'));
+const decisionLog = join(logDir, 'decisions.jsonl');
 
 before(async () => {
   if (skip) return;
   // Slow enough prefill that queued work shows on GET /load; fast enough for the test budget.
   const extra = ['--prefill-tokens-per-s', '20000', '--decode-step-ms', '5', '--num-blocks', '4096'];
   [A, B] = await Promise.all([startWorker({ id: 'A', extraArgs: extra }), startWorker({ id: 'B', extraArgs: extra })]);
-  router = await routerWith({ workers: [workerEntry(A), workerEntry(B)] });
+  router = await routerWith({ workers: [workerEntry(A), workerEntry(B)], decision_log: decisionLog });
   await waitHealthy(router, 2);
   await waitUntil('both streams connected', 10_000, () => router.service.registry.list().every((w) => w.streams.get(0)!.health().connected));
 }, { timeout: 110_000 });
@@ -22,6 +27,7 @@ before(async () => {
 after(async () => {
   await router?.close();
   await Promise.all([A?.stop(), B?.stop()]);
+  rmSync(logDir, { recursive: true, force: true });
 });
 
 let uniq = 0;
@@ -195,4 +201,28 @@ test('/metrics shows requests by worker and outcome, streams and trees', { skip,
   assert.match(m, /kv_router_tree_blocks\{worker="A",rank="0"\} [1-9]/);
   assert.match(m, /kv_router_expected_cached_tokens_total\{worker="[AB]"\} [1-9]/);
   assert.match(m, /kv_router_in_flight\{worker="A",rank="0"\} 0/);
+});
+
+test('decision_log: one JSON line per routed request, candidates best first with their terms', { skip, timeout: 30_000 }, async () => {
+  const before = readFileSync(decisionLog, 'utf8').split('\n').filter(Boolean).length;
+  const prefix = text(`logged${uniq++}d`, 200);
+  const r = await complete(`${prefix} one`);
+  await sleep(100); // the log stream flushes asynchronously
+  const lines = readFileSync(decisionLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  assert.equal(lines.length, before + 1);
+  const d = lines.at(-1)!;
+  assert.equal(d.policy, 'cache_aware');
+  assert.equal(d.prompt_tokens, r.prompt);
+  assert.equal(d.candidates.length, 2);
+  assert.equal(d.candidates[0].source, `${r.worker}:0`, 'the pick comes first');
+  for (const c of d.candidates) {
+    assert.equal(typeof c.matched, 'number');
+    assert.equal(typeof c.in_flight, 'number');
+    assert.equal(typeof c.terms.prefill, 'number');
+    assert.ok(c.cost <= d.candidates.at(-1).cost || c.terms.overloaded === 1);
+  }
+  // /route explains without routing: no line.
+  await fetch(`${router.url}/route`, { method: 'POST', body: JSON.stringify({ prompt: `${prefix} explain only` }) });
+  await sleep(100);
+  assert.equal(readFileSync(decisionLog, 'utf8').split('\n').filter(Boolean).length, before + 1);
 });

@@ -11,6 +11,8 @@ import { ApproxTreePolicy } from '../../router/policies/approx-tree.js';
 import type { Candidate, CostWeights, RouteRequest } from '../../router/policies/policy.js';
 import { sortByCost } from '../../router/policies/policy.js';
 import { LoadTracker } from '../../router/load.js';
+import { RouterConfigSchema } from '../../router/config.js';
+import { HotPrefixes, prefixKey } from '../../router/policies/hot-prefixes.js';
 
 const BS = 16;
 const W: CostWeights = { prefill_weight: 1, queued_prefill_weight: 1, decode_weight: 32, tie_tolerance: 0 };
@@ -229,33 +231,79 @@ test('cache_aware: queued prefill computing a provisional prefix is shared work,
   }
 });
 
-test('cache_aware: one prompt shared by everybody does not pile onto the worker holding it (hot-spot guard)', () => {
-  const index = new PrefixIndex();
+test('cache_aware (default weights): one prompt shared by everybody does not pile onto the worker holding it (hot-spot guard)', () => {
+  const defaults = RouterConfigSchema.parse({}).cache_aware;
   const shared = seq(4096, 7000);
-  index.applyBatch('a:0', storeBatch(shared));
+  /** 40 requests, each staying in flight (decoding: the pile-up case); the picked worker publishes the prompt's blocks, as a real one would. */
+  const serve = (weights: CostWeights, base: number): Record<string, number> => {
+    const index = new PrefixIndex();
+    index.applyBatch('a:0', storeBatch(shared));
+    const load = new LoadTracker();
+    const cands = ['a', 'b', 'c', 'd'].map((id) => cand(id, load));
+    const p = new CacheAwarePolicy(index, weights, () => 0.5);
+    const counts: Record<string, number> = {};
+    for (let i = 0; i < 40; i++) {
+      const tokens = [...shared, ...seq(32, base + i * 32)];
+      const r = req(tokens);
+      const [best] = p.rank(r, cands.map((c) => ({ ...c, load: load.get(c.source) })));
+      const pick = best!.candidate;
+      p.routed(r, pick);
+      load.start(pick.source, best!.promptTokens - best!.matchedTokens).prefillDone();
+      index.applyBatch(pick.source, storeBatch(tokens));
+      counts[pick.workerId] = (counts[pick.workerId] ?? 0) + 1;
+    }
+    return counts;
+  };
+  const guarded = serve(defaults, 100_000);
+  const n = Object.values(guarded);
+  assert.equal(n.length, 4, `every worker serves some: ${JSON.stringify(guarded)}`);
+  assert.ok(Math.max(...n) / (40 / 4) <= 1.5, `imbalance ≤ 1.5: ${JSON.stringify(guarded)}`);
+  // The same weights without the guard: the holder takes far more than its share.
+  const unguarded = serve({ ...defaults, balance_abs_threshold: undefined, balance_rel_threshold: undefined }, 200_000);
+  assert.ok((unguarded.a ?? 0) > 20, `unguarded holder took ${unguarded.a}/40: ${JSON.stringify(unguarded)}`);
+});
+
+test('cache_aware (default weights): a busy worker keeps a conversation whose prefix nobody else shares; a hot prefix moves off it', () => {
+  const defaults = RouterConfigSchema.parse({}).cache_aware;
+  const index = new PrefixIndex();
+  const conversation = seq(8192, 300_000);
+  index.applyBatch('a:0', storeBatch(conversation));
   const load = new LoadTracker();
-  const cands = ['a', 'b', 'c', 'd'].map((id) => cand(id, load));
-  const p = new CacheAwarePolicy(index, { ...W, balance_abs_threshold: 4, balance_rel_threshold: 1.5 }, () => 0.5);
-  const counts: Record<string, number> = {};
-  for (let i = 0; i < 40; i++) {
-    // Every request stays in flight (decoding): the pile-up case.
-    const tokens = [...shared, ...seq(32, 100_000 + i * 32)];
-    const [best] = p.rank(req(tokens), cands.map((c) => ({ ...c, load: load.get(c.source) })));
-    load.start(best!.candidate.source, 0).prefillDone();
-    counts[best!.candidate.workerId] = (counts[best!.candidate.workerId] ?? 0) + 1;
+  for (let i = 0; i < 12; i++) load.start('a:0', 0).prefillDone(); // 12 decoding on a, the others idle
+  const cands = () => ['a', 'b', 'c', 'd'].map((id) => cand(id, load));
+  const p = new CacheAwarePolicy(index, defaults, () => 0.5);
+  // The next turn of the conversation: its 8k-token history is on a only, and only this request uses it.
+  const turn = req([...conversation, ...seq(200, 400_000)]);
+  const ranked = p.rank(turn, cands());
+  assert.equal(ranked[0]!.candidate.workerId, 'a', JSON.stringify(ranked.map((s) => [s.candidate.workerId, s.cost, s.terms])));
+  assert.equal(ranked[0]!.terms.overloaded, undefined);
+  assert.equal(ranked[0]!.terms.prefix_requests, 1);
+  p.routed(turn, ranked[0]!.candidate);
+  // Requests that share that prefix keep coming: from the 4th within the window it is hot, and a
+  // (3× the mean in flight) is ranked last however much it holds.
+  const picks: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const r = req([...conversation, ...seq(200, 500_000 + i * 200)]);
+    const [best] = p.rank(r, cands());
+    picks.push(best!.candidate.workerId);
+    p.routed(r, best!.candidate);
   }
-  const n = Object.values(counts);
-  assert.equal(n.length, 4, `every worker serves some: ${JSON.stringify(counts)}`);
-  assert.ok(Math.max(...n) / (40 / 4) <= 1.5, `imbalance ≤ 1.5: ${JSON.stringify(counts)}`);
-  // Without the guard the holder takes far more than its share.
-  const unguarded = new CacheAwarePolicy(index, W, () => 0.5);
-  const load2 = new LoadTracker();
-  let onHolder = 0;
-  for (let i = 0; i < 40; i++) {
-    const tokens = [...shared, ...seq(32, 200_000 + i * 32)];
-    const [best] = unguarded.rank(req(tokens), cands.map((c) => ({ ...c, load: load2.get(c.source) })));
-    load2.start(best!.candidate.source, 0).prefillDone();
-    if (best!.candidate.workerId === 'a') onHolder++;
-  }
-  assert.ok(onHolder > 20, `unguarded holder took ${onHolder}/40`);
+  assert.deepEqual(picks.slice(0, 2), ['a', 'a'], 'still cold: affinity');
+  assert.ok(picks[2] !== 'a' && picks[3] !== 'a', `hot prefix: ${picks.join(',')}`);
+});
+
+test('HotPrefixes counts requests per prefix within the window, bounded in keys', () => {
+  const hot = new HotPrefixes(1000, 8);
+  const k = prefixKey(seq(512, 1), 512);
+  assert.equal(k, prefixKey(seq(512, 1), 512), 'deterministic');
+  assert.notEqual(k, prefixKey(seq(512, 1), 496), 'length is part of the key');
+  assert.notEqual(k, prefixKey([...seq(511, 1), 9], 512), 'the last token is part of the key');
+  hot.add(k, 0);
+  hot.add(k, 500);
+  assert.equal(hot.count(k, 900), 2);
+  assert.equal(hot.count(k, 1200), 1, 'the first left the window');
+  assert.equal(hot.count(k, 2000), 0);
+  for (let i = 0; i < 50; i++) hot.add(`key${i}`, 3000);
+  assert.ok(hot.count('key49', 3000) === 1);
+  assert.equal(hot.count('key0', 3000), 0, 'oldest keys dropped beyond maxKeys');
 });

@@ -227,7 +227,7 @@ test('/route explains a decision without proxying', async () => {
   assert.equal(j.pick.worker, 'only');
   assert.ok(j.prompt_tokens > 5);
   assert.deepEqual(Object.keys(j.candidates[0]!.terms).sort(), ['decode', 'prefill', 'queued_prefill']);
-  assert.equal(j.candidates[0]!.cost, j.prompt_tokens);
+  assert.equal(j.candidates[0]!.cost, 6 * j.prompt_tokens, 'nothing cached, nothing queued: prefill_weight (6) × prompt');
   assert.equal(up.requests.length, 0);
   const ids = await post(r, '/route', { prompt: [1, 2, 3, 4] });
   assert.equal(((await ids.json()) as { prompt_tokens: number }).prompt_tokens, 4);

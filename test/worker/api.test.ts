@@ -188,14 +188,23 @@ describe('kv-worker HTTP API (sim engine)', () => {
     const r = await w.post('/v1/completions', { prompt: 'one more', max_tokens: 2 });
     assert.equal(r.status, 429);
     assert.equal(((await r.json()) as any).error.code, 'server_full');
-    const load = await w.json('/load');
-    assert.equal(load.running + load.waiting, 16);
+    // The API admits at once; the scheduler's /load catches up when the requests arrive over ipc.
+    await waitFor('all 16 to reach the scheduler', async () => {
+      const l = await w.json('/load');
+      return l.running + l.waiting === 16;
+    });
     assert.equal((await w.post('/flush_cache', {})).status, 409, 'no flush while requests run');
     for (const ac of acs) ac.abort();
     await Promise.allSettled(started.map((s) => s.text()));
     await waitFor('the queue to drain', async () => {
       const l = await w.json('/load');
       return l.running + l.waiting === 0;
+    });
+    // The API frees its slots when the aborts come back from the scheduler: wait until it admits again.
+    await waitFor('the API to admit again', async () => {
+      const probe = await w.post('/v1/completions', { prompt: 'x', max_tokens: 1 });
+      await probe.text();
+      return probe.status === 200;
     });
   });
 

@@ -1,10 +1,10 @@
-import type { Tokenizer } from '../../src/tokenizer/index.js';
 import type { WorkerConfig } from '../config.js';
+import type { TokenizerFacts } from '../tokenizer.js';
 import type { Engine } from './engine.js';
 import { SimEngine } from './sim.js';
 
 /** The engine `--engine` names; onnxruntime is only loaded for `onnx`. */
-export async function createEngine(cfg: WorkerConfig, tokenizer: Tokenizer): Promise<Engine> {
+export async function createEngine(cfg: WorkerConfig, tokenizer: TokenizerFacts): Promise<Engine> {
   if (cfg.engine === 'sim') {
     return new SimEngine({
       blockSize: cfg.blockSize,

@@ -8,11 +8,11 @@ import { PullQueue, PushQueue } from '../../src/queues/index.js';
 import { createEngine } from '../engines/create.js';
 import type { DetokInMsg, SchedulerInMsg, SeqOutput } from '../messages.js';
 import { onShutdown, readSpec, sendReady, startOrDie } from '../proc.js';
-import { loadWorkerTokenizer } from '../tokenizer.js';
+import { loadTokenizerFacts } from '../tokenizer.js';
 import { Scheduler } from './scheduler.js';
 
 const { config, endpoints } = readSpec();
-const tokenizer = await startOrDie('scheduler', loadWorkerTokenizer(config));
+const tokenizer = await startOrDie('scheduler', loadTokenizerFacts(config));
 const engine = await startOrDie('scheduler', createEngine(config, tokenizer));
 const publisher = config.kvEvents
   ? await startOrDie('scheduler', KVEventPublisher.create({ config: config.kvEvents, dpRank: config.dpRank }))
