@@ -206,7 +206,6 @@ export class Registry {
       if (now - oldest < limit || now - (this.progressAt.get(id) ?? 0) < limit) continue;
       w.stalls++;
       w.stalledUntil = now + Math.min(limit * 2 ** (w.stalls - 1), 600_000);
-      w.consecutiveFailures = this.opts.health.failure_threshold;
       this.takeOut(w, `stalled: a streamed request waited ${Math.round((now - oldest) / 1000)} s for its first byte and no response moved meanwhile (engine stuck?); out of rotation for ${Math.round((w.stalledUntil - now) / 1000)} s`);
     }
   }

@@ -54,16 +54,16 @@ export function parseBody(endpoint: Endpoint, body: unknown): ParsedBody {
     if (!r.success) return bad(r.error);
     const p = r.data.prompt;
     // A batch of prompts routes by its first prompt.
-    if (typeof p === 'string') return ok({ kind: 'tokenize', input: { kind: 'text', text: p } }, r.data.model, r.data.stream === true);
-    if (typeof p[0] === 'string') return ok({ kind: 'tokenize', input: { kind: 'text', text: p[0] } }, r.data.model, r.data.stream === true);
-    if (typeof p[0] === 'number') return ok({ kind: 'ids', ids: p as number[] }, r.data.model, r.data.stream === true);
-    return ok({ kind: 'ids', ids: (p as number[][])[0]! }, r.data.model, r.data.stream === true);
+    if (typeof p === 'string') return ok({ kind: 'tokenize', input: { kind: 'text', text: p } }, r.data);
+    if (typeof p[0] === 'string') return ok({ kind: 'tokenize', input: { kind: 'text', text: p[0] } }, r.data);
+    if (typeof p[0] === 'number') return ok({ kind: 'ids', ids: p as number[] }, r.data);
+    return ok({ kind: 'ids', ids: (p as number[][])[0]! }, r.data);
   }
   const r = ChatBodySchema.safeParse(body);
   if (!r.success) return bad(r.error);
   // Exactly what the workers render: role and text content only.
   const messages = r.data.messages.map((m) => ({ role: m.role, content: textOf(m.content) }));
-  return ok({ kind: 'tokenize', input: { kind: 'chat', messages, extra: r.data.chat_template_kwargs } }, r.data.model, r.data.stream === true);
+  return ok({ kind: 'tokenize', input: { kind: 'chat', messages, extra: r.data.chat_template_kwargs } }, r.data);
 }
 
 /** Message content as the template sees it: text parts joined (what servers do for text-only models). */
@@ -73,8 +73,8 @@ function textOf(c: string | { type: string; text?: string }[] | null | undefined
   return c.filter((p) => p.type === 'text').map((p) => p.text ?? '').join('');
 }
 
-function ok(prompt: PromptOf, model: string | undefined, stream: boolean): ParsedBody {
-  return { ok: true, prompt, model, stream };
+function ok(prompt: PromptOf, body: { model?: string | undefined; stream?: boolean | undefined }): ParsedBody {
+  return { ok: true, prompt, model: body.model, stream: body.stream === true };
 }
 
 function bad(err: z.ZodError): ParsedBody {

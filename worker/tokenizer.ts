@@ -1,10 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { defaultTokenizerFiles, Tokenizer, type TokenizerLoadOptions } from '../src/tokenizer/index.js';
 import type { WorkerConfig } from './config.js';
-import { cacheRoot } from './model/cache.js';
+import { cacheRoot, writeAtomic } from './model/cache.js';
 
 /** `--tokenizer FILE`, else the model dir's tokenizer.json, else the default (Qwen3's); tokenizer_config.json next to it when present. */
 export function tokenizerFilesOf(cfg: Pick<WorkerConfig, 'tokenizer' | 'model'>): TokenizerLoadOptions {
@@ -52,9 +52,7 @@ export async function loadTokenizerFacts(cfg: Pick<WorkerConfig, 'tokenizer' | '
   const facts: TokenizerFacts = { eosTokenIds: t.eosTokenIds, vocabSize: t.vocabSize };
   try {
     await mkdir(dirname(path), { recursive: true });
-    const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
-    await writeFile(tmp, JSON.stringify(facts));
-    await rename(tmp, path);
+    await writeAtomic(path, [new TextEncoder().encode(JSON.stringify(facts))]);
   } catch {
     // A read-only cache only costs the next start a tokenizer build.
   }

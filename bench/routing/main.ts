@@ -16,6 +16,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pollLoads, replay, type LoadSample, type RequestResult } from './client.js';
+import type { StreamHealth } from '../../router/streams.js';
 import { liveChildren, startFleet, type Fleet, type WorkerParams } from './fleet.js';
 import { cdfSvg, loadSvg } from './plots.js';
 import { fleetLines, runKey, table, writeReport, type Report } from './report.js';
@@ -334,10 +335,9 @@ async function streamCounters(routerUrls: string[]): Promise<StreamCounters> {
   const c: StreamCounters = { streams: 0, untrusted_at_end: 0, batches: 0, gaps: 0, replays: 0, resets: 0, history_missing: 0, malformed_frames: 0, tree_clears: 0 };
   for (const url of routerUrls) {
     try {
-      const body = (await (await fetch(`${url}/workers`)).json()) as { workers: { ranks: { events: Record<string, unknown> | null }[] }[] };
+      const body = (await (await fetch(`${url}/workers`)).json()) as { workers: { ranks: { events: StreamHealth | null }[] }[] };
       for (const w of body.workers) {
-        for (const r of w.ranks) {
-          const e = r.events as { trusted: boolean; batches: number; gaps: number; replays: number; resets: number; historyMissing: number; malformed: number; treeClears: number } | null;
+        for (const { events: e } of w.ranks) {
           if (!e) continue;
           c.streams++;
           if (!e.trusted) c.untrusted_at_end++;
@@ -539,10 +539,8 @@ function goals(r: Report): string[] {
   if (ca) {
     const frac = ca.hit_rate / Math.max(1e-9, r.upper_bound_hit_rate);
     g.push(`cache_aware hit rate ${pct(ca.hit_rate)} = ${(frac * 100).toFixed(0)}% of the upper bound ${pct(r.upper_bound_hit_rate)} (goal ≥ 90%): ${frac >= 0.9 ? 'met' : 'not met'}`);
-  }
-  if (ca) {
-    const frac = ca.spread.hit_rate.map((h) => h / Math.max(1e-9, r.upper_bound_hit_rate));
-    if (ca.repeats > 1) g.push(`  over ${ca.repeats} repeats: ${frac.map((f) => `${(f * 100).toFixed(0)}%`).join('–')} of the bound`);
+    const range = ca.spread.hit_rate.map((h) => `${((h / Math.max(1e-9, r.upper_bound_hit_rate)) * 100).toFixed(0)}%`);
+    if (ca.repeats > 1) g.push(`  over ${ca.repeats} repeats: ${range.join('–')} of the bound`);
   }
   if (ca && rr) {
     const ratio = ca.ttft_p99_ms / rr.ttft_p99_ms;

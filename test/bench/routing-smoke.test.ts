@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { liveChildren } from '../../bench/routing/fleet.js';
 import { DEFAULTS, runBenchmark } from '../../bench/routing/main.js';
+import { combineRepeats, runStats } from '../../bench/routing/stats.js';
 import { upperBound } from '../../bench/routing/upper-bound.js';
 import { mooncakeWorkload, parseSlice, readMooncake, systemPromptWorkload } from '../../bench/routing/workloads.js';
 
@@ -81,4 +82,19 @@ test('routing benchmark smoke run: 2 workers, round_robin vs cache_aware, system
   assert.equal(res.runs.length, 2);
   assert.equal(liveChildren(), 0, 'child processes left running');
   assert.ok(Date.now() - t0 < 90_000);
+});
+
+test('repeats combine into medians with their min–max, failures summed, per-worker figures from the median repeat', () => {
+  const base = runStats('cache_aware', 1, ['w0'], [], 0, 0);
+  const run = (hit: number, p99: number, failed: number, tag: number) => ({ ...base, hit_rate: hit, ttft_p99_ms: p99, failed, requests: 10, per_worker: { w0: { requests: tag, prefill_tokens: 0, cached_tokens: 0, prompt_tokens: 0 } } });
+  const c = combineRepeats([run(0.16, 3000, 0, 1), run(0.12, 2000, 1, 2), run(0.15, 5000, 2, 3)]);
+  assert.equal(c.repeats, 3);
+  assert.equal(c.hit_rate, 0.15);
+  assert.deepEqual(c.spread.hit_rate, [0.12, 0.16]);
+  assert.equal(c.ttft_p99_ms, 3000);
+  assert.deepEqual(c.spread.ttft_p99_ms, [2000, 5000]);
+  assert.equal(c.failed, 3);
+  assert.equal(c.requests, 30);
+  assert.equal(c.per_worker.w0!.requests, 3, 'the repeat whose hit rate is the median');
+  assert.deepEqual(c.per_repeat.map((r) => r.ttft_p99_ms), [3000, 2000, 5000]);
 });

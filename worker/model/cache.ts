@@ -48,7 +48,8 @@ export async function ensureDefaultModel(opts: { cacheDir?: string; tokenizer?: 
   return { dir, modelPath, config };
 }
 
-async function writeAtomic(path: string, chunks: Uint8Array[]): Promise<void> {
+/** Writes to a temporary name, syncs, renames: readers never see a half-written file. */
+export async function writeAtomic(path: string, chunks: Uint8Array[]): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const fh = await open(tmp, 'w');
   try {
