@@ -4,8 +4,9 @@ import { startRouter, type RunningRouter } from '../../router/server.js';
 import type { SimWorker } from './fleet.js';
 import { checkSource, routerApiView, type SourceCheck } from './invariant.js';
 
+/** A router in front of `workers`, returned once it has every one of them in rotation (traffic before that gets 503s). */
 export async function routerFor(workers: SimWorker[], extra: Partial<RouterConfigInput> = {}): Promise<RunningRouter> {
-  return startRouter(
+  const r = await startRouter(
     parseRouterConfig({
       port: 0,
       tokenizer_threads: 0,
@@ -15,6 +16,15 @@ export async function routerFor(workers: SimWorker[], extra: Partial<RouterConfi
       workers: workers.map((w) => ({ id: w.id, url: w.url, kv_events: w.kvEvents, block_size: w.opts.blockSize })),
     }),
   );
+  const deadline = Date.now() + 10_000;
+  while (r.service.registry.healthyCount() < workers.length) {
+    if (Date.now() > deadline) {
+      await r.close();
+      throw new Error(`router: ${r.service.registry.healthyCount()} of ${workers.length} workers healthy after 10 s`);
+    }
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  return r;
 }
 
 /** The invariant for worker `w` (rank 0) as the router's admin API shows it. */
