@@ -86,6 +86,7 @@ function oneRun(seed: number): Run {
 
   const base = mem();
   const ix = new PrefixIndex();
+  for (let s = 0; s < SOURCES; s++) ix.addSource(srcId(s));
   let fillSec = 0;
   let fillCpuSec = 0;
   let fillBlocks = 0;

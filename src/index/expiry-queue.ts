@@ -32,6 +32,11 @@ export class ExpiryQueue {
     }
   }
 
+  /** Follows a store compaction: node ids through `remap` (a freed node becomes -1, whose entry then expires as a no-op). */
+  remap(remap: Int32Array): void {
+    for (let i = this.head; i < this.node.length; i++) this.node[i] = remap[this.node[i]] ?? -1;
+  }
+
   get size(): number {
     return this.expiry.length - this.head;
   }

@@ -126,6 +126,32 @@ export function loraKey(lora: string | number | null | undefined): Key64 {
   return k;
 }
 
+const saltCache = new Map<string, Key64>();
+const ROOT: Key64 = { lo: ROOT_LO, hi: ROOT_HI };
+
+/**
+ * The key a salted chain's first block chains to, in place of the root: vLLM puts
+ * `cache_salt` into the first block's hash only (the rest inherit it through the
+ * parent), so a salt is a root of its own. No salt is the root (0, 0).
+ */
+export function saltRoot(salt: string | null | undefined): Key64 {
+  if (salt === null || salt === undefined) return ROOT;
+  let k = saltCache.get(salt);
+  if (k !== undefined) return k;
+  k = stringKey(4, salt);
+  if (saltCache.size >= 4096) saltCache.clear();
+  saltCache.set(salt, k);
+  return k;
+}
+
+/** 64-bit key of a string under a tag (distinct tags never collide by construction). */
+export function stringKey(tag: number, str: string): Key64 {
+  const codes = new Array<number>(str.length);
+  for (let i = 0; i < str.length; i++) codes[i] = str.charCodeAt(i);
+  chainKey(tag, 0, 0, 0, codes, 0, codes.length, scratch);
+  return { lo: scratch[0], hi: scratch[1] };
+}
+
 const b64 = new BigUint64Array(1);
 const b32 = new Uint32Array(b64.buffer);
 let byteWords = new Array<number>(16);

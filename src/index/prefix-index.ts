@@ -1,5 +1,6 @@
 import type { BlockRemoved, BlockStored, KVEventBatch } from '../events/types.js';
-import { chainKey, engineKey, loraKey, ROOT_HI, ROOT_LO } from './hash.js';
+import { chainKey, engineKey, loraKey, saltRoot, stringKey } from './hash.js';
+import { blockExtras } from './extra-keys.js';
 import { ExpiryQueue } from './expiry-queue.js';
 import { K_HI, K_LO, NodeStore } from './node-store.js';
 import { SourceState, type SourceId } from './source-state.js';
@@ -11,6 +12,25 @@ export type { SourceDump, DumpNode } from './dump.js';
 
 /** A LoRA adapter as the events name it: `lora_name`, else `lora_id`; null for the base model. */
 export type LoraRef = string | number | null;
+
+/** What a prompt is matched under: its LoRA, its cache salt, and how many of its leading tokens may hit. */
+export interface MatchOptions {
+  lora?: LoraRef;
+  /** The request's `cache_salt`: a salted chain never matches an unsalted one or another salt's. */
+  salt?: string | null;
+  /**
+   * Match at most this many leading tokens. vLLM always computes a prompt's last token
+   * (kv_cache_manager.get_computed_blocks: max_cache_hit_length = num_tokens - 1), so
+   * pass `prompt.length - 1` to predict what the engine will reuse.
+   */
+  maxTokens?: number;
+}
+
+/** Calls about a source the index does not know (never added, or removed): ignored, counted. */
+export interface UnknownSourceCounts {
+  batches: number;
+  provisionalMarks: number;
+}
 
 export interface PrefixIndexOptions {
   /** How long a provisional mark counts (default 5000 ms). */
@@ -33,6 +53,8 @@ export interface SourceMatch {
 export interface SourceStats {
   /** Engine blocks held (distinct engine hashes, any medium). */
   blocks: number;
+  /** Physical blocks held, every copy of a hash counted, per medium name (non-zero only). */
+  copies: Record<string, number>;
   /** Distinct token-keyed nodes held for real. */
   nodes: number;
   /** BlockStored events skipped because their parent hash was unknown. */
@@ -67,6 +89,7 @@ export class PrefixIndex {
   private readonly key = new Uint32Array(2);
   private readonly ekey = new Uint32Array(2);
   private counts = new Float64Array(0);
+  private readonly unknown: UnknownSourceCounts = { batches: 0, provisionalMarks: 0 };
 
   constructor(opts: PrefixIndexOptions = {}) {
     this.ttl = opts.provisionalTtlMs ?? 5000;
@@ -74,14 +97,45 @@ export class PrefixIndex {
     this.nodes.ensureMedia(2);
   }
 
+  /**
+   * Registers a source (idempotent). The index never creates one on its own: the
+   * registry owns their lifecycle, so a source removed while a request was in flight
+   * stays removed.
+   */
+  addSource(source: SourceId): void {
+    if (this.bySource.has(source)) return;
+    let slot = this.slots.indexOf(undefined);
+    if (slot < 0) slot = this.slots.length;
+    this.nodes.ensureWords((slot >>> 5) + 1);
+    const s = new SourceState(source, slot, this.nodes);
+    this.slots[slot] = s;
+    this.bySource.set(source, s);
+    this.groups = null;
+  }
+
+  hasSource(source: SourceId): boolean {
+    return this.bySource.has(source);
+  }
+
+  /** Applies a batch of the source's events; a batch for an unknown source is ignored and counted. */
   applyBatch(source: SourceId, batch: KVEventBatch): void {
     this.expire();
-    const s = this.ensureSource(source);
+    const s = this.bySource.get(source);
+    if (s === undefined) {
+      this.unknown.batches++;
+      return;
+    }
     for (const ev of batch.events) {
       if (ev.type === 'BlockStored') this.store(s, ev);
       else if (ev.type === 'BlockRemoved') this.remove(s, ev);
       else if (ev.type === 'AllBlocksCleared') this.clearBlocks(s);
     }
+    this.compact();
+  }
+
+  /** Batches and provisional marks ignored because their source was unknown. */
+  unknownSourceCounts(): UnknownSourceCounts {
+    return { ...this.unknown };
   }
 
   /** Forgets everything the source holds (worker restart, history lost); keeps the source and its counters. */
@@ -90,6 +144,7 @@ export class PrefixIndex {
     if (s === undefined) return;
     this.clearBlocks(s);
     this.setBlockSize(s, null);
+    this.compact();
   }
 
   removeSource(source: SourceId): void {
@@ -99,6 +154,7 @@ export class PrefixIndex {
     this.bySource.delete(source);
     this.slots[s.slot] = undefined;
     this.groups = null;
+    this.compact();
   }
 
   sources(): SourceId[] {
@@ -106,7 +162,7 @@ export class PrefixIndex {
   }
 
   /** One walk of the prompt per block size: matched leading tokens for every source. */
-  match(tokenIds: ArrayLike<number>, opts: { lora?: LoraRef } = {}): Map<SourceId, SourceMatch> {
+  match(tokenIds: ArrayLike<number>, opts: MatchOptions = {}): Map<SourceId, SourceMatch> {
     this.expire();
     const M = this.nodes.media;
     const K = M + 1; // media, then provisional
@@ -114,7 +170,9 @@ export class PrefixIndex {
     if (this.counts.length < nSlots * K) this.counts = new Float64Array(nSlots * K * 2);
     this.counts.fill(0, 0, nSlots * K);
     const lora = loraKey(opts.lora ?? null);
-    for (const [bs, members] of this.blockSizeGroups()) this.walker.walk(tokenIds, bs, members, lora, this.counts);
+    const root = saltRoot(opts.salt ?? null);
+    const n = opts.maxTokens === undefined ? tokenIds.length : Math.max(0, Math.floor(opts.maxTokens));
+    for (const [bs, members] of this.blockSizeGroups()) this.walker.walk(tokenIds, n, bs, members, lora, root, this.counts);
 
     const counts = this.counts;
     const out = new Map<SourceId, SourceMatch>();
@@ -135,19 +193,31 @@ export class PrefixIndex {
   /**
    * Counts the prompt's full blocks (of the source's block size once known,
    * else `blockSize`) as held by the source until the TTL passes or real events
-   * arrive. Blocks it already holds for real are left alone.
+   * arrive. Blocks it already holds for real are left alone. An unknown source is
+   * ignored and counted (see addSource).
    */
-  markProvisional(source: SourceId, tokenIds: ArrayLike<number>, blockSize: number, lora: LoraRef = null): void {
+  markProvisional(
+    source: SourceId,
+    tokenIds: ArrayLike<number>,
+    blockSize: number,
+    lora: LoraRef = null,
+    salt: string | null = null,
+  ): void {
     if (!Number.isInteger(blockSize) || blockSize <= 0) throw new RangeError(`invalid block size ${blockSize}`);
     this.expire();
-    const s = this.ensureSource(source);
+    const s = this.bySource.get(source);
+    if (s === undefined) {
+      this.unknown.provisionalMarks++;
+      return;
+    }
     if (s.blockSize === null) this.setBlockSize(s, blockSize);
     const bs = s.blockSize as number;
     const { lo: lLo, hi: lHi } = loraKey(lora);
     const expiry = this.now() + this.ttl;
     const key = this.key;
-    let pLo = ROOT_LO;
-    let pHi = ROOT_HI;
+    const root = saltRoot(salt);
+    let pLo = root.lo;
+    let pHi = root.hi;
     const nBlocks = Math.floor(tokenIds.length / bs);
     for (let b = 0; b < nBlocks; b++) {
       chainKey(pLo, pHi, lLo, lHi, tokenIds, b * bs, bs, key);
@@ -165,10 +235,13 @@ export class PrefixIndex {
     this.expire();
     const s = this.bySource.get(source);
     if (s === undefined) {
-      return { blocks: 0, nodes: 0, unknownParent: 0, unknownRemoval: 0, invalid: 0, provisionalBlocks: 0, blockSize: null };
+      return { blocks: 0, copies: {}, unknownParent: 0, nodes: 0, unknownRemoval: 0, invalid: 0, provisionalBlocks: 0, blockSize: null };
     }
+    const copies: Record<string, number> = {};
+    for (let m = 0; m < this.mediumNames.length; m++) if (s.copies[m] !== 0) copies[this.mediumNames[m]] = s.copies[m];
     return {
       blocks: s.blocks,
+      copies,
       nodes: s.realNodes,
       unknownParent: s.unknownParent,
       unknownRemoval: s.unknownRemoval,
@@ -183,6 +256,28 @@ export class PrefixIndex {
     this.expire();
     const s = this.bySource.get(source);
     return s === undefined ? null : dumpSource(s, this.nodes, this.mediumNames);
+  }
+
+  /**
+   * Physical blocks the source holds in `medium` (default GPU), every copy counted;
+   * null counts every medium. 0 for an unknown source. Fewer held blocks means more
+   * free cache room: the tie-break between equally good sources.
+   */
+  heldBlocks(source: SourceId, medium: string | null = 'GPU'): number {
+    const s = this.bySource.get(source);
+    if (s === undefined) return 0;
+    if (medium !== null) {
+      const m = this.mediumIds.get(medium);
+      return m === undefined ? 0 : s.copies[m];
+    }
+    let n = 0;
+    for (let m = 0; m < this.mediumNames.length; m++) n += s.copies[m];
+    return n;
+  }
+
+  /** Bytes of the shared node store (records and lookup table); it shrinks as blocks leave. */
+  storeBytes(): number {
+    return this.nodes.bytes;
   }
 
   /** Live nodes across all sources (a node shared by several sources counts once). */
@@ -214,9 +309,20 @@ export class PrefixIndex {
     }
     const ns = this.nodes;
     const ek = this.ekey;
-    let pLo = ROOT_LO;
-    let pHi = ROOT_HI;
-    if (ev.parent_block_hash != null) {
+    const loraName = ev.lora_name ?? null;
+    const extraKeys = ev.extra_keys;
+    if (extraKeys != null && (!Array.isArray(extraKeys) || extraKeys.length !== hashes.length)) {
+      s.invalid++;
+      return;
+    }
+    let pLo: number;
+    let pHi: number;
+    if (ev.parent_block_hash == null) {
+      // A chain's first block: its salt (vLLM: in extra_keys[0]; SGLang: cache_salt) picks its root.
+      const root = saltRoot(blockExtras(extraKeys, 0, loraName).salt ?? ev.cache_salt ?? null);
+      pLo = root.lo;
+      pHi = root.hi;
+    } else {
       engineKey(ev.parent_block_hash, ek);
       const p = s.nodeOf(ek[0], ek[1]);
       if (p < 0) {
@@ -229,7 +335,13 @@ export class PrefixIndex {
     const { lo: lLo, hi: lHi } = loraKey(ev.lora_name ?? ev.lora_id ?? null);
     const key = this.key;
     for (let j = 0; j < hashes.length; j++) {
-      chainKey(pLo, pHi, lLo, lHi, tokens, j * bs, bs, key);
+      const opaque = extraKeys == null ? null : blockExtras(extraKeys, j, loraName).opaque;
+      if (opaque === null) chainKey(pLo, pHi, lLo, lHi, tokens, j * bs, bs, key);
+      else {
+        // Keys a prompt's token ids cannot reproduce (images, prompt embeds): never matched.
+        const o = stringKey(5, opaque);
+        chainKey(pLo, pHi, lLo ^ o.lo, lHi ^ o.hi, tokens, j * bs, bs, key);
+      }
       const lo = key[0];
       const hi = key[1];
       let n = ns.find(lo, hi);
@@ -268,19 +380,6 @@ export class PrefixIndex {
     return m;
   }
 
-  private ensureSource(id: SourceId): SourceState {
-    let s = this.bySource.get(id);
-    if (s !== undefined) return s;
-    let slot = this.slots.indexOf(undefined);
-    if (slot < 0) slot = this.slots.length;
-    this.nodes.ensureWords((slot >>> 5) + 1);
-    s = new SourceState(id, slot, this.nodes);
-    this.slots[slot] = s;
-    this.bySource.set(id, s);
-    this.groups = null;
-    return s;
-  }
-
   private setBlockSize(s: SourceState, bs: number | null): void {
     if (s.blockSize === bs) return;
     s.blockSize = bs;
@@ -301,8 +400,17 @@ export class PrefixIndex {
     return groups;
   }
 
+  /** Lets the node store shrink after many blocks left; record ids move, so every holder follows. */
+  private compact(): void {
+    const remap = this.nodes.compact();
+    if (remap === null) return;
+    for (const s of this.bySource.values()) s.remapRecords(remap);
+    this.queue.remap(remap);
+  }
+
   private expire(): void {
     if (this.queue.size === 0) return;
     this.queue.popExpired(this.now(), (slot, node, expiry) => this.slots[slot]?.expireProvisional(node, expiry));
+    this.compact();
   }
 }

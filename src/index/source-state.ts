@@ -18,6 +18,8 @@ export class SourceState {
   readonly prov = new Map<number, number>();
   /** Engine hashes held. */
   blocks = 0;
+  /** Physical blocks held per medium: every copy of an engine hash counts (vLLM does not de-duplicate). */
+  readonly copies = new Float64Array(32);
   /** Distinct records held for real (any medium). */
   realNodes = 0;
   unknownParent = 0;
@@ -28,6 +30,8 @@ export class SourceState {
   private shift = 32 - Math.log2(MIN_SLOTS);
   /** (record * 32 + medium) -> extra holds, when several engine hashes of this source carry the same tokens. */
   private dup = new Map<number, number>();
+  /** "lo,hi,medium" -> copies beyond the first of one engine hash in one medium. */
+  private extra = new Map<string, number>();
 
   constructor(
     readonly id: SourceId,
@@ -44,19 +48,24 @@ export class SourceState {
     return i < 0 ? -1 : this.et[i + 2] - 1;
   }
 
-  /** Records that engine hash (lo, hi) holds record n in medium m (idempotent). */
+  /** Records one more copy of engine hash (lo, hi), holding record n, in medium m. */
   store(lo: number, hi: number, n: number, m: number): void {
     const mb = (1 << m) >>> 0;
+    this.copies[m]++;
     let i = this.find(lo, hi);
     if (i >= 0) {
       if (this.et[i + 2] === n + 1) {
         if ((this.et[i + 3] & mb) === 0) {
           this.et[i + 3] |= mb;
           this.hold(n, m);
+        } else {
+          const k = `${lo},${hi},${m}`;
+          this.extra.set(k, (this.extra.get(k) ?? 0) + 1);
         }
         return;
       }
-      // Same engine hash, other tokens: the newest store wins.
+      // Same engine hash, other tokens: the newest store wins, every copy of the old one is gone.
+      this.dropCopies(lo, hi, this.et[i + 3]);
       this.unholdAll(this.et[i + 2] - 1, this.et[i + 3]);
       this.et[i + 2] = n + 1;
       this.et[i + 3] = mb;
@@ -74,12 +83,25 @@ export class SourceState {
     this.hold(n, m);
   }
 
-  /** Removes engine hash (lo, hi) from medium m; false when the source does not hold it there. */
+  /**
+   * Removes one copy of engine hash (lo, hi) from medium m; false when the source does not hold it there.
+   * The block leaves medium m with its last copy.
+   */
   remove(lo: number, hi: number, m: number): boolean {
     const i = this.find(lo, hi);
     if (i < 0) return false;
     const mb = (1 << m) >>> 0;
     if ((this.et[i + 3] & mb) === 0) return false;
+    this.copies[m]--;
+    if (this.extra.size !== 0) {
+      const k = `${lo},${hi},${m}`;
+      const e = this.extra.get(k);
+      if (e !== undefined) {
+        if (e === 1) this.extra.delete(k);
+        else this.extra.set(k, e - 1);
+        return true;
+      }
+    }
     this.et[i + 3] &= ~mb;
     this.unhold(this.et[i + 2] - 1, m);
     if (this.et[i + 3] === 0) this.deleteSlot(i);
@@ -91,6 +113,8 @@ export class SourceState {
     const et = this.et;
     for (let i = 0; i < et.length; i += 4) if (et[i + 2] !== 0) this.unholdAll(et[i + 2] - 1, et[i + 3]);
     this.dup.clear();
+    this.extra.clear();
+    this.copies.fill(0);
     this.blocks = 0;
     this.et = new Uint32Array(MIN_SLOTS * 4);
     this.shift = 32 - Math.log2(MIN_SLOTS);
@@ -122,6 +146,41 @@ export class SourceState {
   *entries(): IterableIterator<[number, number, number, number]> {
     const et = this.et;
     for (let i = 0; i < et.length; i += 4) if (et[i + 2] !== 0) yield [et[i], et[i + 1], et[i + 2] - 1, et[i + 3]];
+  }
+
+  /** Copies of engine hash (lo, hi) in medium m (0 when not held there). */
+  copiesOf(lo: number, hi: number, m: number): number {
+    const i = this.find(lo, hi);
+    if (i < 0 || (this.et[i + 3] & ((1 << m) >>> 0)) === 0) return 0;
+    return 1 + (this.extra.get(`${lo},${hi},${m}`) ?? 0);
+  }
+
+  /** Rewrites every record id through `remap` (old id -> new id) after the store compacted. */
+  remapRecords(remap: Int32Array): void {
+    const et = this.et;
+    for (let i = 0; i < et.length; i += 4) if (et[i + 2] !== 0) et[i + 2] = remap[et[i + 2] - 1] + 1;
+    if (this.prov.size !== 0) {
+      const prov = [...this.prov];
+      this.prov.clear();
+      for (const [n, e] of prov) this.prov.set(remap[n], e);
+    }
+    if (this.dup.size !== 0) {
+      const dup = [...this.dup];
+      this.dup.clear();
+      for (const [k, d] of dup) this.dup.set(remap[Math.floor(k / 32)] * 32 + (k % 32), d);
+    }
+  }
+
+  /** Forgets the extra copies of engine hash (lo, hi) in the given media (their physical count too). */
+  private dropCopies(lo: number, hi: number, media: number): void {
+    while (media !== 0) {
+      const m = 31 - Math.clz32(media & -media);
+      media &= media - 1;
+      const k = `${lo},${hi},${m}`;
+      const e = this.extra.get(k) ?? 0;
+      this.extra.delete(k);
+      this.copies[m] -= 1 + e;
+    }
   }
 
   private home(lo: number, hi: number): number {

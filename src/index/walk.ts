@@ -1,4 +1,4 @@
-import { chainKey, ROOT_HI, ROOT_LO, type Key64 } from './hash.js';
+import { chainKey, type Key64 } from './hash.js';
 import { HEADER, type NodeStore } from './node-store.js';
 
 /** Blocks hashed before their lookups: independent lookups overlap their cache misses. */
@@ -21,9 +21,18 @@ export class PromptWalker {
   /**
    * For every source slot in `members`, adds the prompt tokens it holds to
    * counts[slot * (media + 1) + tier]: tier m < media is medium m (the fastest
-   * holding the block wins), tier `media` is provisional.
+   * holding the block wins), tier `media` is provisional. Only the first `nTokens`
+   * tokens are walked; the first block chains to `root` (the salt's, or the plain root).
    */
-  walk(tokenIds: ArrayLike<number>, bs: number, members: Uint32Array, lora: Key64, counts: Float64Array): void {
+  walk(
+    tokenIds: ArrayLike<number>,
+    nTokens: number,
+    bs: number,
+    members: Uint32Array,
+    lora: Key64,
+    root: Key64,
+    counts: Float64Array,
+  ): void {
     const ns = this.nodes;
     const W = ns.words;
     const M = ns.media;
@@ -38,9 +47,9 @@ export class PromptWalker {
     const keys = this.keys;
     const found = this.found;
     let run = 0;
-    let pLo = ROOT_LO;
-    let pHi = ROOT_HI;
-    const nBlocks = Math.floor(tokenIds.length / bs);
+    let pLo = root.lo;
+    let pHi = root.hi;
+    const nBlocks = Math.floor(Math.min(nTokens, tokenIds.length) / bs);
     let chunk = 8; // small first: most of a novel prompt is never looked up
     walk: for (let b = 0; b < nBlocks; b += chunk, chunk = Math.min(MAX_CHUNK, chunk * 2)) {
       const c = Math.min(chunk, nBlocks - b);

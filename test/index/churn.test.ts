@@ -34,6 +34,10 @@ test('long random churn: live nodes always equal what the sources hold, and noth
   const sources = Array.from({ length: 8 }, (_, i) => `w${i}:0`);
   /** per source: held block ids (insertion order = LRU order), with their document position */
   const held = new Map<string, Map<string, true>>(sources.map((s) => [s, new Map()]));
+  for (const s of sources) ix.addSource(s);
+  const minBytes = ix.storeBytes();
+  let compactions = 0;
+  let lastBytes = minBytes;
   let peak = 0;
   let blockEvents = 0;
 
@@ -54,8 +58,11 @@ test('long random churn: live nodes always equal what the sources hold, and noth
       const len = 1 + randInt(rnd, DOC_BLOCKS);
       let start = 0;
       while (start < len && h.has(blockId(d, start))) start++;
-      if (start < len) {
-        const ids = Array.from({ length: len - start }, (_, i) => blockId(d, start + i));
+      // up to the next block already held: this engine stores one copy per hash (copies are counted)
+      let end = start;
+      while (end < len && !h.has(blockId(d, end))) end++;
+      if (start < end) {
+        const ids = Array.from({ length: end - start }, (_, i) => blockId(d, start + i));
         events.push(stored(ids.map(engineHash), start === 0 ? null : engineHash(blockId(d, start - 1)), ids.flatMap(tokens), BS));
         for (const id of ids) h.set(id, true);
         blockEvents += ids.length;
@@ -75,6 +82,8 @@ test('long random churn: live nodes always equal what the sources hold, and noth
       ix.markProvisional(s, Array.from({ length: BS * 4 }, () => 60_000 + randInt(rnd, 1000)), BS);
     }
     now += randInt(rnd, 5);
+    if (ix.storeBytes() < lastBytes) compactions++;
+    lastBytes = ix.storeBytes();
     if (step % 200 === 0 || step === 5999) {
       now += 100; // let every provisional mark expire before counting
       const union = new Set<string>();
@@ -84,6 +93,16 @@ test('long random churn: live nodes always equal what the sources hold, and noth
         for (const id of set.keys()) union.add(id); // an id is one node: same tokens, same chain
       }
       assert.equal(ix.totalNodes(), union.size, `step ${step}`);
+      // records move when the store compacts: matches must still find every held chain
+      for (let q = 0; q < 20; q++) {
+        const d = randInt(rnd, DOCS);
+        const m = ix.match(Array.from({ length: DOC_BLOCKS }, (_, b) => tokens(blockId(d, b))).flat());
+        for (const [src, set] of held) {
+          let lead = 0;
+          while (lead < DOC_BLOCKS && set.has(blockId(d, lead))) lead++;
+          assert.equal(m.get(src)?.matchedTokens, lead * BS, `step ${step} doc ${d} ${src}`);
+        }
+      }
       peak = Math.max(peak, union.size);
     }
   }
@@ -91,6 +110,8 @@ test('long random churn: live nodes always equal what the sources hold, and noth
   for (const s of sources) ix.removeSource(s);
   assert.equal(ix.totalNodes(), 0);
   assert.deepEqual(ix.sources(), []);
+  assert.ok(compactions > 0, 'clears shrank the store during the run');
+  assert.equal(ix.storeBytes(), minBytes, 'an empty index gives its memory back');
   // the shared store never grew past twice the peak (slots are reused, not leaked)
   const cap = (ix as unknown as { nodes: { cap: number } }).nodes.cap;
   assert.ok(cap <= 2 * Math.max(1024, 2 ** Math.ceil(Math.log2(peak * 1.2))), `cap ${cap} peak ${peak}`);

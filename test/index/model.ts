@@ -1,9 +1,10 @@
 /**
  * Brute-force model of the prefix index: per source, a plain map from engine
- * hash to (token prefix, media) and a map of provisional prefixes. Prefixes are
- * strings "|lora:t,t,t|lora:t,t,t…", so "held" is plain string equality.
+ * hash to (token prefix, copies per medium) and a map of provisional prefixes.
+ * Prefixes are strings "#salt|lora:t,t,t|lora:t,t,t…" ("" before the first "|"
+ * when unsalted), so "held" is plain string equality. Sources exist only once added.
  */
-import type { BlockHash, KVEventBatch } from '../../src/events/types.js';
+import type { BlockHash, BlockStored, KVEventBatch } from '../../src/events/types.js';
 
 type Lora = string | number | null;
 const TIERS = ['GPU', 'CPU', 'DISK'];
@@ -20,9 +21,14 @@ export function blockPart(lora: Lora, tokens: ArrayLike<number>, from: number, t
   return `|${loraTag(lora)}:${Array.prototype.slice.call(tokens, from, to).join(',')}`;
 }
 
+export function saltTag(salt: string | null): string {
+  return salt === null ? '' : `#${salt}`;
+}
+
 interface Entry {
   prefix: string;
-  media: Set<string>;
+  /** medium -> copies (vLLM stores and removes every copy of a hash). */
+  media: Map<string, number>;
 }
 
 export class ModelSource {
@@ -39,7 +45,7 @@ export class ModelSource {
     for (const e of this.hashes.values()) {
       let s = out.get(e.prefix);
       if (!s) out.set(e.prefix, (s = new Set()));
-      for (const m of e.media) s.add(m);
+      for (const m of e.media.keys()) s.add(m);
     }
     return out;
   }
@@ -47,19 +53,22 @@ export class ModelSource {
 
 export class Model {
   sources = new Map<string, ModelSource>();
+  unknown = { batches: 0, provisionalMarks: 0 };
   constructor(
     private readonly ttl: number,
     private readonly now: () => number,
   ) {}
 
-  source(id: string): ModelSource {
-    let s = this.sources.get(id);
-    if (!s) this.sources.set(id, (s = new ModelSource()));
-    return s;
+  addSource(id: string): void {
+    if (!this.sources.has(id)) this.sources.set(id, new ModelSource());
   }
 
   apply(id: string, b: KVEventBatch): void {
-    const s = this.source(id);
+    const s = this.sources.get(id);
+    if (!s) {
+      this.unknown.batches++;
+      return;
+    }
     for (const ev of b.events) {
       if (ev.type === 'AllBlocksCleared') {
         s.hashes.clear();
@@ -70,7 +79,9 @@ export class Model {
           const e = s.hashes.get(hashId(h));
           if (!e || !e.media.has(m)) s.unknownRemoval++;
           else {
-            e.media.delete(m);
+            const c = e.media.get(m)! - 1;
+            if (c === 0) e.media.delete(m);
+            else e.media.set(m, c);
             if (e.media.size === 0) s.hashes.delete(hashId(h));
           }
         }
@@ -88,7 +99,7 @@ export class Model {
           s.prov.clear();
           s.bs = bs;
         }
-        let prefix = '';
+        let prefix = saltTag(storedSalt(ev));
         if (ev.parent_block_hash !== null) {
           const p = s.hashes.get(hashId(ev.parent_block_hash));
           if (!p) {
@@ -102,8 +113,8 @@ export class Model {
         ev.block_hashes.forEach((h, j) => {
           prefix += blockPart(lora, ev.token_ids, j * bs, (j + 1) * bs);
           const e = s.hashes.get(hashId(h));
-          if (e && e.prefix === prefix) e.media.add(m);
-          else s.hashes.set(hashId(h), { prefix, media: new Set([m]) });
+          if (e && e.prefix === prefix) e.media.set(m, (e.media.get(m) ?? 0) + 1);
+          else s.hashes.set(hashId(h), { prefix, media: new Map([[m, 1]]) });
           s.prov.delete(prefix);
         });
       }
@@ -122,11 +133,15 @@ export class Model {
     this.sources.delete(id);
   }
 
-  markProvisional(id: string, tokens: number[], bs: number, lora: Lora): void {
-    const s = this.source(id);
+  markProvisional(id: string, tokens: number[], bs: number, lora: Lora, salt: string | null = null): void {
+    const s = this.sources.get(id);
+    if (!s) {
+      this.unknown.provisionalMarks++;
+      return;
+    }
     s.bs ??= bs;
     const held = s.held();
-    let prefix = '';
+    let prefix = saltTag(salt);
     for (let b = 0; b + s.bs <= tokens.length; b += s.bs) {
       prefix += blockPart(lora, tokens, b, b + s.bs);
       if (!held.has(prefix)) s.prov.set(prefix, this.now() + this.ttl);
@@ -138,7 +153,12 @@ export class Model {
     return new Set([...s.prov].filter(([, e]) => e > now).map(([p]) => p));
   }
 
-  match(tokens: number[], lora: Lora): Map<string, { matchedTokens: number; byMedium: Record<string, number> }> {
+  match(
+    tokens: number[],
+    lora: Lora,
+    salt: string | null = null,
+    maxTokens = Infinity,
+  ): Map<string, { matchedTokens: number; byMedium: Record<string, number> }> {
     const out = new Map<string, { matchedTokens: number; byMedium: Record<string, number> }>();
     for (const [id, s] of this.sources) {
       const byMedium: Record<string, number> = {};
@@ -146,8 +166,8 @@ export class Model {
       if (s.bs !== null) {
         const held = s.held();
         const prov = this.liveProv(s);
-        let prefix = '';
-        for (let b = 0; b + s.bs <= tokens.length; b += s.bs) {
+        let prefix = saltTag(salt);
+        for (let b = 0; b + s.bs <= Math.min(tokens.length, maxTokens); b += s.bs) {
           prefix += blockPart(lora, tokens, b, b + s.bs);
           const media = held.get(prefix);
           const tier = media ? TIERS.find((t) => media.has(t)) : prov.has(prefix) ? 'provisional' : undefined;
@@ -163,8 +183,15 @@ export class Model {
 
   stats(id: string) {
     const s = this.sources.get(id) ?? new ModelSource();
+    const copies: Record<string, number> = {};
+    for (const t of TIERS) {
+      let n = 0;
+      for (const e of s.hashes.values()) n += e.media.get(t) ?? 0;
+      if (n !== 0) copies[t] = n;
+    }
     return {
       blocks: s.hashes.size,
+      copies,
       nodes: s.held().size,
       unknownParent: s.unknownParent,
       unknownRemoval: s.unknownRemoval,
@@ -184,14 +211,27 @@ export class Model {
   }
 }
 
-/** Tokens and LoRA of a prefix string (the LoRA of its last block). */
-export function parsePrefix(prefix: string): { tokens: number[]; lora: Lora } {
+/** The salt a BlockStored gives its chain: vLLM's extra_keys[0] (raw or typed), else SGLang's cache_salt. */
+function storedSalt(ev: BlockStored): string | null {
+  if (ev.parent_block_hash !== null) return null;
+  const first = Array.isArray(ev.extra_keys) ? (ev.extra_keys[0] as unknown[] | null) : null;
+  for (const k of first ?? []) {
+    if (typeof k === 'string' && k !== ev.lora_name) return k;
+    if (typeof k === 'object' && k !== null && (k as { type?: string }).type === 'cache_salt') return (k as { salt: string }).salt;
+  }
+  return ev.cache_salt ?? null;
+}
+
+/** Tokens, LoRA (of its last block) and salt of a prefix string. */
+export function parsePrefix(prefix: string): { tokens: number[]; lora: Lora; salt: string | null } {
   const tokens: number[] = [];
   let lora: Lora = null;
-  for (const part of prefix.split('|').slice(1)) {
+  const parts = prefix.split('|');
+  const salt = parts[0].startsWith('#') ? parts[0].slice(1) : null;
+  for (const part of parts.slice(1)) {
     const [tag, toks] = part.split(':');
     lora = tag === '-' ? null : tag[0] === 'n' ? Number(tag.slice(1)) : tag.slice(1);
     if (toks) for (const t of toks.split(',')) tokens.push(Number(t));
   }
-  return { tokens, lora };
+  return { tokens, lora, salt };
 }

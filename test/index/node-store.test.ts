@@ -45,3 +45,44 @@ test('growing the membership words and media keeps every bit', () => {
     assert.equal(ns.find(n, n), n);
   }
 });
+
+test('compact shrinks a mostly freed store, keeps every live record and its fields, and says where each moved', () => {
+  const ns = new NodeStore(16);
+  const ids: number[] = [];
+  for (let i = 0; i < 4096; i++) {
+    const n = ns.add(i * 7919, i, i + 1, 0);
+    ns.rec[n * ns.stride + REFS] = 1;
+    ids.push(n);
+  }
+  const grown = ns.bytes;
+  assert.equal(ns.compact(), null, 'a full store does not compact');
+  const keep = new Set(ids.filter((_, i) => i % 37 === 0));
+  for (const n of ids) if (!keep.has(n)) ns.unref(n);
+  const remap = ns.compact();
+  assert.ok(remap !== null);
+  assert.ok(ns.bytes * 8 < grown, `bytes ${ns.bytes} vs ${grown}`);
+  assert.equal(ns.live, keep.size);
+  for (let i = 0; i < 4096; i++) {
+    const old = ids[i];
+    if (!keep.has(old)) {
+      assert.equal(remap[old], -1);
+      assert.equal(ns.find(i * 7919, i), -1);
+      continue;
+    }
+    const n = ns.find(i * 7919, i);
+    assert.equal(n, remap[old]);
+    assert.equal(ns.rec[n * ns.stride + 2], i + 1, 'parent key moved with the record');
+  }
+  // the compacted store keeps working: adds, finds and releases
+  const m = ns.add(1, 1_000_000, 0, 0);
+  ns.rec[m * ns.stride + REFS] = 1;
+  assert.equal(ns.find(1, 1_000_000), m);
+  for (let i = 0; i < 4096; i++) {
+    const n = ns.find(i * 7919, i);
+    if (n >= 0) ns.unref(n);
+  }
+  ns.unref(m);
+  assert.equal(ns.live, 0);
+  ns.compact();
+  assert.equal(ns.cap, 16, 'back to the initial capacity');
+});

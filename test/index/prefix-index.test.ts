@@ -14,6 +14,7 @@ function matched(ix: PrefixIndex, tokens: number[], lora?: string | number | nul
 
 test('BlockStored at the root and chained in one event: matched prefix per full block', () => {
   const ix = new PrefixIndex();
+  for (const s of [A]) ix.addSource(s);
   ix.applyBatch(A, batch(stored([10n, 11n, 12n], null, range(0, 12), 4)));
   assert.deepEqual(matched(ix, range(0, 12)), { [A]: 12 });
   assert.deepEqual(matched(ix, range(0, 11)), { [A]: 8 }, 'a partial block never matches');
@@ -21,12 +22,13 @@ test('BlockStored at the root and chained in one event: matched prefix per full 
   assert.deepEqual(matched(ix, [1, 2, 3, 4]), { [A]: 0 });
   assert.deepEqual(matched(ix, []), { [A]: 0 });
   assert.deepEqual(ix.stats(A), {
-    blocks: 3, nodes: 3, unknownParent: 0, unknownRemoval: 0, invalid: 0, provisionalBlocks: 0, blockSize: 4,
+    blocks: 3, copies: { GPU: 3 }, nodes: 3, unknownParent: 0, unknownRemoval: 0, invalid: 0, provisionalBlocks: 0, blockSize: 4,
   });
 });
 
 test('parent_block_hash chains across events; an unknown parent is counted and the event skipped', () => {
   const ix = new PrefixIndex();
+  for (const s of [A]) ix.addSource(s);
   ix.applyBatch(A, batch(stored([1n], null, range(0, 4), 4), stored([2n, 3n], 1n, range(4, 12), 4)));
   assert.deepEqual(matched(ix, range(0, 12)), { [A]: 12 });
   ix.applyBatch(A, batch(stored([5n], 4n, range(12, 16), 4)));
@@ -41,6 +43,7 @@ test('parent_block_hash chains across events; an unknown parent is counted and t
 
 test('BlockRemoved frees the block; the match stops at the hole; unknown removals are counted and ignored', () => {
   const ix = new PrefixIndex();
+  for (const s of [A]) ix.addSource(s);
   ix.applyBatch(A, batch(stored([1n, 2n, 3n], null, range(0, 12), 4)));
   ix.applyBatch(A, batch(removed([2n])));
   assert.deepEqual(matched(ix, range(0, 12)), { [A]: 4 });
@@ -56,6 +59,7 @@ test('BlockRemoved frees the block; the match stops at the hole; unknown removal
 
 test('AllBlocksCleared empties that source only', () => {
   const ix = new PrefixIndex();
+  for (const s of [A, B]) ix.addSource(s);
   ix.applyBatch(A, batch(stored([1n, 2n], null, range(0, 8), 4)));
   ix.applyBatch(B, batch(stored([1n, 2n], null, range(0, 8), 4)));
   assert.equal(ix.totalNodes(), 2, 'the same tokens on two sources share nodes');
@@ -70,6 +74,7 @@ test('AllBlocksCleared empties that source only', () => {
 
 test('hashes above 2^63, negative hashes and bytes hashes', () => {
   const ix = new PrefixIndex();
+  for (const s of [A]) ix.addSource(s);
   const big = 2n ** 64n - 1n;
   const above = 2n ** 63n + 12345n;
   const neg = -(2n ** 63n);
@@ -96,6 +101,7 @@ test('hashes above 2^63, negative hashes and bytes hashes', () => {
 
 test('an engine hash is its 64 bits: the signed and unsigned spellings are one hash', () => {
   const ix = new PrefixIndex();
+  for (const s of [A]) ix.addSource(s);
   ix.applyBatch(A, batch(stored([-1n], null, range(0, 4), 4), stored([7n], 2n ** 64n - 1n, range(4, 8), 4)));
   assert.deepEqual(matched(ix, range(0, 8)), { [A]: 8 });
   ix.applyBatch(A, batch(removed([2n ** 64n - 1n])));
@@ -105,6 +111,7 @@ test('an engine hash is its 64 bits: the signed and unsigned spellings are one h
 
 test('sources with different block sizes are cut by their own block size', () => {
   const ix = new PrefixIndex();
+  for (const s of [A, B, 'w2:0']) ix.addSource(s);
   ix.applyBatch(A, batch(stored([1n, 2n, 3n], null, range(0, 12), 4)));
   ix.applyBatch(B, batch(stored([1n], null, range(0, 8), 8)));
   ix.applyBatch('w2:0', batch(stored([1n], null, range(100, 108), 8)));
@@ -115,6 +122,7 @@ test('sources with different block sizes are cut by their own block size', () =>
 
 test('LoRA: name, else id, keeps adapters apart', () => {
   const ix = new PrefixIndex();
+  for (const s of [A, B, 'base']) ix.addSource(s);
   ix.applyBatch(A, batch(stored([1n], null, range(0, 4), 4, { lora_name: 'sql', lora_id: 3 })));
   ix.applyBatch(B, batch(stored([1n], null, range(0, 4), 4, { lora_id: 3 })));
   ix.applyBatch('base', batch(stored([1n], null, range(0, 4), 4)));
@@ -127,6 +135,7 @@ test('LoRA: name, else id, keeps adapters apart', () => {
 
 test('medium: null is GPU, slower tiers count at their tier, fastest tier wins, tiers split the match', () => {
   const ix = new PrefixIndex();
+  for (const s of [A, B]) ix.addSource(s);
   ix.applyBatch(A, batch(
     stored([1n, 2n], null, range(0, 8), 4),
     stored([3n, 4n], 2n, range(8, 16), 4, { medium: 'CPU' }),
@@ -150,6 +159,7 @@ test('medium: null is GPU, slower tiers count at their tier, fastest tier wins, 
 test('provisional marks count until the TTL, are superseded by real events, and expire', () => {
   let now = 1000;
   const ix = new PrefixIndex({ provisionalTtlMs: 500, now: () => now });
+  for (const s of [A, B]) ix.addSource(s);
   ix.applyBatch(A, batch(stored([1n], null, range(0, 4), 4)));
   ix.markProvisional(A, range(0, 14), 4);
   ix.markProvisional(B, range(0, 8), 4);
@@ -179,6 +189,7 @@ test('provisional marks count until the TTL, are superseded by real events, and 
 
 test('provisional marks use the source block size once known, and clear with the source', () => {
   const ix = new PrefixIndex();
+  for (const s of [A, B]) ix.addSource(s);
   ix.applyBatch(A, batch(stored([1n], null, range(0, 8), 8)));
   ix.markProvisional(A, range(0, 20), 4);
   assert.equal(ix.stats(A).provisionalBlocks, 1, 'cut by 8, the first block already held');
@@ -202,12 +213,14 @@ test('markProvisional rejects a block size that is not a positive integer', () =
 
 test('the default clock is monotonic and marks count right away', () => {
   const ix = new PrefixIndex({ provisionalTtlMs: 60_000 });
+  for (const s of [A]) ix.addSource(s);
   ix.markProvisional(A, range(0, 8), 4);
   assert.equal(ix.match(range(0, 8)).get(A)?.matchedTokens, 8);
 });
 
 test('a first real store with another block size replaces provisional marks and sets the size', () => {
   const ix = new PrefixIndex();
+  for (const s of [A]) ix.addSource(s);
   ix.markProvisional(A, range(0, 8), 4);
   ix.applyBatch(A, batch(stored([1n], null, range(0, 8), 8)));
   assert.equal(ix.stats(A).blockSize, 8);
@@ -221,6 +234,7 @@ test('a first real store with another block size replaces provisional marks and 
 
 test('malformed stores are counted as invalid and skipped', () => {
   const ix = new PrefixIndex();
+  for (const s of [A]) ix.addSource(s);
   ix.applyBatch(A, batch(
     stored([1n, 2n], null, range(0, 7), 4),
     stored([1n], null, range(0, 4), 0),
@@ -231,10 +245,18 @@ test('malformed stores are counted as invalid and skipped', () => {
   assert.equal(ix.totalNodes(), 0);
 });
 
-test('storing the same hash twice is idempotent; two hashes with the same tokens share one node', () => {
+test('storing the same hash twice is two copies (vLLM does not de-duplicate); two hashes with the same tokens share one node', () => {
   const ix = new PrefixIndex();
+  for (const s of [A]) ix.addSource(s);
   ix.applyBatch(A, batch(stored([1n], null, range(0, 4), 4), stored([1n], null, range(0, 4), 4)));
   assert.equal(ix.stats(A).blocks, 1);
+  assert.deepEqual(ix.stats(A).copies, { GPU: 2 });
+  ix.applyBatch(A, batch(removed([1n])));
+  assert.equal(matched(ix, range(0, 4))[A], 4, 'one copy left');
+  ix.applyBatch(A, batch(removed([1n])));
+  assert.equal(matched(ix, range(0, 4))[A], 0, 'the last copy is gone');
+  assert.equal(ix.stats(A).unknownRemoval, 0);
+  ix.applyBatch(A, batch(stored([1n], null, range(0, 4), 4)));
   // e.g. another cache salt: same tokens, other engine hash
   ix.applyBatch(A, batch(stored([2n], null, range(0, 4), 4)));
   assert.deepEqual([ix.stats(A).blocks, ix.stats(A).nodes, ix.totalNodes()], [2, 1, 1]);
@@ -252,6 +274,7 @@ test('storing the same hash twice is idempotent; two hashes with the same tokens
 
 test('clearSource and removeSource free everything; sources() lists the live ones', () => {
   const ix = new PrefixIndex();
+  for (const s of [A, B]) ix.addSource(s);
   ix.applyBatch(A, batch(stored([1n, 2n], null, range(0, 8), 4)));
   ix.applyBatch(B, batch(stored([1n, 3n], null, [...range(0, 4), ...range(40, 44)], 4)));
   assert.deepEqual(ix.sources(), [A, B]);
@@ -266,6 +289,7 @@ test('clearSource and removeSource free everything; sources() lists the live one
   assert.deepEqual(matched(ix, range(0, 8)), { [A]: 0 });
   assert.equal(ix.dump(B), null);
   // a new source reuses the slot with clean bits
+  ix.addSource('w9:0');
   ix.applyBatch('w9:0', batch(stored([5n], null, range(0, 4), 4)));
   assert.deepEqual(matched(ix, range(0, 8)), { [A]: 0, 'w9:0': 4 });
 });
@@ -273,6 +297,7 @@ test('clearSource and removeSource free everything; sources() lists the live one
 test('more than 32 sources (several membership words), added while nodes exist', () => {
   const ix = new PrefixIndex();
   for (let s = 0; s < 70; s++) {
+    ix.addSource(`w${s}:0`);
     ix.applyBatch(`w${s}:0`, batch(stored([1n, BigInt(s + 2)], null, [...range(0, 4), ...range(100 * s, 100 * s + 4)], 4)));
   }
   assert.equal(ix.totalNodes(), 71);
@@ -286,6 +311,7 @@ test('more than 32 sources (several membership words), added while nodes exist',
 
 test('dump gives the source tree as JSON', () => {
   const ix = new PrefixIndex();
+  for (const s of [A]) ix.addSource(s);
   ix.applyBatch(A, batch(
     stored([1n, 2n], null, range(0, 8), 4),
     stored([3n], 1n, range(20, 24), 4, { medium: 'CPU' }),
@@ -308,6 +334,7 @@ test('dump gives the source tree as JSON', () => {
 
 test('match accepts typed arrays and returns every source, zero when nothing matches', () => {
   const ix = new PrefixIndex();
+  for (const s of [A, B, 'fresh']) ix.addSource(s);
   ix.applyBatch(A, batch(stored([1n], null, range(0, 4), 4)));
   ix.applyBatch(B, batch(stored([1n], null, range(10, 14), 4)));
   ix.markProvisional('fresh', [], 4);

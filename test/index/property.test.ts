@@ -3,15 +3,16 @@ import assert from 'node:assert/strict';
 import { PrefixIndex } from '../../src/index/index.js';
 import type { BlockHash, KVEvent } from '../../src/events/types.js';
 import { batch, prng, randInt, removed, stored } from './helpers.js';
-import { blockPart, hashId, Model, parsePrefix } from './model.js';
+import { blockPart, hashId, Model, parsePrefix, saltTag } from './model.js';
 
 const TTL = 100;
 const SOURCES = ['w0:0', 'w0:1', 'w1:0', 'w2:0', 'w3:0'];
 const BLOCK_SIZE: Record<string, number> = { 'w0:0': 2, 'w0:1': 2, 'w1:0': 3, 'w2:0': 2, 'w3:0': 4 };
 const LORAS: (string | number | null)[] = [null, null, null, 'a', 5];
 const MEDIA = [null, null, 'GPU', 'CPU', 'DISK'];
+const SALTS: (string | null)[] = [null, null, null, 's1', 's2'];
 
-const seen = { matched: 0, mixed: 0, tiers: new Set<string>(), unknownParent: 0, unknownRemoval: 0, invalid: 0, provisional: 0 };
+const seen = { salted: 0, copies: 0, unknownSource: 0, matched: 0, mixed: 0, tiers: new Set<string>(), unknownParent: 0, unknownRemoval: 0, invalid: 0, provisional: 0 };
 
 function run(seed: number, batches: number): void {
   const rnd = prng(seed);
@@ -54,7 +55,8 @@ function run(seed: number, batches: number): void {
         parent = engineHash(`unknown${randInt(rnd, 1e9)}`, 0);
         prefix = 'x';
       }
-      if (parent === null) prefix = '';
+      const salt = parent === null ? pick(SALTS) : null;
+      if (parent === null) prefix = saltTag(salt);
       const lora = pick(LORAS);
       const toks = tokens(n * bs);
       const hashes: BlockHash[] = [];
@@ -66,6 +68,17 @@ function run(seed: number, batches: number): void {
       if (lora !== null) {
         if (typeof lora === 'string') ev.lora_name = lora;
         else ev.lora_id = lora;
+      }
+      const form = randInt(rnd, 3);
+      if (salt !== null && form === 2) ev.cache_salt = salt; // SGLang
+      else if (salt !== null || (typeof lora === 'string' && form === 0)) {
+        // vLLM: one entry per block, LoRA name on every block, the salt on the chain's first only
+        const typed = form === 1;
+        const loraKey = typeof lora === 'string' ? [typed ? { type: 'lora', name: lora } : lora] : [];
+        ev.extra_keys = hashes.map((_, j) => {
+          const keys = [...loraKey, ...(j === 0 && salt !== null ? [typed ? { type: 'cache_salt', salt } : salt] : [])];
+          return keys.length ? keys : null;
+        });
       }
       return ev;
     }
@@ -84,6 +97,7 @@ function run(seed: number, batches: number): void {
   const check = (step: number): void => {
     const ctx = `seed ${seed} step ${step}`;
     assert.deepEqual(ix.sources(), [...model.sources.keys()], ctx);
+    assert.deepEqual(ix.unknownSourceCounts(), model.unknown, `${ctx} unknown sources`);
     for (const id of model.sources.keys()) {
       const st = ix.stats(id);
       assert.deepEqual(st, model.stats(id), `${ctx} stats ${id}`);
@@ -93,19 +107,25 @@ function run(seed: number, batches: number): void {
         seen.invalid += st.invalid;
       }
       seen.provisional += st.provisionalBlocks;
+      seen.copies += Object.values(st.copies).reduce((a, b) => a + b, 0) - st.blocks;
+      assert.equal(ix.heldBlocks(id), st.copies.GPU ?? 0, `${ctx} heldBlocks ${id}`);
     }
     assert.equal(ix.totalNodes(), model.totalNodes(), `${ctx} totalNodes`);
     for (let q = 0; q < 6; q++) {
       let prompt: number[];
       let lora: string | number | null = null;
+      let salt: string | null = null;
       const held = model.sources.size > 0 ? heldEntries(pick([...model.sources.keys()])) : [];
       if (held.length > 0 && q < 5) {
-        ({ tokens: prompt, lora } = parsePrefix(pick(held)[1].prefix));
+        ({ tokens: prompt, lora, salt } = parsePrefix(pick(held)[1].prefix));
         prompt = [...prompt, ...tokens(randInt(rnd, 8))];
         if (rnd() < 0.3) prompt = prompt.slice(0, randInt(rnd, prompt.length + 1));
+        if (rnd() < 0.2) salt = pick(SALTS);
       } else prompt = tokens(randInt(rnd, 16));
-      const got = ix.match(prompt, { lora });
-      assert.deepEqual(got, model.match(prompt, lora), `${ctx} match ${JSON.stringify({ prompt, lora })}`);
+      const maxTokens = rnd() < 0.3 ? Math.max(0, prompt.length - 1) : undefined;
+      const got = ix.match(prompt, { lora, salt, maxTokens });
+      assert.deepEqual(got, model.match(prompt, lora, salt, maxTokens), `${ctx} match ${JSON.stringify({ prompt, lora, salt, maxTokens })}`);
+      if (salt !== null) for (const m of got.values()) if (m.matchedTokens > 0) seen.salted++;
       for (const m of got.values()) {
         if (m.matchedTokens > 0) seen.matched++;
         for (const k of Object.keys(m.byMedium)) seen.tiers.add(k);
@@ -116,6 +136,12 @@ function run(seed: number, batches: number): void {
 
   for (let step = 0; step < batches; step++) {
     const id = pick(SOURCES);
+    if (!model.sources.has(id)) {
+      if (rnd() < 0.5) {
+        ix.addSource(id);
+        model.addSource(id);
+      } else seen.unknownSource++;
+    }
     const r = rnd();
     if (r < 0.02) {
       ix.clearSource(id);
@@ -125,18 +151,19 @@ function run(seed: number, batches: number): void {
       model.removeSource(id);
     } else if (r < 0.13) {
       const held = heldEntries(pick(SOURCES));
-      const { tokens: base, lora } = held.length ? parsePrefix(pick(held)[1].prefix) : { tokens: [], lora: null };
+      const { tokens: base, lora, salt } = held.length ? parsePrefix(pick(held)[1].prefix) : { tokens: [], lora: null, salt: null };
       const prompt = [...base, ...tokens(randInt(rnd, 10))];
-      ix.markProvisional(id, prompt, BLOCK_SIZE[id], lora);
-      model.markProvisional(id, prompt, BLOCK_SIZE[id], lora);
+      ix.markProvisional(id, prompt, BLOCK_SIZE[id], lora, salt);
+      model.markProvisional(id, prompt, BLOCK_SIZE[id], lora, salt);
     } else {
       const events: KVEvent[] = [];
       for (let k = 1 + randInt(rnd, 4); k > 0; k--) {
         const ev = randomEvent(id);
         events.push(ev);
         // Later events of a batch may refer to blocks stored by earlier ones.
-        model.apply(id, batch(ev));
+        if (model.sources.has(id)) model.apply(id, batch(ev));
       }
+      if (!model.sources.has(id)) model.apply(id, batch(...events));
       ix.applyBatch(id, batch(...events));
     }
     now += randInt(rnd, 12);
@@ -154,5 +181,5 @@ test('the random workload reaches every tier, mixed-tier matches and the counter
   assert.ok(seen.matched > 1000, `matches: ${seen.matched}`);
   assert.ok(seen.mixed > 50, `mixed-tier matches: ${seen.mixed}`);
   assert.deepEqual([...seen.tiers].sort(), ['CPU', 'DISK', 'GPU', 'provisional']);
-  for (const k of ['unknownParent', 'unknownRemoval', 'invalid', 'provisional'] as const) assert.ok(seen[k] > 10, `${k}: ${seen[k]}`);
+  for (const k of ['unknownParent', 'unknownRemoval', 'invalid', 'provisional', 'salted', 'copies', 'unknownSource'] as const) assert.ok(seen[k] > 10, `${k}: ${seen[k]}`);
 });
