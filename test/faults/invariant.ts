@@ -3,11 +3,16 @@
  * the router's tree holds exactly the blocks the worker's GET /cache reports, or the
  * router has marked that source untrusted (and cleared it).
  *
- * A block is compared as "engine hash / token key": the engine hash as the index's
- * 64-bit handle, the token key chained from the root exactly as the index keys it, so
- * a block stored under the wrong parent or with other tokens counts as divergent too.
+ * The oracle is independent of the index's hashing: a block is named by its engine
+ * hash (plain BigInt arithmetic, mod 2^64) and its token prefix, the joined token ids
+ * of its whole chain from the root, built from the worker's own parent links (and its
+ * salt, from the first block's extra_keys). The router's side rebuilds the same strings
+ * from the shape of its dumped tree: a node's prefix is its tree parent's plus the
+ * tokens the worker reports for the node's hash. So a block stored under the wrong
+ * parent, lost, kept too long, or named by a hash the worker never had counts as
+ * divergent. The router's token keys are only checked to be a bijection with the
+ * prefixes (one key per prefix, one prefix per key), never recomputed.
  */
-import { chainKey, engineKey, loraKey } from '../../src/index/hash.js';
 import type { DumpNode, SourceDump } from '../../src/index/index.js';
 
 export interface CachedBlock {
@@ -15,6 +20,8 @@ export interface CachedBlock {
   parent_hash: string | null;
   token_ids: number[];
   medium?: string;
+  /** vLLM's per-block extra keys, when the worker reports them: the salt of a chain's first block. */
+  extra_keys?: unknown[] | null;
 }
 
 /** What the router believes about one source. */
@@ -32,64 +39,120 @@ export interface SourceCheck {
   missing: number;
   /** Blocks the router holds that the worker does not. */
   extra: number;
-  /** missing + extra. */
+  /** Router token keys shared by two prefixes, or prefixes under two keys. */
+  keyConflicts: number;
+  /** missing + extra + keyConflicts. */
   divergent: number;
   /** Equal, or explicitly untrusted. */
   ok: boolean;
 }
 
-const hex = (hi: number, lo: number) => hi.toString(16).padStart(8, '0') + lo.toString(16).padStart(8, '0');
+/** An engine hash as the dump names it: "0x" + 16 hex digits of its value mod 2^64. */
+export function hashName(hash: string | bigint): string {
+  return '0x' + BigInt.asUintN(64, BigInt(hash)).toString(16).padStart(16, '0');
+}
 
-/** The worker's blocks as "0x<hash handle>/<token key>" strings. */
-export function workerEntries(blocks: CachedBlock[]): Set<string> {
-  const byHash = new Map(blocks.map((b) => [b.hash, b]));
-  const keys = new Map<string, { lo: number; hi: number }>();
-  const out = new Uint32Array(2);
-  const keyOf = (b: CachedBlock, depth = 0): { lo: number; hi: number } | null => {
-    const known = keys.get(b.hash);
-    if (known) return known;
-    let parent = { lo: 0, hi: 0 };
-    if (b.parent_hash !== null) {
-      const p = byHash.get(b.parent_hash);
-      // A block whose parent the worker no longer holds: the router cannot hold it either.
-      const pk = p && depth < 100_000 ? keyOf(p, depth + 1) : null;
-      if (!pk) return null;
-      parent = pk;
-    }
-    const l = loraKey(null);
-    chainKey(parent.lo, parent.hi, l.lo, l.hi, b.token_ids, 0, b.token_ids.length, out);
-    const k = { lo: out[0]!, hi: out[1]! };
-    keys.set(b.hash, k);
-    return k;
-  };
-  const entries = new Set<string>();
-  for (const b of blocks) {
-    const k = keyOf(b);
-    engineKey(BigInt(b.hash), out);
-    entries.add(`0x${hex(out[1]!, out[0]!)}/${k ? hex(k.hi, k.lo) : 'orphan'}`);
+function saltOf(b: CachedBlock): string | null {
+  const first = b.extra_keys?.[0];
+  if (!Array.isArray(first)) return null;
+  for (const k of first) {
+    if (typeof k === 'string') return k;
+    if (typeof k === 'object' && k !== null && (k as { type?: unknown }).type === 'cache_salt') return String((k as { salt: unknown }).salt);
   }
-  return entries;
+  return null;
 }
 
-/** The router's real (not provisional) blocks of one source, same form. */
-export function dumpEntries(dump: SourceDump | null): Set<string> {
-  const entries = new Set<string>();
-  const visit = (n: DumpNode) => {
-    for (const h of n.hashes) entries.add(`${h}/${n.key}`);
-    n.children.forEach(visit);
+/** The worker's blocks by hash name, each with its full token prefix ("#salt|1,2,3|4,5,6"). */
+export function workerPrefixes(blocks: CachedBlock[]): Map<string, { block: CachedBlock; prefix: string | null }> {
+  const byHash = new Map(blocks.map((b) => [hashName(b.hash), b]));
+  const memo = new Map<string, string | null>();
+  const prefixOf = (name: string): string | null => {
+    // Up the chain (iteratively: chains can be long) to a known prefix, the root, or a missing parent.
+    const chain: CachedBlock[] = [];
+    let base: string | null = null;
+    let cur = byHash.get(name);
+    while (cur) {
+      const n = hashName(cur.hash);
+      if (memo.has(n)) {
+        base = memo.get(n)!;
+        break;
+      }
+      chain.push(cur);
+      if (chain.length > byHash.size) throw new Error('parent cycle in GET /cache');
+      if (cur.parent_hash === null) {
+        const salt = saltOf(cur);
+        base = salt === null ? '' : `#${salt}`;
+        break;
+      }
+      // A block whose parent the worker no longer holds: the router cannot hold it either.
+      cur = byHash.get(hashName(cur.parent_hash));
+      if (!cur) base = null;
+    }
+    let acc = base;
+    for (let i = chain.length - 1; i >= 0; i--) {
+      acc = acc === null ? null : `${acc}|${chain[i].token_ids.join(',')}`;
+      memo.set(hashName(chain[i].hash), acc);
+    }
+    return memo.get(name) ?? null;
   };
-  dump?.roots.forEach(visit);
+  const out = new Map<string, { block: CachedBlock; prefix: string | null }>();
+  for (const [name, block] of byHash) out.set(name, { block, prefix: prefixOf(name) });
+  return out;
+}
+
+/** The worker's blocks as "hash/prefix" strings ("orphan" for a block whose chain is broken). */
+export function workerEntries(blocks: CachedBlock[]): Set<string> {
+  const entries = new Set<string>();
+  for (const [name, { prefix }] of workerPrefixes(blocks)) entries.add(`${name}/${prefix ?? 'orphan'}`);
   return entries;
 }
 
-export function compare(source: string, worker: Set<string>, view: RouterView): SourceCheck {
-  const router = dumpEntries(view.dump);
+/**
+ * The router's real (not provisional) blocks of one source, same form: prefixes follow
+ * the dump's tree, with the worker's tokens for each hash. Also returns how many token
+ * keys break the key <-> prefix bijection.
+ */
+export function dumpEntries(dump: SourceDump | null, worker: CachedBlock[]): { entries: Set<string>; keyConflicts: number } {
+  const tokensOf = new Map(worker.map((b) => [hashName(b.hash), b]));
+  const entries = new Set<string>();
+  const prefixByKey = new Map<string, string>();
+  const keyByPrefix = new Map<string, string>();
+  let keyConflicts = 0;
+  const visit = (n: DumpNode, parent: string | null) => {
+    const known = n.hashes.map((h) => tokensOf.get(h)).find((b) => b !== undefined);
+    let prefix: string | null = null;
+    if (known) {
+      const root = parent ?? (known.parent_hash === null && saltOf(known) !== null ? `#${saltOf(known)}` : '');
+      prefix = `${root}|${known.token_ids.join(',')}`;
+    }
+    if (n.media.length > 0) {
+      for (const h of n.hashes) entries.add(`${h}/${prefix ?? 'unknown-to-worker'}`);
+      if (prefix !== null) {
+        const k = prefixByKey.get(n.key);
+        const p = keyByPrefix.get(prefix);
+        if ((k !== undefined && k !== prefix) || (p !== undefined && p !== n.key)) keyConflicts++;
+        prefixByKey.set(n.key, prefix);
+        keyByPrefix.set(prefix, n.key);
+      }
+    }
+    for (const c of n.children) visit(c, prefix ?? `?${n.key}`);
+  };
+  dump?.roots.forEach((r) => visit(r, null));
+  return { entries, keyConflicts };
+}
+
+export function compare(source: string, worker: CachedBlock[], view: RouterView): SourceCheck {
+  const want = workerEntries(worker);
+  const { entries: router, keyConflicts } = dumpEntries(view.dump, worker);
   let missing = 0;
   let extra = 0;
-  for (const e of worker) if (!router.has(e)) missing++;
-  for (const e of router) if (!worker.has(e)) extra++;
-  const divergent = missing + extra;
-  return { source, trusted: view.trusted, workerBlocks: worker.size, routerBlocks: router.size, missing, extra, divergent, ok: divergent === 0 || !view.trusted };
+  for (const e of want) if (!router.has(e)) missing++;
+  for (const e of router) if (!want.has(e)) extra++;
+  const divergent = missing + extra + keyConflicts;
+  return {
+    source, trusted: view.trusted, workerBlocks: want.size, routerBlocks: router.size,
+    missing, extra, keyConflicts, divergent, ok: divergent === 0 || !view.trusted,
+  };
 }
 
 export async function fetchCache(workerUrl: string): Promise<CachedBlock[]> {
@@ -100,7 +163,7 @@ export async function fetchCache(workerUrl: string): Promise<CachedBlock[]> {
 
 /** One source checked against its worker. */
 export async function checkSource(source: string, workerUrl: string, view: () => RouterView | Promise<RouterView>): Promise<SourceCheck> {
-  const worker = workerEntries(await fetchCache(workerUrl));
+  const worker = await fetchCache(workerUrl);
   return compare(source, worker, await view());
 }
 
