@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { KVEvent } from '../../src/events/types.js';
 import { BlockPool } from '../../worker/cache/block-pool.js';
-import { hashBlock, hashFullBlocks } from '../../worker/cache/hash.js';
+import { blockExtraKeys, hashBlock, hashFullBlocks } from '../../worker/cache/hash.js';
+import { decodeBatch, encodeBatch } from '../../src/events/codec.js';
+import { PrefixIndex } from '../../src/index/index.js';
 import { SimEngine } from '../../worker/engines/sim.js';
 import type { GenerateRequest } from '../../worker/messages.js';
 import { Scheduler } from '../../worker/scheduler/scheduler.js';
@@ -153,6 +155,74 @@ async function runToEnd(s: Scheduler) {
   assert.ok(s.idle, 'scheduler did not drain');
   return outs;
 }
+
+describe('cache_salt (vLLM: the salt enters the first block only, via its extra keys)', () => {
+  /** Registers a salted sequence as the scheduler must: salt in block 0's hash and extra keys. */
+  function storeSalted(pool: BlockPool, tokens: number[], salt: string | null): bigint[] {
+    const hashes = hashFullBlocks(tokens, BS, Infinity, salt);
+    const ids = pool.allocate(hashes.length)!;
+    hashes.forEach((h, k) => pool.commit(ids[k]!, h, k ? hashes[k - 1]! : null, tokens.slice(k * BS, (k + 1) * BS), blockExtraKeys(k, salt)));
+    return hashes;
+  }
+
+  it('a salt changes the first block hash and, through the chain, every later one', () => {
+    const t = toks(0, 12);
+    const plain = hashFullBlocks(t, BS);
+    const a = hashFullBlocks(t, BS, Infinity, 'tenant-a');
+    const b = hashFullBlocks(t, BS, Infinity, 'tenant-b');
+    assert.deepEqual(hashFullBlocks(t, BS, Infinity, 'tenant-a'), a, 'deterministic');
+    for (let k = 0; k < 3; k++) {
+      assert.notEqual(a[k], plain[k]);
+      assert.notEqual(a[k], b[k]);
+    }
+    assert.equal(a[1], hashBlock(a[0]!, t.slice(4, 8)), 'later blocks take no salt of their own');
+    assert.notEqual(hashBlock(null, t.slice(0, 4), ''), plain[0], 'an empty salt is still a salt');
+    assert.deepEqual([blockExtraKeys(0, 's'), blockExtraKeys(1, 's'), blockExtraKeys(0, null)], [['s'], null, null]);
+  });
+
+  it('publishes the salt in extra_keys (one entry per block, vLLM shape) and in GET /cache; a salted chain never matches another', () => {
+    const pool = new BlockPool(16, BS);
+    const t = toks(0, 12);
+    storeSalted(pool, t, null);
+    const salted = storeSalted(pool, t, 'tenant-a');
+    const events = pool.takeEvents();
+    assert.equal(events.length, 2);
+    const [plainEv, saltEv] = events;
+    assert.ok(plainEv!.type === 'BlockStored' && saltEv!.type === 'BlockStored');
+    assert.equal(plainEv.extra_keys, undefined, 'no extra keys: the field is left at its default');
+    assert.deepEqual(saltEv.extra_keys, [['tenant-a'], null, null]);
+    assert.deepEqual(pool.list().find((b) => BigInt(b.hash) === salted[0])?.extra_keys, [['tenant-a']]);
+    assert.equal(pool.list().find((b) => BigInt(b.hash) === salted[1])?.extra_keys, undefined);
+    // through the wire codec into the router's index
+    const wire = decodeBatch(encodeBatch({ ts: 0, events, dp_rank: 0 }));
+    const ix = new PrefixIndex();
+    ix.addSource('w');
+    ix.applyBatch('w', wire);
+    assert.equal(ix.stats('w').invalid, 0);
+    assert.equal(ix.match(t).get('w')?.matchedTokens, 12);
+    assert.equal(ix.match(t, { salt: 'tenant-a' }).get('w')?.matchedTokens, 12);
+    assert.equal(ix.match(t, { salt: 'tenant-b' }).get('w')?.matchedTokens, 0);
+  });
+
+  it('a salted block that straddles an event boundary still gets aligned extra_keys', () => {
+    const pool = new BlockPool(16, BS);
+    const t = toks(100, 8);
+    const h = hashFullBlocks(t, BS, Infinity, 's');
+    const ids = pool.allocate(2)!;
+    pool.commit(ids[0]!, h[0]!, null, t.slice(0, 4), blockExtraKeys(0, 's'));
+    const first = pool.takeEvents();
+    pool.commit(ids[1]!, h[1]!, h[0]!, t.slice(4, 8), blockExtraKeys(1, 's'));
+    const second = pool.takeEvents();
+    assert.deepEqual((first[0] as { extra_keys?: unknown }).extra_keys, [['s']]);
+    assert.equal((second[0] as { extra_keys?: unknown }).extra_keys, undefined);
+    // blocks merged into one event: entries stay aligned with block_hashes, null where a block has none
+    const p2 = new BlockPool(16, BS);
+    const ids2 = p2.allocate(2)!;
+    p2.commit(ids2[0]!, 1n, null, t.slice(0, 4));
+    p2.commit(ids2[1]!, 2n, 1n, t.slice(4, 8), ['x']);
+    assert.deepEqual((p2.takeEvents()[0] as { extra_keys?: unknown }).extra_keys, [null, ['x']]);
+  });
+});
 
 describe('Scheduler over the pool', () => {
   it('reports cached tokens for a repeated prompt and generates the same tokens', async () => {

@@ -17,6 +17,8 @@ export interface CachedBlockInfo {
   parent_hash: string | null;
   token_ids: number[];
   medium: string;
+  /** This block's vLLM extra keys as a one-entry BlockStored.extra_keys list ([[salt]] on a salted chain's first block), when it has any. */
+  extra_keys?: unknown[];
 }
 
 interface Block {
@@ -24,6 +26,7 @@ interface Block {
   hash: bigint | null;
   parent: bigint | null;
   tokens: number[] | null;
+  extra: unknown[] | null;
 }
 
 export class BlockPool {
@@ -41,7 +44,7 @@ export class BlockPool {
     readonly blockSize: number,
     readonly medium = 'GPU',
   ) {
-    this.blocks = Array.from({ length: numBlocks }, () => ({ ref: 0, hash: null, parent: null, tokens: null }));
+    this.blocks = Array.from({ length: numBlocks }, () => ({ ref: 0, hash: null, parent: null, tokens: null, extra: null }));
     // Popped from the end: block 0 is handed out first.
     this.free = Array.from({ length: numBlocks }, (_, i) => numBlocks - 1 - i);
     this.evictable = new LRUCache<number, number>({ max: numBlocks });
@@ -128,8 +131,10 @@ export class BlockPool {
    * Registers a just-filled block (held by the caller) under `hash`. Returns the block that now
    * stands for it: `id` itself (newly stored, a BlockStored is queued) or an already cached block
    * with the same hash, on which the caller now holds a reference instead of `id` (`id` is released).
+   * `extraKeys` are the block's vLLM extra keys (see hash.ts blockExtraKeys: the salt on block 0),
+   * published in the BlockStored's `extra_keys`, one entry per block, as vLLM does.
    */
-  commit(id: number, hash: bigint, parent: bigint | null, tokens: number[]): number {
+  commit(id: number, hash: bigint, parent: bigint | null, tokens: number[], extraKeys: unknown[] | null = null): number {
     const existing = this.registry.get(hash);
     if (existing === id) return id;
     if (existing !== undefined) {
@@ -141,9 +146,13 @@ export class BlockPool {
     b.hash = hash;
     b.parent = parent;
     b.tokens = tokens;
+    b.extra = extraKeys;
     this.registry.set(hash, id);
     const last = this.events.at(-1);
     if (last?.type === 'BlockStored' && last.block_hashes.at(-1) === parent) {
+      const extra = last.extra_keys as (unknown[] | null)[] | undefined;
+      if (extra !== undefined) extra.push(extraKeys);
+      else if (extraKeys !== null) last.extra_keys = [...last.block_hashes.map(() => null), extraKeys];
       last.block_hashes.push(hash);
       last.token_ids.push(...tokens);
     } else {
@@ -156,6 +165,7 @@ export class BlockPool {
         lora_id: null,
         medium: this.medium,
         lora_name: null,
+        ...(extraKeys !== null ? { extra_keys: [extraKeys] } : {}),
       });
     }
     return id;
@@ -168,7 +178,7 @@ export class BlockPool {
     this.registry.clear();
     this.free.length = 0;
     for (let i = this.numBlocks - 1; i >= 0; i--) {
-      Object.assign(this.blocks[i]!, { hash: null, parent: null, tokens: null });
+      Object.assign(this.blocks[i]!, { hash: null, parent: null, tokens: null, extra: null });
       this.free.push(i);
     }
     this.events.push({ type: 'AllBlocksCleared' });
@@ -185,6 +195,7 @@ export class BlockPool {
         parent_hash: b.parent === null ? null : b.parent.toString(),
         token_ids: b.tokens!,
         medium: this.medium,
+        ...(b.extra !== null ? { extra_keys: [b.extra] } : {}),
       });
     }
     return out;
@@ -201,7 +212,7 @@ export class BlockPool {
     const b = this.blocks[id]!;
     const hash = b.hash!;
     this.registry.delete(hash);
-    Object.assign(b, { hash: null, parent: null, tokens: null });
+    Object.assign(b, { hash: null, parent: null, tokens: null, extra: null });
     const last = this.events.at(-1);
     if (last?.type === 'BlockRemoved') last.block_hashes.push(hash);
     else this.events.push({ type: 'BlockRemoved', block_hashes: [hash], medium: this.medium });
