@@ -9,6 +9,10 @@ const MIN_SLOTS = 64;
  * (its 64-bit handle) to [record, medium bits], its provisional marks, and its
  * counters. The engine hash is only a handle for removals and parent lookups;
  * the shared record is keyed by token ids.
+ *
+ * Memory: 16 bytes per table slot; the table doubles above half full and halves
+ * below an eighth, so 32 to 128 bytes per held engine hash. Copies beyond the first
+ * of a hash (rare: concurrent identical prefills) cost one small Map entry each.
  */
 export class SourceState {
   readonly word: number;
