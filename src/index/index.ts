@@ -4,6 +4,8 @@ export {
   type SourceId,
   type LoraRef,
   type PrefixIndexOptions,
+  type MatchOptions,
+  type UnknownSourceCounts,
   type SourceMatch,
   type SourceStats,
   type SourceDump,

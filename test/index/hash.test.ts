@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chainKey, engineKey, loraKey } from '../../src/index/hash.js';
+import { chainKey, engineKey, loraKey, saltRoot } from '../../src/index/hash.js';
 import { prng, randInt } from './helpers.js';
 
 const key = (pLo: number, pHi: number, toks: number[], lora: string | number | null = null): string => {
@@ -82,4 +82,12 @@ test('engine hash handles: ints mod 2^64, bytes by content', () => {
   assert.notEqual(h(new Uint8Array([1, 2, 3])), h(new Uint8Array([1, 2, 3, 0])), 'length counts');
   const buf = new Uint8Array(40).fill(3);
   assert.equal(h(buf.subarray(8)), h(d1), 'views at an offset');
+});
+
+test('a salt is a root of its own: stable, distinct per salt, never the plain root or a LoRA key', () => {
+  const a = saltRoot('tenant-a');
+  assert.deepEqual(saltRoot('tenant-a'), a);
+  assert.deepEqual(saltRoot(null), { lo: 0, hi: 0 });
+  const keys = [a, saltRoot('tenant-b'), saltRoot(''), saltRoot(null), loraKey('tenant-a')].map((k) => `${k.lo}:${k.hi}`);
+  assert.equal(new Set(keys).size, keys.length);
 });
