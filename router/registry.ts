@@ -26,6 +26,7 @@ export interface WorkerEntry {
 }
 
 export interface IndexLike extends StreamSink {
+  addSource(source: string): void;
   removeSource(source: string): void;
   stats(source: string): { blocks: number; nodes: number; provisionalBlocks: number };
 }
@@ -99,6 +100,7 @@ export class Registry {
       for (const r of w.ranks) {
         const ep = streamEndpoint(ev.endpoint, url, r);
         const rep = ev.replay_endpoint ? streamEndpoint(ev.replay_endpoint, url, r) : null;
+        this.opts.index.addSource(sourceId(id, r));
         feeds.push(new StreamFeed(sourceId(id, r), ep, rep, ev.topic, this.opts.index, this.log, curve));
       }
     }

@@ -126,6 +126,7 @@ describe('CURVE on the event and replay sockets', { timeout: 115_000 }, () => {
     await w.launch();
     cleanups.push(() => w.stop());
     const index = new PrefixIndex();
+    index.addSource('curve');
     let trusted = false;
     const keyed = new KVEventSubscriber({
       endpoint: w.endpoint,

@@ -20,6 +20,7 @@ export class Pipeline {
     replayEndpoint: string | null,
     topic: string,
   ) {
+    this.index.addSource(source);
     this.feed = new StreamFeed(source, endpoint, replayEndpoint, topic, this.index, (m) => this.log.push(m));
   }
 

@@ -33,6 +33,13 @@ function storeBatch(tokens: number[]): KVEventBatch {
   };
 }
 
+/** A real index with the sources these tests use (the index never creates one implicitly). */
+function indexOf(opts?: ConstructorParameters<typeof PrefixIndex>[0]): PrefixIndex {
+  const index = new PrefixIndex(opts);
+  for (const w of ['a', 'b', 'c', 'd', 'w']) index.addSource(`${w}:0`);
+  return index;
+}
+
 function cand(workerId: string, load = new LoadTracker(), trusted = true): Candidate {
   const source = `${workerId}:0`;
   return { workerId, rank: 0, source, trusted, blockSize: BS, tokenizerKey: 'default', load: load.get(source) };
@@ -41,7 +48,7 @@ function cand(workerId: string, load = new LoadTracker(), trusted = true): Candi
 const req = (tokens: number[]): RouteRequest => ({ tokensFor: () => tokens, lora: null });
 
 test('cache_aware: the worker holding the long prefix wins, cost terms explain why', () => {
-  const index = new PrefixIndex({ provisionalTtlMs: 1000 });
+  const index = indexOf({ provisionalTtlMs: 1000 });
   const prefix = seq(1024, 1000);
   index.applyBatch('a:0', storeBatch(prefix));
   index.applyBatch('b:0', storeBatch(seq(512, 90000)));
@@ -56,7 +63,7 @@ test('cache_aware: the worker holding the long prefix wins, cost terms explain w
 });
 
 test('cache_aware: an untrusted stream counts as zero cached tokens', () => {
-  const index = new PrefixIndex();
+  const index = indexOf();
   const prefix = seq(1024, 1000);
   index.applyBatch('a:0', storeBatch(prefix));
   const p = new CacheAwarePolicy(index, W, () => 0.5);
@@ -68,7 +75,7 @@ test('cache_aware: an untrusted stream counts as zero cached tokens', () => {
 });
 
 test('cache_aware: a busy worker stops attracting requests even when it holds the prefix', () => {
-  const index = new PrefixIndex();
+  const index = indexOf();
   const prefix = seq(2048, 1000);
   index.applyBatch('a:0', storeBatch(prefix));
   const load = new LoadTracker();
@@ -84,7 +91,7 @@ test('cache_aware: a busy worker stops attracting requests even when it holds th
 });
 
 test('cache_aware: decode load alone also pushes requests away', () => {
-  const index = new PrefixIndex();
+  const index = indexOf();
   const prefix = seq(256, 1000);
   index.applyBatch('a:0', storeBatch(prefix));
   const load = new LoadTracker();
@@ -97,7 +104,7 @@ test('cache_aware: decode load alone also pushes requests away', () => {
 
 test('cache_aware: provisional marks keep a burst of siblings together, then expire', () => {
   let now = 1_000_000;
-  const index = new PrefixIndex({ provisionalTtlMs: 2000, now: () => now });
+  const index = indexOf({ provisionalTtlMs: 2000, now: () => now });
   const p = new CacheAwarePolicy(index, W);
   const prefix = seq(1024, 7);
   const first = p.rank(req([...prefix, 1, 2, 3]), [cand('a'), cand('b'), cand('c')])[0]!.candidate;
@@ -115,7 +122,7 @@ test('cache_aware: provisional marks keep a burst of siblings together, then exp
 });
 
 test('cache_aware: provisional marks count on a fresh (not yet trusted) stream, real blocks do not', () => {
-  const index = new PrefixIndex();
+  const index = indexOf();
   const p = new CacheAwarePolicy(index, W);
   const prefix = seq(512, 7);
   p.routed(req(prefix), cand('a', undefined, false));
@@ -124,7 +131,7 @@ test('cache_aware: provisional marks count on a fresh (not yet trusted) stream, 
 });
 
 test('cache_aware: ties spread load (fewest in flight first, then random)', () => {
-  const index = new PrefixIndex();
+  const index = indexOf();
   const load = new LoadTracker();
   const p = new CacheAwarePolicy(index, { ...W, decode_weight: 0 });
   load.start('a:0', 0);
@@ -213,7 +220,7 @@ test('LoadTracker: tickets are idempotent and balance out', () => {
 });
 
 test('cache_aware: queued prefill computing a provisional prefix is shared work, so siblings follow it', () => {
-  const index = new PrefixIndex({ provisionalTtlMs: 5000 });
+  const index = indexOf({ provisionalTtlMs: 5000 });
   const load = new LoadTracker();
   const p = new CacheAwarePolicy(index, W);
   const prefix = seq(1024, 50);
@@ -236,7 +243,7 @@ test('cache_aware (default weights): one prompt shared by everybody does not pil
   const shared = seq(4096, 7000);
   /** 40 requests, each staying in flight (decoding: the pile-up case); the picked worker publishes the prompt's blocks, as a real one would. */
   const serve = (weights: CostWeights, base: number): Record<string, number> => {
-    const index = new PrefixIndex();
+    const index = indexOf();
     index.applyBatch('a:0', storeBatch(shared));
     const load = new LoadTracker();
     const cands = ['a', 'b', 'c', 'd'].map((id) => cand(id, load));
@@ -265,7 +272,7 @@ test('cache_aware (default weights): one prompt shared by everybody does not pil
 
 test('cache_aware (default weights): a busy worker keeps a conversation whose prefix nobody else shares; a hot prefix moves off it', () => {
   const defaults = RouterConfigSchema.parse({}).cache_aware;
-  const index = new PrefixIndex();
+  const index = indexOf();
   const conversation = seq(8192, 300_000);
   index.applyBatch('a:0', storeBatch(conversation));
   const load = new LoadTracker();
