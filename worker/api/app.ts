@@ -1,13 +1,18 @@
 /** The worker's HTTP API (hono). */
 import { Hono, type Context } from 'hono';
 import { ApiError } from './errors.js';
+import { tokenizerFilesOf } from '../tokenizer.js';
 import { generate, type GenerateDeps } from './generate.js';
+import { RenderError, ThreadTokenizer } from './tokenize.js';
 
 export function createApp(d: GenerateDeps): Hono {
   const app = new Hono();
+  // Prompts are encoded on a thread: a huge one must not stop /health and every other request.
+  const enc = new ThreadTokenizer(tokenizerFilesOf(d.config));
+  enc.warm().catch((e) => console.error(`kv-worker api: tokenizer thread failed to start: ${(e as Error).message}`));
 
   const post = (path: string, kind: 'completion' | 'chat') =>
-    app.post(path, async (c) => generate(kind, await jsonBody(c), d, c.req.raw.signal));
+    app.post(path, async (c) => generate(kind, await jsonBody(c), d, enc, c.req.raw.signal));
   post('/v1/completions', 'completion');
   post('/v1/chat/completions', 'chat');
 
@@ -33,6 +38,7 @@ export function createApp(d: GenerateDeps): Hono {
   app.notFound((c) => c.json(new ApiError(404, `no route ${c.req.method} ${c.req.path}`).body(), 404));
   app.onError((err, c) => {
     if (err instanceof ApiError) return c.json(err.body(), err.status);
+    if (err instanceof RenderError) return c.json(new ApiError(400, `cannot tokenize the prompt: ${err.message}`).body(), 400);
     console.error('kv-worker api:', err);
     return c.json(new ApiError(500, (err as Error).message, 'server_error').body(), 500);
   });
