@@ -60,7 +60,7 @@ export function parseChat(body: Obj): ChatParse {
 
 function chatInput(body: Obj): ChatTemplateInput {
   const msgs = body.messages;
-  if (!Array.isArray(msgs) || msgs.length === 0) throw new Invalid('messages: must be a non-empty array of messages', 'messages');
+  if (!Array.isArray(msgs) || msgs.length === 0) throw new Invalid('messages: must be an array of {role, content} messages, not empty', 'messages');
   const messages = msgs.map((m, i) => conversationMessage(m, i));
   for (const m of messages) postprocessToolCalls(m);
   const addGenerationPrompt = optBool(body, 'add_generation_prompt') ?? true;
@@ -91,7 +91,8 @@ function optBool(body: Obj, key: string): boolean | null {
 }
 
 function conversationMessage(m: unknown, i: number): Obj {
-  if (!isObj(m) || typeof m.role !== 'string' || m.role === '') throw new Invalid(`messages.${i}: must be an object with a role`, 'messages');
+  if (!isObj(m)) throw new Invalid(`messages.${i}: must be a message object`, 'messages');
+  if (typeof m.role !== 'string' || m.role === '') throw new Invalid(`messages.${i}.role: must be a non-empty string`, 'messages');
   const role = m.role;
   const out: Obj = { role, content: contentText(m.content, i) };
   if (role === 'assistant') {

@@ -19,7 +19,8 @@ export function createApp(d: GenerateDeps): Hono {
   app.get('/v1/models', (c) =>
     c.json({
       object: 'list',
-      data: [{ id: d.model, object: 'model', created: 0, owned_by: 'kv-router', max_model_len: d.config.numBlocks * d.config.blockSize }],
+      // vLLM's ModelCard: max_model_len is the longest prompt + completion one request may have.
+      data: [{ id: d.model, object: 'model', created: 0, owned_by: 'kv-router', root: d.model, parent: null, max_model_len: d.config.numBlocks * d.config.blockSize }],
     }),
   );
   app.get('/health', (c) => (d.stopping() ? c.json({ status: 'stopping' }, 503) : c.json({ status: 'ok' })));
