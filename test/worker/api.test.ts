@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { Tokenizer } from '../../src/tokenizer/index.js';
 import { parseBody } from '../../router/requests.js';
 import { tokenizeWith } from '../../router/tokenize-job.js';
-import { parseSSE, pidAlive, startWorker, waitFor, type WorkerProc } from './helpers.js';
+import { parseSSE, pidAlive, processArgs, startWorker, waitFor, type WorkerProc } from './helpers.js';
 
 let w: WorkerProc;
 let tok: Tokenizer;
@@ -331,7 +331,7 @@ describe('kv-worker HTTP API (sim engine)', () => {
 
   it('stops cleanly on SIGTERM: exit 0, no stage processes, no ipc files', async () => {
     const kids = w.childPids();
-    assert.equal(kids.length, 2);
+    assert.equal(kids.length, 2, `stage processes: ${kids.map((p) => `${p}: ${processArgs(p)}`).join('; ')}`);
     assert.equal(w.ipcFiles().length, 3);
     const { code } = await w.stop('SIGTERM');
     assert.equal(code, 0, w.output);
