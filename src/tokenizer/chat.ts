@@ -59,6 +59,8 @@ export function parseChat(body: Obj): ChatParse {
 }
 
 function chatInput(body: Obj): ChatTemplateInput {
+  // A per-request template (vLLM's `chat_template` parameter) is the engine's to render.
+  if (body.chat_template != null) throw new Unroutable('the request brings its own chat_template');
   const msgs = body.messages;
   if (!Array.isArray(msgs) || msgs.length === 0) throw new Invalid('messages: must be an array of {role, content} messages, not empty', 'messages');
   const messages = msgs.map((m, i) => conversationMessage(m, i));

@@ -158,6 +158,8 @@ describe('chat rendering equal to vLLM + transformers (Qwen3 template)', () => {
     const parsed = parseBody('chat', body);
     assert.ok(parsed.ok);
     assert.deepEqual(parsed.prompt, { kind: 'unroutable', reason: (r as { reason: string }).reason });
+    const own = parseChat({ messages: [{ role: 'user', content: 'x' }], chat_template: '{{ messages[0].content }}' });
+    assert.deepEqual(own, { kind: 'unroutable', reason: 'the request brings its own chat_template' });
   });
 
   it('router parseBody returns cache_salt, and rejects an empty or non-string one as vLLM does', () => {

@@ -140,6 +140,7 @@ describe('kv-worker HTTP API (sim engine)', () => {
       ['/v1/chat/completions', { ...chat, presence_penalty: 0.5 }],
       ['/v1/completions', { prompt: 'x', top_k: 5 }],
       ['/v1/completions', { prompt: 'x', logit_bias: { '11': 5 } }],
+      ['/v1/chat/completions', { ...chat, chat_template: '{{ messages[0].content }}' }],
     ];
     for (const [path, body] of rejected) {
       const r = await w.post(path, body);

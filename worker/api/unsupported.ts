@@ -38,6 +38,7 @@ const COMMON: Record<string, Check> = {
   include_stop_str_in_output: isFalse,
   skip_special_tokens: (v) => v == null || v === true,
   allowed_token_ids: isNull,
+  chat_template: isNull,
 };
 
 /**
