@@ -36,7 +36,7 @@ export class Sequence {
     if ((k + 1) * bs > this.tokens.length) throw new Error(`block ${k} of ${this.rid} is not full`);
     while (this.hashes.length <= k) {
       const i = this.hashes.length;
-      // The salt goes in here for block 0 once worker/cache/hash.ts's hashBlock takes it (the "index" helper adds it):
+      // The salt enters block 0 with the index helper's hashBlock(parent, tokens, salt) (h/index d293302):
       // hashBlock(parent, tokens, i === 0 ? this.cacheSalt : null).
       this.hashes.push(hashBlock(i === 0 ? null : this.hashes[i - 1]!, this.tokens.slice(i * bs, (i + 1) * bs)));
     }
