@@ -21,7 +21,7 @@ it('a thread that dies fails its jobs and the next job gets a new thread', async
   await enc.warm();
   const pending = enc.encode('lots of words '.repeat(200_000));
   // Kill the thread under the job (what a crash of the thread does).
-  await (enc as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+  await (enc as unknown as { current: { worker: { terminate(): Promise<number> } } }).current.worker.terminate();
   await assert.rejects(pending, /tokenizer thread exited/);
   assert.deepEqual(await enc.encode('still here'), tok.encode('still here'));
 });

@@ -3,7 +3,7 @@ import { Hono, type Context } from 'hono';
 import { ApiError } from './errors.js';
 import { tokenizerFilesOf } from '../tokenizer.js';
 import { generate, type GenerateDeps } from './generate.js';
-import { RenderError, ThreadTokenizer } from './tokenize.js';
+import { EncodeError, ThreadTokenizer } from './tokenize.js';
 
 export function createApp(d: GenerateDeps): Hono {
   const app = new Hono();
@@ -39,7 +39,7 @@ export function createApp(d: GenerateDeps): Hono {
   app.notFound((c) => c.json(new ApiError(404, `no route ${c.req.method} ${c.req.path}`).body(), 404));
   app.onError((err, c) => {
     if (err instanceof ApiError) return c.json(err.body(), err.status);
-    if (err instanceof RenderError) return c.json(new ApiError(400, `cannot tokenize the prompt: ${err.message}`).body(), 400);
+    if (err instanceof EncodeError) return c.json(new ApiError(400, `cannot tokenize the prompt: ${err.message}`).body(), 400);
     console.error('kv-worker api:', err);
     return c.json(new ApiError(500, (err as Error).message, 'server_error').body(), 500);
   });
