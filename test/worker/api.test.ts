@@ -177,7 +177,7 @@ describe('kv-worker HTTP API (sim engine)', () => {
     // Over the size bound: refused before any tokenizing.
     const tenMb = 'The quick brown fox jumps. '.repeat(400_000);
     // Under the size bound but far over the window: tokenized (seconds of work) on the API's thread.
-    const threeMb = 'hello world, again and again. '.repeat(100_000);
+    const bigText = 'hello world, again and again. '.repeat(50_000);
     const healthMs: number[] = [];
     let done = false;
     const probe = (async () => {
@@ -190,7 +190,7 @@ describe('kv-worker HTTP API (sim engine)', () => {
       }
     })();
     const [big, bigger] = await Promise.all([
-      w.post('/v1/completions', { prompt: threeMb, max_tokens: 1 }),
+      w.post('/v1/completions', { prompt: bigText, max_tokens: 1 }),
       w.post('/v1/chat/completions', { messages: [{ role: 'user', content: tenMb }] }),
     ]);
     const [a, b]: any[] = [await big.json(), await bigger.json()];
@@ -198,7 +198,7 @@ describe('kv-worker HTTP API (sim engine)', () => {
     await probe;
     assert.equal(big.status, 400);
     assert.equal(a.error.code, 'context_length_exceeded');
-    const n = tok.encode(threeMb).length;
+    const n = tok.encode(bigText).length;
     assert.equal(a.error.message, `This model's maximum context length is ${maxModelLen} tokens. However, your request has ${n} input tokens. Please reduce the length of the input messages.`);
     assert.equal(bigger.status, 400);
     assert.equal(b.error.code, 'context_length_exceeded');

@@ -43,12 +43,18 @@ export class WorkerProc {
     return this.exit;
   }
 
-  fetch(path: string, init?: RequestInit): Promise<Response> {
-    return fetch(this.url + path, init);
+  async fetch(path: string, init?: RequestInit): Promise<Response> {
+    try {
+      return await fetch(this.url + path, init);
+    } catch (e) {
+      // undici's "fetch failed" hides the reason in `cause`.
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      throw new Error(`${init?.method ?? 'GET'} ${path}: ${(e as Error).message}${cause ? ` (${cause.code ?? ''} ${cause.message ?? ''})` : ''}`, { cause: e });
+    }
   }
 
   post(path: string, body: unknown, init: RequestInit = {}): Promise<Response> {
-    return fetch(this.url + path, {
+    return this.fetch(path, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: typeof body === 'string' ? body : JSON.stringify(body),
