@@ -52,6 +52,8 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   /** Tokenizes once per distinct tokenizer among the candidates (usually one). */
   async function routeRequest(prompt: PromptOf, candidates: Candidate[]): Promise<RouteRequest> {
     if (prompt.kind === 'ids') return { tokensFor: () => prompt.ids, lora: null };
+    // Not renderable here (non-text parts): no tokens, so routing weighs load only.
+    if (prompt.kind === 'unroutable') return { tokensFor: () => [], lora: null };
     const byKey = new Map<string, Promise<number[]>>();
     const t0 = performance.now();
     for (const c of candidates) {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseChat } from '../src/tokenizer/chat.js';
 import type { TokenizeInput } from './tokenize-job.js';
 
 const PROMPT_SHAPE = 'must be a string, a non-empty array of strings, of token ids, or of token-id arrays';
@@ -28,53 +29,50 @@ export const CompletionBodySchema = z.object({
   stream: z.boolean().optional(),
 }).passthrough();
 
-const contentPart = z.object({ type: z.string(), text: z.string().optional() }).passthrough();
-const message = z.object({
-  role: z.string().min(1),
-  content: z.union([z.string(), z.array(contentPart), z.null()]).optional(),
-}).passthrough();
-
-export const ChatBodySchema = z.object({
-  model: z.string().optional(),
-  messages: z.array(message, { error: 'must be an array of {role, content} messages' }).min(1, 'must not be empty'),
-  stream: z.boolean().optional(),
-  chat_template_kwargs: z.record(z.string(), z.unknown()).optional(),
-}).passthrough();
-
 export type Endpoint = 'completions' | 'chat';
 
-/** What routing needs from a request body: token ids as given, or what to tokenize. */
-export type PromptOf = { kind: 'ids'; ids: number[] } | { kind: 'tokenize'; input: TokenizeInput };
+/**
+ * What routing needs from a request body: token ids as given, what to tokenize, or `unroutable`:
+ * the engine can serve it but the router cannot predict its tokens (e.g. an image part), so it
+ * is routed by load only and `reason` says why.
+ */
+export type PromptOf =
+  | { kind: 'ids'; ids: number[] }
+  | { kind: 'tokenize'; input: TokenizeInput }
+  | { kind: 'unroutable'; reason: string };
 
-export type ParsedBody = { ok: true; prompt: PromptOf; model: string | undefined; stream: boolean } | { ok: false; message: string; param: string | null };
+/** `cacheSalt`: the request's vLLM `cache_salt` (null when absent); blocks of different salts never match. */
+export type ParsedBody =
+  | { ok: true; prompt: PromptOf; model: string | undefined; stream: boolean; cacheSalt: string | null }
+  | { ok: false; message: string; param: string | null };
+
+const CACHE_SALT_ERROR = "Parameter 'cache_salt' must be a non-empty string if provided.";
 
 export function parseBody(endpoint: Endpoint, body: unknown): ParsedBody {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { ok: false, message: 'body: must be a JSON object', param: null };
+  const b = body as Record<string, unknown>;
+  // vLLM's check_cache_salt_support (protocol.py): null/absent, or a non-empty string.
+  const salt = b.cache_salt;
+  if (salt != null && (typeof salt !== 'string' || salt === '')) return { ok: false, message: CACHE_SALT_ERROR, param: 'cache_salt' };
+  const cacheSalt = (salt as string | null | undefined) ?? null;
+  if (typeof b.model !== 'undefined' && typeof b.model !== 'string') return { ok: false, message: 'model: must be a string', param: 'model' };
+  if (typeof b.stream !== 'undefined' && b.stream !== null && typeof b.stream !== 'boolean') return { ok: false, message: 'stream: must be a boolean', param: 'stream' };
+  const ok = (prompt: PromptOf): ParsedBody => ({ ok: true, prompt, model: b.model as string | undefined, stream: b.stream === true, cacheSalt });
   if (endpoint === 'completions') {
     const r = CompletionBodySchema.safeParse(body);
     if (!r.success) return bad(r.error);
     const p = r.data.prompt;
     // A batch of prompts routes by its first prompt.
-    if (typeof p === 'string') return ok({ kind: 'tokenize', input: { kind: 'text', text: p } }, r.data);
-    if (typeof p[0] === 'string') return ok({ kind: 'tokenize', input: { kind: 'text', text: p[0] } }, r.data);
-    if (typeof p[0] === 'number') return ok({ kind: 'ids', ids: p as number[] }, r.data);
-    return ok({ kind: 'ids', ids: (p as number[][])[0]! }, r.data);
+    if (typeof p === 'string') return ok({ kind: 'tokenize', input: { kind: 'text', text: p } });
+    if (typeof p[0] === 'string') return ok({ kind: 'tokenize', input: { kind: 'text', text: p[0] } });
+    if (typeof p[0] === 'number') return ok({ kind: 'ids', ids: p as number[] });
+    return ok({ kind: 'ids', ids: (p as number[][])[0]! });
   }
-  const r = ChatBodySchema.safeParse(body);
-  if (!r.success) return bad(r.error);
-  // Exactly what the workers render: role and text content only.
-  const messages = r.data.messages.map((m) => ({ role: m.role, content: textOf(m.content) }));
-  return ok({ kind: 'tokenize', input: { kind: 'chat', messages, extra: r.data.chat_template_kwargs } }, r.data);
-}
-
-/** Message content as the template sees it: text parts joined (what servers do for text-only models). */
-function textOf(c: string | { type: string; text?: string }[] | null | undefined): string {
-  if (typeof c === 'string') return c;
-  if (!c) return '';
-  return c.filter((p) => p.type === 'text').map((p) => p.text ?? '').join('');
-}
-
-function ok(prompt: PromptOf, body: { model?: string | undefined; stream?: boolean | undefined }): ParsedBody {
-  return { ok: true, prompt, model: body.model, stream: body.stream === true };
+  // Exactly what the engines render (the renderer shared with our workers).
+  const chat = parseChat(b);
+  if (chat.kind === 'invalid') return { ok: false, message: chat.message, param: chat.param };
+  if (chat.kind === 'unroutable') return ok({ kind: 'unroutable', reason: chat.reason });
+  return ok({ kind: 'tokenize', input: { kind: 'chat', ...chat.input } });
 }
 
 function bad(err: z.ZodError): ParsedBody {

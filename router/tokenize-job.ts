@@ -1,14 +1,18 @@
-import type { Tokenizer, ChatMessage } from '../src/tokenizer/tokenizer.js';
+import type { Tokenizer } from '../src/tokenizer/tokenizer.js';
+import type { ChatTemplateInput } from '../src/tokenizer/chat.js';
 
 export interface TokenizerFiles {
   tokenizerJson: string;
   tokenizerConfig?: string;
 }
 
-/** What to tokenize: a completion prompt, or chat messages rendered with the chat template. */
+/**
+ * What to tokenize: a completion prompt, or a chat request's template inputs (from
+ * `parseChat`, shared with the workers); chat fields left out take vLLM's defaults.
+ */
 export type TokenizeInput =
   | { kind: 'text'; text: string }
-  | { kind: 'chat'; messages: ChatMessage[]; extra?: Record<string, unknown> };
+  | ({ kind: 'chat'; messages: ChatTemplateInput['messages'] } & Partial<Omit<ChatTemplateInput, 'messages'>>);
 
 export interface TokenizeJob {
   id: number;
@@ -19,9 +23,15 @@ export interface TokenizeJob {
 /** `server`: the tokenizer itself failed (a 500), else the input could not be tokenized (a 400). */
 export type TokenizeReply = { id: number; tokens: number[] } | { id: number; error: string; server?: boolean };
 
-/** Exactly what the workers do: chat → template with the generation prompt → encode. */
+/** Exactly what the workers do: chat → the shared renderer (src/tokenizer/chat.ts) → encode without added special tokens. */
 export function tokenizeWith(tok: Tokenizer, input: TokenizeInput): number[] {
   if (input.kind === 'text') return tok.encode(input.text);
-  const text = tok.applyChatTemplate(input.messages, { addGenerationPrompt: true, extra: input.extra });
-  return tok.encode(text, { addSpecialTokens: false });
+  return tok.encodeChat({
+    messages: input.messages,
+    tools: input.tools ?? null,
+    documents: input.documents ?? null,
+    addGenerationPrompt: input.addGenerationPrompt ?? true,
+    continueFinalMessage: input.continueFinalMessage ?? false,
+    kwargs: input.kwargs ?? {},
+  });
 }

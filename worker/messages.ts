@@ -15,6 +15,8 @@ export interface GenerateRequest {
   ignoreEos: boolean;
   /** Stop strings, applied by the detokenizer. */
   stop: string[];
+  /** vLLM's `cache_salt` (absent or null: unsalted): enters the first block's hash, so differently salted requests never share cache. */
+  cacheSalt?: string | null;
 }
 
 export interface LoadInfo {

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
+import { cutAfterFinalMessage, type ChatTemplateInput } from './chat.js';
 
 export interface ChatMessage {
   role: string;
@@ -24,6 +25,13 @@ export class Tokenizer {
   readonly eosTokenIds: number[];
   /** Number of token ids, added tokens included (max id + 1). */
   readonly vocabSize: number;
+  /**
+   * An upper bound of the input bytes one token stands for: twice the longest token string's
+   * UTF-8 size (byte-level vocabularies spell a byte with up to 2 UTF-8 bytes; the factor also
+   * covers normalizers that shorten the input). A text of more than `n × maxTokenBytes` bytes has
+   * more than `n` tokens, known without encoding it.
+   */
+  readonly maxTokenBytes: number;
   private readonly template: Template | null;
   private readonly specialTokens: Record<string, string>;
 
@@ -33,8 +41,13 @@ export class Tokenizer {
     readonly chatTemplate: string | null,
   ) {
     let maxId = -1;
-    for (const id of hf.get_vocab(true).values()) if (id > maxId) maxId = id;
+    let longest = 1;
+    for (const [token, id] of hf.get_vocab(true)) {
+      if (id > maxId) maxId = id;
+      if (token.length * 3 > longest) longest = Math.max(longest, Buffer.byteLength(token));
+    }
     this.vocabSize = maxId + 1;
+    this.maxTokenBytes = 2 * longest;
     this.template = chatTemplate === null ? null : new Template(chatTemplate);
     this.specialTokens = {};
     for (const key of ['bos_token', 'eos_token', 'pad_token', 'unk_token']) {
@@ -77,19 +90,48 @@ export class Tokenizer {
     return this.hf.token_to_id(token);
   }
 
+  /** Plain messages through the template (a shorthand of `renderChat`). */
   applyChatTemplate(
     messages: ChatMessage[],
     opts: { addGenerationPrompt?: boolean; extra?: Record<string, unknown> } = {},
   ): string {
+    return this.renderChat({
+      messages: messages as unknown as Record<string, unknown>[],
+      tools: null,
+      documents: null,
+      addGenerationPrompt: opts.addGenerationPrompt ?? true,
+      continueFinalMessage: false,
+      kwargs: opts.extra ?? {},
+    });
+  }
+
+  /**
+   * The chat template rendered as transformers' `apply_chat_template` does (vLLM calls it with
+   * tools, documents, add_generation_prompt, continue_final_message, then chat_template_kwargs
+   * on top): the special tokens and the kwargs are template variables; `messages`, `tools`,
+   * `documents` and `add_generation_prompt` are set explicitly.
+   */
+  renderChat(input: ChatTemplateInput): string {
     if (this.template === null) {
       throw new Error('this tokenizer has no chat template (no chat_template in tokenizer_config.json); send a plain completion prompt instead');
     }
-    return this.template.render({
+    const { add_generation_prompt, continue_final_message, tools, documents, ...vars } = input.kwargs;
+    const addGenerationPrompt = add_generation_prompt === undefined ? input.addGenerationPrompt : Boolean(add_generation_prompt);
+    const continueFinal = continue_final_message === undefined ? input.continueFinalMessage : Boolean(continue_final_message);
+    const rendered = this.template.render({
       ...this.specialTokens,
-      ...opts.extra,
-      messages,
-      add_generation_prompt: opts.addGenerationPrompt ?? true,
+      ...vars,
+      messages: input.messages,
+      tools: tools === undefined ? input.tools : tools,
+      documents: documents === undefined ? input.documents : documents,
+      add_generation_prompt: addGenerationPrompt,
     });
+    return continueFinal ? cutAfterFinalMessage(rendered, input.messages) : rendered;
+  }
+
+  /** A chat request's prompt token ids, as vLLM computes them (the rendered text already holds its special tokens). */
+  encodeChat(input: ChatTemplateInput): number[] {
+    return this.encode(this.renderChat(input), { addSpecialTokens: false });
   }
 }
 

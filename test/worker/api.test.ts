@@ -2,7 +2,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Tokenizer } from '../../src/tokenizer/index.js';
-import { parseSSE, pidAlive, startWorker, waitFor, type WorkerProc } from './helpers.js';
+import { parseBody } from '../../router/requests.js';
+import { tokenizeWith } from '../../router/tokenize-job.js';
+import { parseSSE, pidAlive, processArgs, startWorker, waitFor, type WorkerProc } from './helpers.js';
 
 let w: WorkerProc;
 let tok: Tokenizer;
@@ -98,6 +100,113 @@ describe('kv-worker HTTP API (sim engine)', () => {
     assert.equal(s.events.at(-1).choices[0].finish_reason, 'length');
   });
 
+  it('chat renders parts, tools, tool calls and template kwargs exactly as the router predicts', async () => {
+    const bodies: Record<string, unknown>[] = [
+      { messages: [{ role: 'user', content: [{ type: 'text', text: 'Hello' }, { type: 'text', text: 'world' }] }] },
+      { messages: [{ role: 'user', content: 'Think?' }], chat_template_kwargs: { enable_thinking: false } },
+      {
+        messages: [
+          { role: 'user', content: 'Weather in Oslo?' },
+          { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } }] },
+          { role: 'tool', tool_call_id: 'c1', content: 'snow' },
+        ],
+        tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }],
+        tool_choice: 'none',
+      },
+      { messages: [{ role: 'user', content: 'Count to 3' }, { role: 'assistant', content: '1, 2,' }], add_generation_prompt: false, continue_final_message: true },
+    ];
+    for (const body of bodies) {
+      const parsed = parseBody('chat', body);
+      assert.ok(parsed.ok && parsed.prompt.kind === 'tokenize', JSON.stringify(parsed));
+      const predicted = tokenizeWith(tok, parsed.prompt.input).length;
+      const r = await w.json('/v1/chat/completions', { ...body, max_tokens: 2 });
+      assert.equal(r.usage.prompt_tokens, predicted, JSON.stringify(body));
+    }
+    // The kwargs reach the worker's template: thinking off is the empty think block longer.
+    const on = await w.json('/v1/chat/completions', { messages: [{ role: 'user', content: 'Think?' }], max_tokens: 1 });
+    const off = await w.json('/v1/chat/completions', { messages: [{ role: 'user', content: 'Think?' }], max_tokens: 1, chat_template_kwargs: { enable_thinking: false } });
+    assert.equal(off.usage.prompt_tokens - on.usage.prompt_tokens, tok.encode('<think>\n\n</think>\n\n', { addSpecialTokens: false }).length);
+  });
+
+  it('answers 400 naming each parameter it does not implement, and accepts their no-op defaults', async () => {
+    const chat = { messages: [{ role: 'user', content: 'x' }], max_tokens: 1 };
+    const rejected: [string, Record<string, unknown>][] = [
+      ['/v1/completions', { prompt: 'x', logprobs: 1 }],
+      ['/v1/completions', { prompt: 'x', echo: true }],
+      ['/v1/chat/completions', { ...chat, logprobs: true }],
+      ['/v1/chat/completions', { ...chat, top_logprobs: 3 }],
+      ['/v1/chat/completions', { ...chat, response_format: { type: 'json_object' } }],
+      ['/v1/chat/completions', { ...chat, tools: [{ type: 'function', function: { name: 'f' } }] }],
+      ['/v1/chat/completions', { ...chat, presence_penalty: 0.5 }],
+      ['/v1/completions', { prompt: 'x', top_k: 5 }],
+      ['/v1/completions', { prompt: 'x', logit_bias: { '11': 5 } }],
+      ['/v1/chat/completions', { ...chat, chat_template: '{{ messages[0].content }}' }],
+    ];
+    for (const [path, body] of rejected) {
+      const r = await w.post(path, body);
+      const j: any = await r.json();
+      const param = Object.keys(body).find((k) => !['prompt', 'messages', 'max_tokens'].includes(k));
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.equal(j.error.param, param, JSON.stringify(j));
+      assert.match(j.error.message, new RegExp(param!));
+    }
+    const accepted: [string, Record<string, unknown>][] = [
+      ['/v1/completions', { prompt: 'x', max_tokens: 1, logprobs: null, echo: false, presence_penalty: 0, top_k: -1 }],
+      ['/v1/chat/completions', { ...chat, logprobs: false, top_logprobs: 0, response_format: { type: 'text' }, tool_choice: 'auto' }],
+    ];
+    for (const [path, body] of accepted) assert.equal((await w.post(path, body)).status, 200, JSON.stringify(body));
+  });
+
+  it('validates cache_salt as vLLM does and rejects image parts as text-only', async () => {
+    for (const cache_salt of ['', 3]) {
+      const r = await w.post('/v1/completions', { prompt: 'x', max_tokens: 1, cache_salt });
+      assert.equal(r.status, 400);
+      assert.equal(((await r.json()) as any).error.param, 'cache_salt');
+    }
+    assert.equal((await w.post('/v1/completions', { prompt: 'x', max_tokens: 1, cache_salt: 'tenant-a' })).status, 200);
+    const img = await w.post('/v1/chat/completions', { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:,' } }] }] });
+    assert.equal(img.status, 400);
+    const j: any = await img.json();
+    assert.equal(j.error.param, 'messages');
+    assert.match(j.error.message, /image_url/);
+  });
+
+  it('a huge prompt gets vLLM\'s context-length 400 while /health keeps answering', async () => {
+    const maxModelLen = (await w.json('/v1/models')).data[0].max_model_len;
+    assert.equal(maxModelLen, 512 * 16);
+    // Over the size bound: refused before any tokenizing.
+    const tenMb = 'The quick brown fox jumps. '.repeat(400_000);
+    // Under the size bound but far over the window: tokenized (seconds of work) on the API's thread.
+    const bigText = 'hello world, again and again. '.repeat(50_000);
+    const healthMs: number[] = [];
+    let done = false;
+    const probe = (async () => {
+      while (!done) {
+        const t0 = performance.now();
+        const h = await w.fetch('/health');
+        assert.equal(h.status, 200);
+        await h.text();
+        healthMs.push(performance.now() - t0);
+      }
+    })();
+    const [big, bigger] = await Promise.all([
+      w.post('/v1/completions', { prompt: bigText, max_tokens: 1 }),
+      w.post('/v1/chat/completions', { messages: [{ role: 'user', content: tenMb }] }),
+    ]);
+    const [a, b]: any[] = [await big.json(), await bigger.json()];
+    done = true;
+    await probe;
+    assert.equal(big.status, 400);
+    assert.equal(a.error.code, 'context_length_exceeded');
+    const n = tok.encode(bigText).length;
+    assert.equal(a.error.message, `This model's maximum context length is ${maxModelLen} tokens. However, your request has ${n} input tokens. Please reduce the length of the input messages.`);
+    assert.equal(bigger.status, 400);
+    assert.equal(b.error.code, 'context_length_exceeded');
+    assert.equal(b.error.param, 'messages');
+    assert.ok(healthMs.length >= 3, `health answered ${healthMs.length} times during the work`);
+    assert.ok(Math.max(...healthMs) < 1000, `slowest /health ${Math.max(...healthMs).toFixed(0)} ms`);
+  });
+
   it('runs concurrent requests in one batch with the same results as alone', async () => {
     const prompts = Array.from({ length: 12 }, (_, i) => `${PROMPT} request number ${i}`);
     const alone = [];
@@ -153,6 +262,7 @@ describe('kv-worker HTTP API (sim engine)', () => {
       [{ prompt: [1, -2] }, 'prompt'],
       [{ prompt: [1, 999999999] }, 'prompt'],
       [{ prompt: 'x', max_tokens: 9000 }, 'max_tokens'],
+      [[1, 2], null],
       [{ prompt: '' }, 'prompt'],
       [{ prompt: 'x', n: 2 }, 'n'],
     ];
@@ -222,7 +332,7 @@ describe('kv-worker HTTP API (sim engine)', () => {
 
   it('stops cleanly on SIGTERM: exit 0, no stage processes, no ipc files', async () => {
     const kids = w.childPids();
-    assert.equal(kids.length, 2);
+    assert.equal(kids.length, 2, `stage processes: ${kids.map((p) => `${p}: ${processArgs(p)}`).join('; ')}`);
     assert.equal(w.ipcFiles().length, 3);
     const { code } = await w.stop('SIGTERM');
     assert.equal(code, 0, w.output);

@@ -43,12 +43,18 @@ export class WorkerProc {
     return this.exit;
   }
 
-  fetch(path: string, init?: RequestInit): Promise<Response> {
-    return fetch(this.url + path, init);
+  async fetch(path: string, init?: RequestInit): Promise<Response> {
+    try {
+      return await fetch(this.url + path, init);
+    } catch (e) {
+      // undici's "fetch failed" hides the reason in `cause`.
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      throw new Error(`${init?.method ?? 'GET'} ${path}: ${(e as Error).message}${cause ? ` (${cause.code ?? ''} ${cause.message ?? ''})` : ''}`, { cause: e });
+    }
   }
 
   post(path: string, body: unknown, init: RequestInit = {}): Promise<Response> {
-    return fetch(this.url + path, {
+    return this.fetch(path, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: typeof body === 'string' ? body : JSON.stringify(body),
@@ -64,22 +70,41 @@ export class WorkerProc {
   }
 }
 
-/** Starts `kv-worker` on a free port and waits until it listens. */
+/** Starts `kv-worker` on a free port and waits (on its output, not by polling) until it listens. */
 export async function startWorker(args: string[], timeoutMs = 60_000): Promise<WorkerProc> {
   const w = new WorkerProc(spawn(process.execPath, [BIN, '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(w.output);
-    if (m) {
-      w.url = m[1]!;
-      return w;
-    }
-    if (w.proc.exitCode !== null) throw new Error(`kv-worker exited with ${w.proc.exitCode}:\n${w.output}`);
-    if (Date.now() > deadline) {
-      await w.stop('SIGKILL');
-      throw new Error(`kv-worker did not start within ${timeoutMs} ms:\n${w.output}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
+  const listening = () => /listening on (http:\/\/[\d.]+:\d+)/.exec(w.output)?.[1];
+  let timer: NodeJS.Timeout | undefined;
+  let check = () => {};
+  try {
+    w.url = await new Promise<string>((resolve, reject) => {
+      check = () => {
+        const url = listening();
+        if (url) resolve(url);
+      };
+      w.proc.stdout!.on('data', check);
+      w.proc.stderr!.on('data', check);
+      void w.exit.then(({ code, signal }) => reject(new Error(`kv-worker exited with ${code ?? signal}:\n${w.output}`)));
+      timer = setTimeout(() => reject(new Error(`kv-worker did not start within ${timeoutMs} ms:\n${w.output}`)), timeoutMs);
+      check();
+    });
+    return w;
+  } catch (e) {
+    await w.stop('SIGKILL');
+    throw e;
+  } finally {
+    clearTimeout(timer);
+    w.proc.stdout!.off('data', check);
+    w.proc.stderr!.off('data', check);
+  }
+}
+
+/** A process's command line, for failure messages. */
+export function processArgs(pid: number): string {
+  try {
+    return execFileSync('ps', ['-o', 'args=', '-p', String(pid)], { encoding: 'utf8' }).trim();
+  } catch {
+    return '(gone)';
   }
 }
 

@@ -1,20 +1,26 @@
 /** The worker's HTTP API (hono). */
 import { Hono, type Context } from 'hono';
 import { ApiError } from './errors.js';
+import { tokenizerFilesOf } from '../tokenizer.js';
 import { generate, type GenerateDeps } from './generate.js';
+import { EncodeError, ThreadTokenizer } from './tokenize.js';
 
 export function createApp(d: GenerateDeps): Hono {
   const app = new Hono();
+  // Prompts are encoded on a thread: a huge one must not stop /health and every other request.
+  const enc = new ThreadTokenizer(tokenizerFilesOf(d.config));
+  enc.warm().catch((e) => console.error(`kv-worker api: tokenizer thread failed to start: ${(e as Error).message}`));
 
   const post = (path: string, kind: 'completion' | 'chat') =>
-    app.post(path, async (c) => generate(kind, await jsonBody(c), d, c.req.raw.signal));
+    app.post(path, async (c) => generate(kind, await jsonBody(c), d, enc, c.req.raw.signal));
   post('/v1/completions', 'completion');
   post('/v1/chat/completions', 'chat');
 
   app.get('/v1/models', (c) =>
     c.json({
       object: 'list',
-      data: [{ id: d.model, object: 'model', created: 0, owned_by: 'kv-router', max_model_len: d.config.numBlocks * d.config.blockSize }],
+      // vLLM's ModelCard: max_model_len is the longest prompt + completion one request may have.
+      data: [{ id: d.model, object: 'model', created: 0, owned_by: 'kv-router', root: d.model, parent: null, max_model_len: d.config.numBlocks * d.config.blockSize }],
     }),
   );
   app.get('/health', (c) => (d.stopping() ? c.json({ status: 'stopping' }, 503) : c.json({ status: 'ok' })));
@@ -33,6 +39,7 @@ export function createApp(d: GenerateDeps): Hono {
   app.notFound((c) => c.json(new ApiError(404, `no route ${c.req.method} ${c.req.path}`).body(), 404));
   app.onError((err, c) => {
     if (err instanceof ApiError) return c.json(err.body(), err.status);
+    if (err instanceof EncodeError) return c.json(new ApiError(400, `cannot tokenize the prompt: ${err.message}`).body(), 400);
     console.error('kv-worker api:', err);
     return c.json(new ApiError(500, (err as Error).message, 'server_error').body(), 500);
   });

@@ -1,6 +1,6 @@
 /** POST /v1/completions and /v1/chat/completions: validate, tokenize, submit, answer whole or as SSE. */
 import { randomUUID } from 'node:crypto';
-import type { Tokenizer } from '../../src/tokenizer/index.js';
+import { parseChat, type Tokenizer } from '../../src/tokenizer/index.js';
 import type { WorkerConfig } from '../config.js';
 import type { GenerateRequest, TextOutput } from '../messages.js';
 import type { PipelineClient } from './client.js';
@@ -8,6 +8,7 @@ import { ApiError, fromZod } from './errors.js';
 import type { WorkerMetrics } from './metrics.js';
 import { chunk, fullResponse, usage, usageChunk, type Kind } from './openai.js';
 import { ChatBody, CompletionBody } from './schemas.js';
+import { rejectUnsupported } from './unsupported.js';
 
 export interface GenerateDeps {
   client: PipelineClient;
@@ -24,48 +25,78 @@ interface Prepared {
   includeUsage: boolean;
 }
 
+/** What tokenizes prompts off the event loop (a ThreadTokenizer in the server). */
+export interface PromptEncoder {
+  encode(text: string): Promise<number[]>;
+}
+
 /** OpenAI's default for completions. */
 const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
 
-function prepare(kind: Kind, raw: unknown, d: GenerateDeps): Prepared {
+function tooLong(maxModelLen: number, inputTokens: string, param: string): ApiError {
+  // vLLM's wording (serving_engine.py _validate_input) for a prompt that leaves no room to generate.
+  return new ApiError(
+    400,
+    `This model's maximum context length is ${maxModelLen} tokens. However, your request has ${inputTokens} input tokens. Please reduce the length of the input messages.`,
+    'invalid_request_error',
+    param,
+    'context_length_exceeded',
+  );
+}
+
+/** The prompt's token ids; text is refused unencoded when its size alone proves it longer than the window. */
+async function encodeBounded(text: string, d: GenerateDeps, enc: PromptEncoder, param: string): Promise<number[]> {
+  const maxModelLen = d.config.numBlocks * d.config.blockSize;
+  const bytes = Buffer.byteLength(text);
+  if (bytes > maxModelLen * d.tokenizer.maxTokenBytes) throw tooLong(maxModelLen, `at least ${Math.ceil(bytes / d.tokenizer.maxTokenBytes)}`, param);
+  return enc.encode(text);
+}
+
+async function prepare(kind: Kind, raw: unknown, d: GenerateDeps, enc: PromptEncoder): Promise<Prepared> {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', null, 'invalid_value');
+  rejectUnsupported(raw as Record<string, unknown>);
   let promptIds: number[];
   let body: CompletionBody | ChatBody;
   let maxTokens: number | null | undefined;
+  let promptParam: string;
   if (kind === 'completion') {
     const r = CompletionBody.safeParse(raw);
     if (!r.success) throw fromZod(r.error);
     body = r.data;
+    promptParam = 'prompt';
     const p = Array.isArray(r.data.prompt) && r.data.prompt.length === 1 && typeof r.data.prompt[0] !== 'number' ? r.data.prompt[0]! : r.data.prompt;
-    promptIds = typeof p === 'string' ? d.tokenizer.encode(p) : (p as number[]);
+    promptIds = typeof p === 'string' ? await encodeBounded(p, d, enc, 'prompt') : (p as number[]);
     maxTokens = r.data.max_tokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS;
   } else {
     const r = ChatBody.safeParse(raw);
     if (!r.success) throw fromZod(r.error);
     body = r.data;
-    const messages = r.data.messages.map((m) => ({
-      role: m.role,
-      content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join(''),
-    }));
+    promptParam = 'messages';
+    const chat = parseChat(raw as Record<string, unknown>);
+    if (chat.kind === 'invalid') throw new ApiError(400, chat.message, 'invalid_request_error', chat.param, 'invalid_value');
+    if (chat.kind === 'unroutable') throw new ApiError(400, `this worker serves text-only models: ${chat.reason}`, 'invalid_request_error', 'messages', 'unsupported_content');
     let text: string;
     try {
-      text = d.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+      text = d.tokenizer.renderChat(chat.input);
     } catch (err) {
       throw new ApiError(400, (err as Error).message, 'invalid_request_error', 'messages');
     }
-    promptIds = d.tokenizer.encode(text, { addSpecialTokens: false });
+    promptIds = await encodeBounded(text, d, enc, 'messages');
     maxTokens = r.data.max_completion_tokens ?? r.data.max_tokens;
   }
-  if (promptIds.length === 0) throw new ApiError(400, 'the prompt is empty', 'invalid_request_error', 'prompt');
+  if (promptIds.length === 0) throw new ApiError(400, 'the prompt is empty', 'invalid_request_error', promptParam);
   const bad = promptIds.find((t) => t >= d.tokenizer.vocabSize);
-  if (bad !== undefined) throw new ApiError(400, `token id ${bad} is out of range (vocabulary size ${d.tokenizer.vocabSize})`, 'invalid_request_error', 'prompt');
+  if (bad !== undefined) throw new ApiError(400, `token id ${bad} is out of range (vocabulary size ${d.tokenizer.vocabSize})`, 'invalid_request_error', promptParam);
 
-  const capacity = d.config.numBlocks * d.config.blockSize;
-  const room = capacity - promptIds.length;
-  if (maxTokens == null) maxTokens = Math.min(d.config.defaultMaxTokens, room);
-  if (promptIds.length + maxTokens > capacity) {
+  // max_model_len is what the KV cache holds: one request never needs more.
+  const maxModelLen = d.config.numBlocks * d.config.blockSize;
+  const n = promptIds.length;
+  if (n >= maxModelLen) throw tooLong(maxModelLen, String(n), promptParam);
+  if (maxTokens == null) maxTokens = Math.min(d.config.defaultMaxTokens, maxModelLen - n);
+  if (n + maxTokens > maxModelLen) {
     throw new ApiError(
       400,
-      `this request needs ${promptIds.length} prompt + ${maxTokens} completion tokens; the worker's KV cache holds ${capacity} tokens (${d.config.numBlocks} blocks × ${d.config.blockSize})`,
+      `'max_tokens' or 'max_completion_tokens' is too large: ${maxTokens}. This model's maximum context length is ${maxModelLen} tokens and your request has ${n} input tokens (${maxTokens} > ${maxModelLen} - ${n}).`,
       'invalid_request_error',
       'max_tokens',
       'context_length_exceeded',
@@ -80,6 +111,7 @@ function prepare(kind: Kind, raw: unknown, d: GenerateDeps): Prepared {
       sampling: { temperature: body.temperature ?? 1, topP: body.top_p ?? 1, seed: body.seed ?? null },
       ignoreEos: body.ignore_eos ?? false,
       stop: stop.filter((s) => s.length > 0),
+      cacheSalt: body.cache_salt ?? null,
     },
     stream: body.stream ?? false,
     includeUsage: body.stream_options?.include_usage ?? false,
@@ -94,8 +126,8 @@ function admit(d: GenerateDeps): void {
   }
 }
 
-export async function generate(kind: Kind, raw: unknown, d: GenerateDeps, signal: AbortSignal): Promise<Response> {
-  const p = prepare(kind, raw, d);
+export async function generate(kind: Kind, raw: unknown, d: GenerateDeps, enc: PromptEncoder, signal: AbortSignal): Promise<Response> {
+  const p = await prepare(kind, raw, d, enc);
   admit(d);
   const meta = { id: p.req.rid, created: Math.floor(Date.now() / 1000), model: d.model };
   const timer = d.metrics.start(kind);

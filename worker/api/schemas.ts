@@ -1,4 +1,4 @@
-/** OpenAI request bodies, as far as this worker honours them. Unknown fields are ignored, as OpenAI-compatible servers do. */
+/** OpenAI request bodies, as far as this worker honours them. Unknown fields are ignored, as OpenAI-compatible servers do, except the ones in unsupported.ts. */
 import { z } from 'zod';
 
 const tokenIds = z.array(z.number().int().min(0)).min(1);
@@ -14,6 +14,8 @@ const sampling = {
   stream: z.boolean().nullable().optional(),
   stream_options: z.object({ include_usage: z.boolean().nullable().optional() }).nullable().optional(),
   n: z.literal(1, { message: 'only n=1 is supported' }).nullable().optional(),
+  // vLLM's check_cache_salt_support (protocol.py).
+  cache_salt: z.string().min(1, { message: "Parameter 'cache_salt' must be a non-empty string if provided." }).nullable().optional(),
 };
 
 export const CompletionBody = z.object({
@@ -23,19 +25,11 @@ export const CompletionBody = z.object({
   }),
 });
 
-const textPart = z.object({ type: z.literal('text'), text: z.string() });
-
+/** Messages are checked and turned into the template's inputs by the renderer shared with the router (src/tokenizer/chat.ts). */
 export const ChatBody = z.object({
   ...sampling,
   max_completion_tokens: z.number().int().min(1).nullable().optional(),
-  messages: z
-    .array(
-      z.object({
-        role: z.enum(['system', 'user', 'assistant', 'tool', 'developer']),
-        content: z.union([z.string(), z.array(textPart), z.null()]),
-      }),
-    )
-    .min(1),
+  messages: z.array(z.unknown()).min(1),
 });
 
 export type CompletionBody = z.infer<typeof CompletionBody>;

@@ -15,12 +15,15 @@ export class Sequence {
   /** Prompt tokens found in the cache at first admission; -1 before. */
   cachedTokens = -1;
   startSent = false;
+  /** vLLM's cache_salt: part of block 0's hash (and so of every block chained to it). */
+  readonly cacheSalt: string | null;
   private readonly hashes: bigint[] = [];
 
   constructor(readonly req: GenerateRequest, readonly blockSize: number) {
     this.rid = req.rid;
     this.tokens = [...req.promptIds];
     this.promptLen = req.promptIds.length;
+    this.cacheSalt = req.cacheSalt ?? null;
   }
 
   get numGenerated(): number {
@@ -33,6 +36,8 @@ export class Sequence {
     if ((k + 1) * bs > this.tokens.length) throw new Error(`block ${k} of ${this.rid} is not full`);
     while (this.hashes.length <= k) {
       const i = this.hashes.length;
+      // The salt enters block 0 with the index helper's hashBlock(parent, tokens, salt) (h/index d293302):
+      // hashBlock(parent, tokens, i === 0 ? this.cacheSalt : null).
       this.hashes.push(hashBlock(i === 0 ? null : this.hashes[i - 1]!, this.tokens.slice(i * bs, (i + 1) * bs)));
     }
     return this.hashes[k]!;
