@@ -171,6 +171,23 @@ describe('kv-worker HTTP API (sim engine)', () => {
     assert.match(j.error.message, /image_url/);
   });
 
+  it('cache_salt isolates tenants: a salted prompt never reuses unsalted or other-salt blocks, and its first block carries the salt', async () => {
+    await w.json('/flush_cache', {});
+    const ids = tok.encode(PROMPT);
+    const cachedOf = async (cache_salt?: string) =>
+      (await w.json('/v1/completions', { prompt: ids, max_tokens: 1, ...(cache_salt ? { cache_salt } : {}) })).usage.prompt_tokens_details.cached_tokens;
+    const full = Math.floor((ids.length - 1) / 16) * 16;
+    assert.equal(await cachedOf(), 0);
+    assert.equal(await cachedOf('tenant-a'), 0, 'salted after unsalted: no hit');
+    assert.equal(await cachedOf('tenant-b'), 0, 'another salt: no hit');
+    assert.equal(await cachedOf('tenant-a'), full, 'same salt again: full hit');
+    assert.equal(await cachedOf(), full, 'unsalted again: its own blocks');
+    const cache: { parent_hash: string | null; extra_keys?: unknown }[] = await w.json('/cache');
+    const roots = cache.filter((b) => b.parent_hash === null);
+    assert.equal(roots.length, 3, 'one first block per namespace');
+    assert.deepEqual(roots.map((b) => JSON.stringify(b.extra_keys ?? null)).sort(), ['[["tenant-a"]]', '[["tenant-b"]]', 'null']);
+  });
+
   it('a huge prompt gets vLLM\'s context-length 400 while /health keeps answering', async () => {
     const maxModelLen = (await w.json('/v1/models')).data[0].max_model_len;
     assert.equal(maxModelLen, 512 * 16);

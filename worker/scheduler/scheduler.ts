@@ -7,6 +7,7 @@
  */
 import type { KVEvent } from '../../src/events/types.js';
 import { BlockPool } from '../cache/block-pool.js';
+import { blockExtraKeys } from '../cache/hash.js';
 import type { Engine, SequenceStep } from '../engines/engine.js';
 import type { FinishReason, GenerateRequest, LoadInfo, SeqOutput } from '../messages.js';
 import { Sequence } from './sequence.js';
@@ -188,8 +189,7 @@ export class Scheduler {
     const full = Math.floor(seq.numComputed / bs);
     for (let k = seq.numCommitted; k < full; k++) {
       const parent = k === 0 ? null : seq.blockHash(k - 1);
-      // With the index helper's pool API (h/index d293302): commit(..., blockExtraKeys(k, seq.cacheSalt)) publishes the salt in extra_keys.
-      seq.blocks[k] = this.pool.commit(seq.blocks[k]!, seq.blockHash(k), parent, seq.tokens.slice(k * bs, (k + 1) * bs));
+      seq.blocks[k] = this.pool.commit(seq.blocks[k]!, seq.blockHash(k), parent, seq.tokens.slice(k * bs, (k + 1) * bs), blockExtraKeys(k, seq.cacheSalt));
     }
     seq.numCommitted = Math.max(seq.numCommitted, full);
   }

@@ -36,9 +36,8 @@ export class Sequence {
     if ((k + 1) * bs > this.tokens.length) throw new Error(`block ${k} of ${this.rid} is not full`);
     while (this.hashes.length <= k) {
       const i = this.hashes.length;
-      // The salt enters block 0 with the index helper's hashBlock(parent, tokens, salt) (h/index d293302):
-      // hashBlock(parent, tokens, i === 0 ? this.cacheSalt : null).
-      this.hashes.push(hashBlock(i === 0 ? null : this.hashes[i - 1]!, this.tokens.slice(i * bs, (i + 1) * bs)));
+      // The salt enters block 0 only (vLLM: cache_salt is an extra key of the first block).
+      this.hashes.push(hashBlock(i === 0 ? null : this.hashes[i - 1]!, this.tokens.slice(i * bs, (i + 1) * bs), i === 0 ? this.cacheSalt : null));
     }
     return this.hashes[k]!;
   }
