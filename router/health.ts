@@ -110,15 +110,21 @@ export class Health {
     if (w.stalledUntil > w.lastProbeAt) return; // /health answers, but the engine stalled: sit out the penalty
     w.consecutiveFailures = 0;
     w.lastError = null;
-    // Models first: a worker enters rotation knowing what it serves (and its context length).
-    if (w.state !== 'healthy' || w.models === null) await this.learnModels(w, t);
-    if (!current()) return;
+    // What it serves (and its context length), learned in the background on every return to
+    // rotation: a hung engine behind a live /health must not hold up the probe loop.
+    if (w.state !== 'healthy' || w.models === null) void this.learnModels(w, t);
     if (w.state !== 'healthy') this.log(`worker ${w.id} healthy`);
     w.state = 'healthy';
     if (this.opts.health.poll_load && w.ranks.length === 1 && !this.noLoadEndpoint.has(w.id)) await this.pollLoad(w, t);
   }
 
+  private readonly learning = new Set<WorkerEntry>();
+
   private async learnModels(w: WorkerEntry, timeoutMs: number): Promise<void> {
+    if (this.learning.has(w)) return;
+    this.learning.add(w);
+    // Until it answers, it does not say (requests are not checked against it).
+    if (w.models === null) w.models = [];
     try {
       const res = await fetch(`${w.url}/v1/models`, { signal: AbortSignal.timeout(timeoutMs) });
       if (!res.ok) {
@@ -130,7 +136,9 @@ export class Health {
       const models = parseModels(await res.json());
       if (models && this.opts.membership.isCurrent(w)) w.models = models;
     } catch {
-      /* unknown until the next probe: requests are not checked against it meanwhile */
+      /* unknown until it next returns to rotation */
+    } finally {
+      this.learning.delete(w);
     }
   }
 
