@@ -152,21 +152,37 @@ export class RequestPipeline {
     return ranked;
   }
 
-  /** Every step up to rank, as /route and the real request share them. */
-  async decide(endpoint: Endpoint, raw: Uint8Array): Promise<Decision | Rejected> {
+  /** parse and tokenize: the steps that may await. */
+  async prepare(endpoint: Endpoint, raw: Uint8Array): Promise<{ parsed: Parsed; req: RouteRequest; tokenizers: Set<string> } | Rejected> {
     const parsed = this.parse(endpoint, raw);
     if (parsed instanceof Rejected) return this.rejected(parsed, endpoint);
     const all = this.candidatesFor(parsed);
     if (all instanceof Rejected) return this.rejected(all, endpoint);
     const req = await this.tokenize(parsed, all);
     if (req instanceof Rejected) return this.rejected(req, endpoint);
-    // Membership may have changed while tokenizing: rank on who is in rotation now.
+    return { parsed, req, tokenizers: new Set(all.map((c) => c.tokenizerKey)) };
+  }
+
+  /**
+   * Candidates as they are now (who is in rotation, their load), fitted to the prompt, ranked.
+   * Synchronous: the real request commits its pick in the same turn, so a concurrent burst sees it.
+   */
+  decideNow(prep: { parsed: Parsed; req: RouteRequest; tokenizers: Set<string> }): Decision | Rejected {
+    const { parsed, req } = prep;
     const now = this.candidatesFor(parsed);
-    if (now instanceof Rejected) return this.rejected(now, endpoint);
-    const tokenized = now.filter((c) => all.some((a) => a.tokenizerKey === c.tokenizerKey));
-    const fits = this.fit(req, tokenized.length > 0 ? tokenized : all, parsed.model);
-    if (fits instanceof Rejected) return this.rejected(fits, endpoint);
+    if (now instanceof Rejected) return this.rejected(now, parsed.endpoint);
+    // A worker that joined while tokenizing with a tokenizer not run for this prompt waits for the next request.
+    const tokenized = now.filter((c) => prep.tokenizers.has(c.tokenizerKey));
+    if (tokenized.length === 0) return this.rejected(new Rejected(openAIError(503, 'no healthy worker for this prompt\'s tokenizer', 'service_unavailable', 'no_healthy_worker'), 'no_worker'), parsed.endpoint);
+    const fits = this.fit(req, tokenized, parsed.model);
+    if (fits instanceof Rejected) return this.rejected(fits, parsed.endpoint);
     return { parsed, req, ranked: this.rank(req, fits) };
+  }
+
+  /** Every step up to rank, as /route and the real request share them. */
+  async decide(endpoint: Endpoint, raw: Uint8Array): Promise<Decision | Rejected> {
+    const prep = await this.prepare(endpoint, raw);
+    return prep instanceof Rejected ? prep : this.decideNow(prep);
   }
 
   /**
@@ -213,7 +229,10 @@ export class RequestPipeline {
 
   /** The whole way: decide, then commit and forward (attempts walk down the ranking). */
   async handle(endpoint: Endpoint, raw: Uint8Array, signal: AbortSignal, headers: Record<string, string>): Promise<Response> {
-    const dec = await this.decide(endpoint, raw);
+    const prep = await this.prepare(endpoint, raw);
+    if (prep instanceof Rejected) return prep.res;
+    // From here to the first attempt's commit nothing awaits: rank, commit and send in one turn.
+    const dec = this.decideNow(prep);
     if (dec instanceof Rejected) return dec.res;
     this.budget.deposit();
     const r = await forward({
