@@ -109,6 +109,10 @@ export const RouterConfigSchema = z.object({
     /** Total attempts per request, first one included. */
     max_attempts: z.number().int().min(1).max(10).default(3),
     backoff_ms: z.number().int().min(0).default(25),
+    /** Router-wide retry budget: retries per request on average (every request deposits this share of one)... */
+    budget_ratio: z.number().min(0).max(10).default(0.2),
+    /** ...plus this many retries per second whatever the traffic (so a quiet router still retries). */
+    budget_min_per_s: z.number().min(0).default(10),
   }).strict().prefault({}),
   /** Append one JSON line per routed request (candidates, matched tokens, load, cost terms) to this file. */
   decision_log: z.string().min(1).nullable().default(null),

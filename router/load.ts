@@ -1,10 +1,11 @@
 /**
- * The router's own accounting of work it has sent to each worker and not yet seen finish:
- * prefill tokens still to compute (until the first response byte), and requests in flight
- * (decoding or about to). Optionally merged with what the worker itself reports on GET /load.
+ * Load accounting: the work this router has sent to each (worker, rank) source and not yet seen
+ * finish, merged with what the worker itself reports on GET /load (other clients, other routers).
+ * Policies read a `LoadView`; the pipeline records through `LoadAccounting`. `LocalLoad` is this
+ * router's own accounting; a shared implementation (several replicas) sits behind the same interface.
  */
 export interface WorkerLoad {
-  /** Requests sent by this router, not finished. */
+  /** Requests in flight. */
   inFlight: number;
   /** Uncached prompt tokens of those requests whose first byte has not arrived yet. */
   pendingPrefillTokens: number;
@@ -27,62 +28,112 @@ export interface LoadTicket {
   finish(): void;
 }
 
-export class LoadTracker {
+/** What a policy reads. */
+export interface LoadView {
+  /** This router's own count. */
+  get(source: string): WorkerLoad;
+  /** Own count plus the work the worker reports that this router did not send. */
+  effective(source: string): WorkerLoad;
+}
+
+/** What the pipeline and the health probes write. */
+export interface LoadAccounting extends LoadView {
+  /** A request goes to `source` now (recorded synchronously: a concurrent burst sees it). */
+  start(source: string, prefillTokens: number): LoadTicket;
+  report(source: string, r: Omit<ReportedLoad, 'at'>): void;
+  reportedOf(source: string): ReportedLoad | undefined;
+  /** The source left: drop everything kept for it. */
+  forget(source: string): void;
+  /** Sources with state kept (tests: nothing outlives a removed worker). */
+  sources(): string[];
+}
+
+const ZERO: WorkerLoad = Object.freeze({ inFlight: 0, pendingPrefillTokens: 0, activeDecodes: 0 });
+
+interface Report extends ReportedLoad {
+  /** The router's own count when the report arrived: that part of the report is ours. */
+  own: WorkerLoad;
+}
+
+/**
+ * The worker's report is a snapshot that includes this router's requests. Only the part above
+ * what the router itself had in flight then is foreign work; the router's own live count wins
+ * for its requests, so a request it saw finish stops counting at once (not when the report ages out).
+ */
+export function mergeReported(own: WorkerLoad, rep: Report | undefined, now: number, maxAgeMs: number): WorkerLoad {
+  if (!rep || now - rep.at > maxAgeMs) return own;
+  const foreignInFlight = Math.max(0, rep.running + rep.waiting - rep.own.inFlight);
+  const foreignDecodes = Math.max(0, rep.running - rep.own.activeDecodes);
+  const foreignPrefill = Math.max(0, rep.pendingPrefillTokens - rep.own.pendingPrefillTokens);
+  if (foreignInFlight === 0 && foreignDecodes === 0 && foreignPrefill === 0) return own;
+  return {
+    inFlight: own.inFlight + foreignInFlight,
+    pendingPrefillTokens: own.pendingPrefillTokens + foreignPrefill,
+    activeDecodes: own.activeDecodes + foreignDecodes,
+  };
+}
+
+export class LocalLoad implements LoadAccounting {
   private readonly loads = new Map<string, WorkerLoad>();
-  private readonly reported = new Map<string, ReportedLoad>();
+  private readonly reported = new Map<string, Report>();
 
-  get(workerId: string): WorkerLoad {
-    return this.loads.get(workerId) ?? { inFlight: 0, pendingPrefillTokens: 0, activeDecodes: 0 };
+  constructor(private readonly maxReportAgeMs = 5000) {}
+
+  get(source: string): WorkerLoad {
+    return this.loads.get(source) ?? ZERO;
   }
 
-  /** The router's own numbers, raised to the worker's report when that is higher (other clients, other routers). */
-  effective(workerId: string, maxReportAgeMs = 5000): WorkerLoad {
-    const own = this.get(workerId);
-    const rep = this.reported.get(workerId);
-    if (!rep || Date.now() - rep.at > maxReportAgeMs) return own;
-    return {
-      inFlight: Math.max(own.inFlight, rep.running + rep.waiting),
-      pendingPrefillTokens: Math.max(own.pendingPrefillTokens, rep.pendingPrefillTokens),
-      activeDecodes: Math.max(own.activeDecodes, rep.running),
-    };
+  effective(source: string): WorkerLoad {
+    return mergeReported(this.get(source), this.reported.get(source), Date.now(), this.maxReportAgeMs);
   }
 
-  report(workerId: string, r: Omit<ReportedLoad, 'at'>): void {
-    this.reported.set(workerId, { ...r, at: Date.now() });
+  report(source: string, r: Omit<ReportedLoad, 'at'>): void {
+    this.reported.set(source, { ...r, at: Date.now(), own: { ...this.get(source) } });
   }
 
-  reportedOf(workerId: string): ReportedLoad | undefined {
-    return this.reported.get(workerId);
+  reportedOf(source: string): ReportedLoad | undefined {
+    const r = this.reported.get(source);
+    if (!r) return undefined;
+    const { own: _own, ...rest } = r;
+    return rest;
   }
 
-  start(workerId: string, prefillTokens: number): LoadTicket {
-    const l = this.loads.get(workerId) ?? { inFlight: 0, pendingPrefillTokens: 0, activeDecodes: 0 };
-    this.loads.set(workerId, l);
+  start(source: string, prefillTokens: number): LoadTicket {
+    let l = this.loads.get(source);
+    if (!l) this.loads.set(source, (l = { inFlight: 0, pendingPrefillTokens: 0, activeDecodes: 0 }));
+    const load = l;
     const tokens = Math.max(0, Math.round(prefillTokens));
-    l.inFlight += 1;
-    l.pendingPrefillTokens += tokens;
+    load.inFlight += 1;
+    load.pendingPrefillTokens += tokens;
     let prefilling = true;
     let done = false;
     return {
       prefillDone: () => {
         if (!prefilling || done) return;
         prefilling = false;
-        l.pendingPrefillTokens -= tokens;
-        l.activeDecodes += 1;
+        load.pendingPrefillTokens -= tokens;
+        load.activeDecodes += 1;
       },
       finish: () => {
         if (done) return;
         done = true;
-        if (prefilling) l.pendingPrefillTokens -= tokens;
-        else l.activeDecodes -= 1;
+        if (prefilling) load.pendingPrefillTokens -= tokens;
+        else load.activeDecodes -= 1;
         prefilling = false;
-        l.inFlight -= 1;
+        load.inFlight -= 1;
       },
     };
   }
 
-  forget(workerId: string): void {
-    this.loads.delete(workerId);
-    this.reported.delete(workerId);
+  forget(source: string): void {
+    this.loads.delete(source);
+    this.reported.delete(source);
+  }
+
+  sources(): string[] {
+    return [...new Set([...this.loads.keys(), ...this.reported.keys()])];
   }
 }
+
+/** The former name (tests, benches). */
+export { LocalLoad as LoadTracker };

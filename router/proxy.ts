@@ -1,9 +1,54 @@
-import type { LoadTracker } from './load.js';
-import type { RouterMetrics } from './metrics.js';
-import type { Registry } from './registry.js';
 import type { Scored } from './policies/policy.js';
 import { openAIError } from './errors.js';
 import { postUpstream, type UpstreamResponse } from './upstream.js';
+
+/** Why an attempt failed before its first byte. */
+export type FailureReason =
+  /** Nothing listens there (ECONNREFUSED): the request never reached the worker. */
+  | 'refused'
+  /** The connection failed otherwise (reset, closed) after the request may have reached it. */
+  | 'connect'
+  /** No response headers within upstream_header_timeout_ms. */
+  | 'timeout'
+  /** The worker left rotation while the attempt waited for its first byte. */
+  | 'out_of_rotation'
+  /** 429/502/503/504: the worker could not take it now. */
+  | 'status'
+  /** The response failed before its first byte. */
+  | 'body';
+
+export interface AttemptFailure {
+  reason: FailureReason;
+  /** Human-readable, for the log and the final error. */
+  error: string;
+  status?: number;
+}
+
+/** How an attempt ended once bytes flowed. */
+export type AttemptEnd = 'ok' | 'upstream_status' | 'stream_error' | 'aborted';
+
+/**
+ * The pipeline's side of one attempt. forward() only reports what happened; the pipeline records
+ * it (load, health, policy, metrics) and decides whether another attempt is allowed.
+ */
+export interface Attempt {
+  /** The attempt failed before any byte reached the client: may the next candidate be tried? */
+  failed(f: AttemptFailure): boolean;
+  /** The first response byte arrived (prefill done): the request stays here. */
+  firstByte(status: number): void;
+  /** A later chunk arrived (the engine is alive). */
+  progress(): void;
+  /** Done, one way or another. Called once, after firstByte. */
+  ended(end: AttemptEnd): void;
+  /** The client went away before the first byte. */
+  aborted(): void;
+}
+
+export interface ForwardTarget {
+  url: string;
+  /** More than one: the rank goes in x-data-parallel-rank. */
+  ranks: number;
+}
 
 export interface ForwardOptions {
   /** Upstream path, e.g. /v1/chat/completions. */
@@ -17,75 +62,81 @@ export interface ForwardOptions {
   maxAttempts: number;
   backoffMs: number;
   headerTimeoutMs: number;
-  registry: Registry;
-  load: LoadTracker;
-  metrics: RouterMetrics;
-  /** Called when an attempt is sent to a candidate (policies learn: provisional entries, own tree). */
-  onAttempt(s: Scored, attempt: number): void;
+  /** Where a worker is now (undefined: it left; that candidate is skipped). */
+  target(workerId: string): ForwardTarget | undefined;
+  /**
+   * Attempt `i` goes to `s` now. Called synchronously before the send (no await between the
+   * pipeline's decision and this call for the first attempt): the pipeline records the load and
+   * commits the pick here, and hands back `ac` to whoever may abort the attempt (health).
+   */
+  begin(s: Scored, attempt: number, ac: AbortController): Attempt;
   /** Extra request headers (e.g. authorization to pass through). */
   headers?: Record<string, string>;
-  /** The client asked for a stream: its first byte is due after prefill (stall detection). */
-  streaming?: boolean;
 }
+
+/** What forward() decided, besides the response: the pipeline's metrics read it. */
+export type ForwardResult =
+  | { kind: 'response'; res: Response; attempts: number }
+  | { kind: 'aborted'; res: Response; worker: string | null }
+  | { kind: 'exhausted'; res: Response; attempts: number; lastError: string };
 
 /** Upstream statuses that mean "this worker cannot take it now": try the next one. */
 const RETRY_STATUS = new Set([429, 502, 503, 504]);
 const DROP_HEADERS = new Set(['content-length', 'content-encoding', 'transfer-encoding', 'connection', 'keep-alive', 'date', 'server']);
 
 /**
- * Sends the request to the best candidate; on failure before the first response byte
- * (connection error, 429/502/503/504, body error before any byte) moves on to the next one,
- * up to maxAttempts with exponential backoff. Once bytes flow, they are passed through as
- * they arrive; an upstream failure then ends an SSE stream with an error event.
+ * Sends the request to the best candidate; on failure before the first response byte moves on
+ * to the next one while the pipeline allows it, up to maxAttempts with exponential backoff. Once
+ * bytes flow they are passed through as they arrive; an upstream failure then ends an SSE stream
+ * with an error event. Writes nothing back: every fact goes to the pipeline's Attempt.
  */
-export async function forward(o: ForwardOptions): Promise<Response> {
-  const endpoint = o.path;
+export async function forward(o: ForwardOptions): Promise<ForwardResult> {
   let lastError = 'no candidate';
   const attempts = Math.min(o.maxAttempts, o.ranked.length);
+  let made = 0;
   for (let i = 0; i < attempts; i++) {
-    if (o.signal.aborted) return aborted(o, endpoint);
-    if (i > 0 && o.backoffMs > 0) await sleep(o.backoffMs * 2 ** (i - 1), o.signal);
+    if (o.signal.aborted) return aborted(null);
+    if (made > 0 && o.backoffMs > 0) await sleep(o.backoffMs * 2 ** (made - 1), o.signal);
+    if (o.signal.aborted) return aborted(null);
     const s = o.ranked[i]!;
     const c = s.candidate;
-    const w = o.registry.get(c.workerId);
+    const w = o.target(c.workerId);
     if (!w) continue;
-    const ticket = o.load.start(c.source, s.promptTokens - s.matchedTokens);
-    o.onAttempt(s, i);
     const ac = new AbortController();
+    const attempt = o.begin(s, made, ac);
+    made++;
     const onClientAbort = () => ac.abort(new Error('client disconnected'));
     o.signal.addEventListener('abort', onClientAbort, { once: true });
-    const headerTimer = setTimeout(() => ac.abort(new Error('upstream header timeout')), o.headerTimeoutMs);
-    const untrack = o.registry.trackPending(c.workerId, ac, o.streaming ?? false);
-    const cleanup = () => {
-      untrack();
+    const headerTimer = setTimeout(() => ac.abort(new HeaderTimeout('upstream header timeout')), o.headerTimeoutMs);
+    const detach = () => {
       clearTimeout(headerTimer);
       o.signal.removeEventListener('abort', onClientAbort);
-      ticket.finish();
     };
     const headers: Record<string, string> = { 'content-type': 'application/json', ...o.headers };
-    if (w.ranks.length > 1) headers['x-data-parallel-rank'] = String(c.rank);
+    if (w.ranks > 1) headers['x-data-parallel-rank'] = String(c.rank);
+    const last = i === attempts - 1;
 
     let res: UpstreamResponse;
     try {
       res = await postUpstream(w.url + o.path, o.body, headers, ac.signal);
     } catch (e) {
-      cleanup();
-      if (o.signal.aborted) return aborted(o, endpoint, c.workerId);
-      lastError = `${c.workerId}: ${errText(e)}`;
-      o.registry.reportFailure(c.workerId, errText(e));
-      o.metrics.retries.inc({ worker: c.workerId, reason: 'connect' });
-      o.metrics.requests.inc({ worker: c.workerId, outcome: 'retry', endpoint });
+      detach();
+      if (o.signal.aborted) {
+        attempt.aborted();
+        return aborted(c.workerId);
+      }
+      const f = failureOf(e, ac.signal);
+      lastError = `${c.workerId}: ${f.error}`;
+      if (!attempt.failed(f)) return exhausted(made, lastError, f);
       continue;
     }
     clearTimeout(headerTimer);
 
-    const last = i === attempts - 1;
     if (RETRY_STATUS.has(res.status) && !last) {
       const text = await drain(res);
-      cleanup();
+      detach();
       lastError = `${c.workerId}: HTTP ${res.status} ${text.slice(0, 200)}`;
-      o.metrics.retries.inc({ worker: c.workerId, reason: String(res.status) });
-      o.metrics.requests.inc({ worker: c.workerId, outcome: 'retry', endpoint });
+      if (!attempt.failed({ reason: 'status', status: res.status, error: `HTTP ${res.status}` })) return exhausted(made, lastError, null);
       continue;
     }
 
@@ -94,17 +145,18 @@ export async function forward(o: ForwardOptions): Promise<Response> {
     try {
       first = await res.chunks.next();
     } catch (e) {
-      cleanup();
-      if (o.signal.aborted) return aborted(o, endpoint, c.workerId);
-      lastError = `${c.workerId}: response failed before the first byte: ${errText(e)}`;
-      o.registry.reportFailure(c.workerId, errText(e));
-      o.metrics.retries.inc({ worker: c.workerId, reason: 'body' });
-      o.metrics.requests.inc({ worker: c.workerId, outcome: 'retry', endpoint });
+      detach();
+      if (o.signal.aborted) {
+        attempt.aborted();
+        return aborted(c.workerId);
+      }
+      const f = failureOf(e, ac.signal);
+      const bodyFailure: AttemptFailure = { ...f, reason: f.reason === 'connect' ? 'body' : f.reason, error: `response failed before the first byte: ${f.error}` };
+      lastError = `${c.workerId}: ${bodyFailure.error}`;
+      if (!attempt.failed(bodyFailure)) return exhausted(made, lastError, bodyFailure);
       continue;
     }
-    untrack();
-    o.registry.progress(c.workerId);
-    ticket.prefillDone();
+    attempt.firstByte(res.status);
 
     const outHeaders = new Headers();
     for (const [k, v] of Object.entries(res.headers)) {
@@ -113,30 +165,24 @@ export async function forward(o: ForwardOptions): Promise<Response> {
       else outHeaders.set(k, v);
     }
     outHeaders.set('x-kv-router-worker', c.workerId);
-    if (w.ranks.length > 1) outHeaders.set('x-kv-router-rank', String(c.rank));
+    if (w.ranks > 1) outHeaders.set('x-kv-router-rank', String(c.rank));
     outHeaders.set('x-kv-router-cached-tokens', String(s.matchedTokens));
-    outHeaders.set('x-kv-router-attempts', String(i + 1));
+    outHeaders.set('x-kv-router-attempts', String(made));
     const sse = String(res.headers['content-type'] ?? '').includes('text/event-stream');
-    const ok = res.status >= 200 && res.status < 300;
-    const outcome = ok ? 'ok' : 'upstream_status';
-    if (ok) {
-      o.metrics.expectedCachedTokens.inc({ worker: c.workerId }, s.matchedTokens);
-      o.metrics.promptTokens.inc({ worker: c.workerId }, s.promptTokens);
-    }
-
-    if (first.done) {
-      cleanup();
-      o.metrics.requests.inc({ worker: c.workerId, outcome, endpoint });
-      return new Response(null, { status: res.status, headers: outHeaders });
-    }
+    const outcome: AttemptEnd = res.status >= 200 && res.status < 300 ? 'ok' : 'upstream_status';
 
     let finished = false;
-    const finish = (result: string) => {
+    const finish = (end: AttemptEnd) => {
       if (finished) return;
       finished = true;
-      cleanup();
-      o.metrics.requests.inc({ worker: c.workerId, outcome: result, endpoint });
+      detach();
+      attempt.ended(end);
     };
+    if (first.done) {
+      finish(outcome);
+      return { kind: 'response', res: new Response(null, { status: res.status, headers: outHeaders }), attempts: made };
+    }
+
     const firstChunk = first.value;
     const up = res;
     let sentFirst = false;
@@ -149,7 +195,7 @@ export async function forward(o: ForwardOptions): Promise<Response> {
         }
         try {
           const r = await up.chunks.next();
-          o.registry.progress(c.workerId);
+          attempt.progress();
           if (r.done) {
             finish(outcome);
             ctrl.close();
@@ -167,17 +213,40 @@ export async function forward(o: ForwardOptions): Promise<Response> {
           } else ctrl.error(e);
         }
       },
-      cancel(reason) {
+      cancel() {
         // The client went away: stop the worker's work too.
         up.destroy();
         finish('aborted');
       },
     }, { highWaterMark: 0 });
-    return new Response(body, { status: res.status, headers: outHeaders });
+    return { kind: 'response', res: new Response(body, { status: res.status, headers: outHeaders }), attempts: made };
   }
-  const worker = o.ranked[0]?.candidate.workerId ?? 'none';
-  o.metrics.requests.inc({ worker, outcome: 'no_worker', endpoint });
-  return openAIError(502, `no worker could serve the request after ${attempts} attempt(s); last error: ${lastError}`, 'upstream_error', 'all_attempts_failed');
+  return exhausted(made, lastError, null);
+
+  function exhausted(n: number, err: string, stoppedBy: AttemptFailure | null): ForwardResult {
+    const why = stoppedBy && stoppedBy.reason !== 'refused' && n < attempts
+      ? ` (not retried on other workers: the attempt ${stoppedBy.reason === 'timeout' ? 'timed out' : stoppedBy.reason === 'out_of_rotation' ? 'ended with the worker out of rotation' : 'took the worker out of rotation or the retry budget is spent'})`
+      : '';
+    return {
+      kind: 'exhausted',
+      attempts: n,
+      lastError: err,
+      res: openAIError(502, `no worker could serve the request after ${n} attempt(s)${why}; last error: ${err}`, 'upstream_error', 'all_attempts_failed'),
+    };
+  }
+}
+
+class HeaderTimeout extends Error {
+  override name = 'HeaderTimeout';
+}
+
+/** Classifies a failed send by the abort reason or the socket error. */
+function failureOf(e: unknown, signal: AbortSignal): AttemptFailure {
+  const reason = signal.aborted ? (signal.reason as Error | undefined) : undefined;
+  if (reason instanceof HeaderTimeout) return { reason: 'timeout', error: reason.message };
+  if (reason?.name === 'OutOfRotation') return { reason: 'out_of_rotation', error: reason.message };
+  const code = (e as NodeJS.ErrnoException)?.code ?? (e as { cause?: { code?: string } })?.cause?.code;
+  return { reason: code === 'ECONNREFUSED' ? 'refused' : 'connect', error: errText(e) };
 }
 
 async function drain(res: UpstreamResponse): Promise<string> {
@@ -190,9 +259,8 @@ async function drain(res: UpstreamResponse): Promise<string> {
   return Buffer.concat(parts).toString('utf8');
 }
 
-function aborted(o: ForwardOptions, endpoint: string, worker = 'none'): Response {
-  o.metrics.requests.inc({ worker, outcome: 'aborted', endpoint });
-  return openAIError(499, 'client closed the request', 'aborted', 'client_closed');
+function aborted(worker: string | null): ForwardResult {
+  return { kind: 'aborted', worker, res: openAIError(499, 'client closed the request', 'aborted', 'client_closed') };
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

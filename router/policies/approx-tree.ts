@@ -30,12 +30,14 @@ export class ApproxTreePolicy implements Policy {
       const tokens = req.tokensFor(c);
       let keys = keysCache.get(tokens);
       if (!keys) {
-        keys = blockKeys(tokens, this.opts.block_size, req.lora);
+        keys = blockKeys(tokens, this.opts.block_size, saltedLora(req));
         keysCache.set(tokens, keys);
       }
       const tree = this.trees.get(c.source);
+      // A hit reaches at most prompt - 1 tokens (see matchableTokens); has() leaves the LRU order alone.
+      const reachable = Math.floor(Math.max(0, tokens.length - 1) / this.opts.block_size);
       let blocks = 0;
-      if (tree) while (blocks < keys.length && tree.has(keys[blocks]!)) blocks++;
+      if (tree) while (blocks < reachable && tree.has(keys[blocks]!)) blocks++;
       const matched = blocks * this.opts.block_size;
       const { terms, cost } = costTerms(this.w, tokens.length, matched, c.load);
       return { candidate: c, matchedTokens: matched, indexMatchedTokens: matched, promptTokens: tokens.length, terms, cost };
@@ -43,7 +45,7 @@ export class ApproxTreePolicy implements Policy {
     return sortByCost(scored, this.w.tie_tolerance, this.rnd);
   }
 
-  routed(req: RouteRequest, pick: Candidate): void {
+  commit(req: RouteRequest, pick: Candidate): void {
     let tree = this.trees.get(pick.source);
     if (!tree) {
       tree = new LRUCache<string, true>({
@@ -52,8 +54,9 @@ export class ApproxTreePolicy implements Policy {
       });
       this.trees.set(pick.source, tree);
     }
+    // Salted requests live under their own keys (vLLM's cache_salt).
     // Root last, so it is the most recently used: the LRU evicts leaves before their prefixes.
-    const keys = blockKeys(req.tokensFor(pick), this.opts.block_size, req.lora);
+    const keys = blockKeys(req.tokensFor(pick), this.opts.block_size, saltedLora(req));
     for (let i = keys.length - 1; i >= 0; i--) tree.set(keys[i]!, true);
   }
 
@@ -65,6 +68,12 @@ export class ApproxTreePolicy implements Policy {
   size(source: string): number {
     return this.trees.get(source)?.size ?? 0;
   }
+}
+
+/** LoRA and salt both seed the chain: blocks under another salt never match. */
+function saltedLora(req: RouteRequest): string | null {
+  if (req.salt === null) return req.lora;
+  return `${req.lora ?? ''}\u0000salt:${req.salt}`;
 }
 
 /** Chained 64-bit-ish keys (two FNV-1a 32-bit lanes) of each full block. */

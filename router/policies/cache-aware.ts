@@ -1,5 +1,5 @@
 import type { Candidate, CostWeights, Policy, RouteRequest, Scored } from './policy.js';
-import { costTerms, demoteOverloaded, sortByCost } from './policy.js';
+import { costTerms, demoteOverloaded, matchableTokens, sortByCost } from './policy.js';
 import type { MatchIndex, MatchResult } from './match-index.js';
 import { mediumRecord, provisionalOf } from './match-index.js';
 import { HotPrefixes, prefixKey } from './hot-prefixes.js';
@@ -12,7 +12,7 @@ import { HotPrefixes, prefixKey } from './hot-prefixes.js';
 export class CacheAwarePolicy implements Policy {
   readonly name = 'cache_aware';
   private readonly hot: HotPrefixes;
-  /** The matched-prefix key of each ranked request, counted when it is routed. */
+  /** The matched-prefix key of each ranked request, counted when it is committed (a memo: no answer depends on it). */
   private readonly keys = new WeakMap<RouteRequest, string>();
 
   constructor(
@@ -30,7 +30,7 @@ export class CacheAwarePolicy implements Policy {
       const tokens = req.tokensFor(c);
       let m = matches.get(tokens);
       if (!m) {
-        m = this.index.match(tokens, { lora: req.lora });
+        m = this.index.match(matchableTokens(tokens), { lora: req.lora, salt: req.salt });
         matches.set(tokens, m);
       }
       const r = m.get(c.source);
@@ -69,9 +69,9 @@ export class CacheAwarePolicy implements Policy {
     return demoteOverloaded(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold);
   }
 
-  routed(req: RouteRequest, pick: Candidate): void {
+  commit(req: RouteRequest, pick: Candidate): void {
     const tokens = req.tokensFor(pick);
-    if (tokens.length >= pick.blockSize) this.index.markProvisional(pick.source, tokens, pick.blockSize, req.lora);
+    if (tokens.length >= pick.blockSize) this.index.markProvisional(pick.source, tokens, pick.blockSize, req.lora, req.salt);
     const key = this.keys.get(req);
     if (key !== undefined) this.hot.add(key);
     this.keys.delete(req); // a retry of the same request is not another request

@@ -9,17 +9,18 @@ import { ApproxTreePolicy } from './approx-tree.js';
 
 export type { Policy, Candidate, RouteRequest, Scored, CostWeights } from './policy.js';
 
-export function createPolicy(cfg: Pick<RouterConfig, 'policy' | 'cache_aware' | 'approx_tree'>, index: MatchIndex): Policy {
+/** `rnd` only for tests (deterministic tie breaks). */
+export function createPolicy(cfg: Pick<RouterConfig, 'policy' | 'cache_aware' | 'approx_tree'>, index: MatchIndex, rnd: () => number = Math.random): Policy {
   switch (cfg.policy) {
     case 'cache_aware':
-      return new CacheAwarePolicy(index, cfg.cache_aware);
+      return new CacheAwarePolicy(index, cfg.cache_aware, rnd);
     case 'round_robin':
       return new RoundRobinPolicy();
     case 'random':
-      return new RandomPolicy();
+      return new RandomPolicy(rnd);
     case 'least_load':
-      return new LeastLoadPolicy(cfg.cache_aware);
+      return new LeastLoadPolicy(cfg.cache_aware, rnd);
     case 'approx_tree':
-      return new ApproxTreePolicy(cfg.cache_aware, cfg.approx_tree);
+      return new ApproxTreePolicy(cfg.cache_aware, cfg.approx_tree, rnd);
   }
 }

@@ -4,9 +4,15 @@ export interface MatchResult {
   byMedium?: unknown;
 }
 
+export interface MatchOptions {
+  lora?: string | null;
+  /** cache_salt of the request: blocks stored under another salt (or none) never match. */
+  salt?: string | null;
+}
+
 export interface MatchIndex {
-  match(tokenIds: number[], opts?: { lora?: string | null }): Map<string, MatchResult>;
-  markProvisional(source: string, tokenIds: number[], blockSize: number, lora?: string | null): void;
+  match(tokenIds: number[], opts?: MatchOptions): Map<string, MatchResult>;
+  markProvisional(source: string, tokenIds: number[], blockSize: number, lora?: string | null, salt?: string | null): void;
 }
 
 /** byMedium as a plain record for explain output, whatever shape the index gives (Map or object). */

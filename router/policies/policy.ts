@@ -12,12 +12,18 @@ export interface Candidate {
   /** Key of the tokenizer this worker uses (candidates with different tokenizers see different token ids). */
   tokenizerKey: string;
   load: WorkerLoad;
+  /** Blocks its cache holds (index tree): ties go to the one with more free room. Absent: unknown (0). */
+  heldBlocks?: number;
 }
 
 export interface RouteRequest {
   /** Prompt token ids as the candidate's tokenizer produces them. */
   tokensFor(c: Candidate): number[];
   lora: string | null;
+  /** vLLM's cache_salt: blocks computed under another salt do not match. */
+  salt: string | null;
+  /** Why the prompt could not be tokenized as the engine would (e.g. image parts): routed by load only. */
+  loadOnly?: string;
 }
 
 export interface Scored {
@@ -33,12 +39,15 @@ export interface Scored {
   cost: number;
 }
 
-/** A routing policy: ranks candidates best first (the proxy retries down the list). */
+/**
+ * A routing policy. `rank` is pure: it ranks candidates best first (the proxy retries down the
+ * list) and changes nothing, so /route is a faithful dry run. `commit` records that the request
+ * was sent to `pick` (provisional entries, own tree, rotation); the pipeline calls it once per attempt.
+ */
 export interface Policy {
   readonly name: string;
   rank(req: RouteRequest, candidates: Candidate[]): Scored[];
-  /** The request was sent to `pick` (learn from it: provisional entries, own tree, rotation). */
-  routed?(req: RouteRequest, pick: Candidate): void;
+  commit?(req: RouteRequest, pick: Candidate): void;
   /** A source left (worker removed): forget it. */
   forget?(source: string): void;
 }
@@ -103,7 +112,8 @@ export function costTerms(
 
 /**
  * Lowest cost first; costs within `tolerance` of each other are ties, broken toward
- * spreading load: fewer requests in flight first, then at random.
+ * spreading load: fewer requests in flight first, then more free cache room (fewer blocks
+ * held: a new prefix evicts less there), then at random.
  */
 export function sortByCost(scored: Scored[], tolerance = 0, rnd: () => number = Math.random): Scored[] {
   const keyed = scored.map((s) => ({ s, r: rnd() }));
@@ -115,7 +125,7 @@ export function sortByCost(scored: Scored[], tolerance = 0, rnd: () => number = 
     let j = i + 1;
     while (j < keyed.length && keyed[j]!.s.cost - keyed[i]!.s.cost <= tolerance) j++;
     const band = keyed.slice(i, j);
-    band.sort((a, b) => a.s.candidate.load.inFlight - b.s.candidate.load.inFlight || a.r - b.r);
+    band.sort((a, b) => a.s.candidate.load.inFlight - b.s.candidate.load.inFlight || (a.s.candidate.heldBlocks ?? 0) - (b.s.candidate.heldBlocks ?? 0) || a.r - b.r);
     for (const k of band) out.push(k.s);
     i = j;
   }
@@ -125,4 +135,14 @@ export function sortByCost(scored: Scored[], tolerance = 0, rnd: () => number = 
 /** A Scored entry that carries no cache knowledge (baselines). */
 export function plainScore(c: Candidate, promptTokens: number, cost: number, terms: Record<string, number> = {}): Scored {
   return { candidate: c, matchedTokens: 0, indexMatchedTokens: 0, promptTokens, terms, cost };
+}
+
+/**
+ * The prompt as far as a prefix-cache hit can reach: vLLM recomputes at least the last prompt
+ * token (its logits start the output), so a hit covers at most prompt_tokens - 1 tokens, i.e.
+ * the full blocks of the prompt minus its last token (a fully cached 160-token prompt reuses 144
+ * at block size 16). vllm/v1/core/kv_cache_manager.py get_computed_blocks: max_cache_hit_length = num_tokens - 1.
+ */
+export function matchableTokens(tokens: number[]): number[] {
+  return tokens.length > 0 ? tokens.slice(0, tokens.length - 1) : tokens;
 }

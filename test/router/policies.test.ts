@@ -45,7 +45,7 @@ function cand(workerId: string, load = new LoadTracker(), trusted = true): Candi
   return { workerId, rank: 0, source, trusted, blockSize: BS, tokenizerKey: 'default', load: load.get(source) };
 }
 
-const req = (tokens: number[]): RouteRequest => ({ tokensFor: () => tokens, lora: null });
+const req = (tokens: number[], salt: string | null = null): RouteRequest => ({ tokensFor: () => tokens, lora: null, salt });
 
 test('cache_aware: the worker holding the long prefix wins, cost terms explain why', () => {
   const index = indexOf({ provisionalTtlMs: 1000 });
@@ -67,11 +67,11 @@ test('cache_aware: an untrusted stream counts as zero cached tokens', () => {
   const prefix = seq(1024, 1000);
   index.applyBatch('a:0', storeBatch(prefix));
   const p = new CacheAwarePolicy(index, W, () => 0.5);
-  const ranked = p.rank(req(prefix), [cand('a', undefined, false), cand('b')]);
+  const ranked = p.rank(req([...prefix, 5]), [cand('a', undefined, false), cand('b')]);
   const a = ranked.find((s) => s.candidate.workerId === 'a')!;
   assert.equal(a.indexMatchedTokens, 1024);
   assert.equal(a.matchedTokens, 0);
-  assert.equal(a.cost, 1024);
+  assert.equal(a.cost, 1025);
 });
 
 test('cache_aware: a busy worker stops attracting requests even when it holds the prefix', () => {
@@ -108,7 +108,7 @@ test('cache_aware: provisional marks keep a burst of siblings together, then exp
   const p = new CacheAwarePolicy(index, W);
   const prefix = seq(1024, 7);
   const first = p.rank(req([...prefix, 1, 2, 3]), [cand('a'), cand('b'), cand('c')])[0]!.candidate;
-  p.routed(req([...prefix, 1, 2, 3]), first);
+  p.commit(req([...prefix, 1, 2, 3]), first);
   for (let i = 0; i < 20; i++) {
     const r = req([...prefix, ...seq(32, 100 * i)]);
     const pick = p.rank(r, [cand('a'), cand('b'), cand('c')])[0]!;
@@ -125,8 +125,8 @@ test('cache_aware: provisional marks count on a fresh (not yet trusted) stream, 
   const index = indexOf();
   const p = new CacheAwarePolicy(index, W);
   const prefix = seq(512, 7);
-  p.routed(req(prefix), cand('a', undefined, false));
-  const a = p.rank(req(prefix), [cand('a', undefined, false), cand('b')]).find((s) => s.candidate.workerId === 'a')!;
+  p.commit(req(prefix), cand('a', undefined, false));
+  const a = p.rank(req([...prefix, 9]), [cand('a', undefined, false), cand('b')]).find((s) => s.candidate.workerId === 'a')!;
   assert.equal(a.matchedTokens, 512);
 });
 
@@ -153,8 +153,15 @@ test('sortByCost: tolerance band groups near-equal costs', () => {
 
 test('round_robin: rotates over candidates in a stable order', () => {
   const p = new RoundRobinPolicy();
-  const picks = Array.from({ length: 6 }, () => p.rank(req([1]), [cand('b'), cand('a'), cand('c')])[0]!.candidate.workerId);
+  const picks = Array.from({ length: 6 }, () => {
+    const pick = p.rank(req([1]), [cand('b'), cand('a'), cand('c')])[0]!.candidate;
+    p.commit(req([1]), pick);
+    return pick.workerId;
+  });
   assert.deepEqual(picks, ['a', 'b', 'c', 'a', 'b', 'c']);
+  // Ranking alone does not advance the turn (/route is a dry run).
+  assert.equal(p.rank(req([1]), [cand('a'), cand('b'), cand('c')])[0]!.candidate.workerId, 'a');
+  assert.equal(p.rank(req([1]), [cand('a'), cand('b'), cand('c')])[0]!.candidate.workerId, 'a');
   assert.equal(p.rank(req([1]), [cand('a'), cand('b')]).length, 2);
 });
 
@@ -185,7 +192,7 @@ test('approx_tree: learns only from its own decisions', () => {
   const prefix = seq(640, 3);
   const first = p.rank(req(prefix), [cand('a'), cand('b')]);
   assert.ok(first.every((s) => s.matchedTokens === 0));
-  p.routed(req([...prefix, 1, 2]), cand('b'));
+  p.commit(req([...prefix, 1, 2]), cand('b'));
   const r = p.rank(req([...prefix, ...seq(40, 9)]), [cand('a'), cand('b')]);
   assert.equal(r[0]!.candidate.workerId, 'b');
   assert.equal(r[0]!.matchedTokens, 640);
@@ -197,9 +204,9 @@ test('approx_tree: learns only from its own decisions', () => {
 test('approx_tree: bounded memory evicts leaves before their prefixes', () => {
   const p = new ApproxTreePolicy(W, { max_blocks_per_worker: 50, ttl_ms: 0, block_size: BS });
   const shared = seq(320, 3); // 20 blocks
-  for (let i = 0; i < 10; i++) p.routed(req([...shared, ...seq(160, 10_000 * (i + 1))]), cand('a'));
+  for (let i = 0; i < 10; i++) p.commit(req([...shared, ...seq(160, 10_000 * (i + 1))]), cand('a'));
   assert.ok(p.size('a:0') <= 50);
-  assert.equal(p.rank(req(shared), [cand('a')])[0]!.matchedTokens, 320);
+  assert.equal(p.rank(req([...shared, 1]), [cand('a')])[0]!.matchedTokens, 320);
 });
 
 test('LoadTracker: tickets are idempotent and balance out', () => {
@@ -226,14 +233,14 @@ test('cache_aware: queued prefill computing a provisional prefix is shared work,
   const prefix = seq(1024, 50);
   const first = [...prefix, 1, 2, 3];
   const pick = p.rank(req(first), [cand('a', load), cand('b', load)])[0]!.candidate;
-  p.routed(req(first), pick);
+  p.commit(req(first), pick);
   load.start(pick.source, first.length); // its whole prefill is queued there
   for (let i = 0; i < 5; i++) {
     const sib = [...prefix, ...seq(16, 7000 + 100 * i)];
     const r = p.rank(req(sib), [cand('a', load), cand('b', load)]);
     assert.equal(r[0]!.candidate.workerId, pick.workerId);
     assert.equal(r[0]!.terms.queued_prefill, load.get(pick.source).pendingPrefillTokens - 1024);
-    p.routed(req(sib), r[0]!.candidate);
+    p.commit(req(sib), r[0]!.candidate);
     load.start(pick.source, 16);
   }
 });
@@ -254,7 +261,7 @@ test('cache_aware (default weights): one prompt shared by everybody does not pil
       const r = req(tokens);
       const [best] = p.rank(r, cands.map((c) => ({ ...c, load: load.get(c.source) })));
       const pick = best!.candidate;
-      p.routed(r, pick);
+      p.commit(r, pick);
       load.start(pick.source, best!.promptTokens - best!.matchedTokens).prefillDone();
       index.applyBatch(pick.source, storeBatch(tokens));
       counts[pick.workerId] = (counts[pick.workerId] ?? 0) + 1;
@@ -285,7 +292,7 @@ test('cache_aware (default weights): a busy worker keeps a conversation whose pr
   assert.equal(ranked[0]!.candidate.workerId, 'a', JSON.stringify(ranked.map((s) => [s.candidate.workerId, s.cost, s.terms])));
   assert.equal(ranked[0]!.terms.overloaded, undefined);
   assert.equal(ranked[0]!.terms.prefix_requests, 1);
-  p.routed(turn, ranked[0]!.candidate);
+  p.commit(turn, ranked[0]!.candidate);
   // Requests that share that prefix keep coming: from the 4th within the window it is hot, and a
   // (3× the mean in flight) is ranked last however much it holds.
   const picks: string[] = [];
@@ -293,7 +300,7 @@ test('cache_aware (default weights): a busy worker keeps a conversation whose pr
     const r = req([...conversation, ...seq(200, 500_000 + i * 200)]);
     const [best] = p.rank(r, cands());
     picks.push(best!.candidate.workerId);
-    p.routed(r, best!.candidate);
+    p.commit(r, best!.candidate);
   }
   assert.deepEqual(picks.slice(0, 2), ['a', 'a'], 'still cold: affinity');
   assert.ok(picks[2] !== 'a' && picks[3] !== 'a', `hot prefix: ${picks.join(',')}`);
@@ -313,4 +320,24 @@ test('HotPrefixes counts requests per prefix within the window, bounded in keys'
   for (let i = 0; i < 50; i++) hot.add(`key${i}`, 3000);
   assert.ok(hot.count('key49', 3000) === 1);
   assert.equal(hot.count('key0', 3000), 0, 'oldest keys dropped beyond maxKeys');
+});
+
+test('cache_aware: a prefix hit reaches prompt - 1 tokens (vLLM recomputes the last token): a fully cached 160-token prompt predicts 144', () => {
+  const index = new PrefixIndex();
+  const prompt = seq(160, 42);
+  index.applyBatch('a:0', storeBatch(prompt));
+  const p = new CacheAwarePolicy(index, W, () => 0.5);
+  assert.equal(p.rank(req(prompt), [cand('a')])[0]!.matchedTokens, 144);
+  assert.equal(p.rank(req([...prompt, 7]), [cand('a')])[0]!.matchedTokens, 160);
+});
+
+test('ties: no match and no load anywhere → the candidate holding fewer blocks (more free cache room) wins', () => {
+  const p = new LeastLoadPolicy(W, () => 0.5);
+  const full = { ...cand('a'), heldBlocks: 900 };
+  const empty = { ...cand('b'), heldBlocks: 10 };
+  for (const order of [[full, empty], [empty, full]]) assert.equal(p.rank(req(seq(64, 1)), order)[0]!.candidate.workerId, 'b');
+  // Load still comes first: one request in flight outweighs free room.
+  const load = new LoadTracker();
+  load.start('b:0', 0);
+  assert.equal(p.rank(req(seq(64, 1)), [full, { ...cand('b', load), heldBlocks: 10 }])[0]!.candidate.workerId, 'a');
 });

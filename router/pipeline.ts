@@ -1,0 +1,279 @@
+import type { RouterConfig, TokenizerSpec } from './config.js';
+import type { DecisionLog } from './decision-log.js';
+import { openAIError } from './errors.js';
+import type { LoadAccounting } from './load.js';
+import type { RouterMetrics } from './metrics.js';
+import type { Candidate, Policy, RouteRequest, Scored } from './policies/policy.js';
+import { forward, type Attempt, type AttemptEnd, type AttemptFailure } from './proxy.js';
+import type { Registry, WorkerEntry } from './registry.js';
+import { parseBody, type Endpoint, type PromptOf } from './requests.js';
+import { mayRetry, RetryBudget } from './retry.js';
+import { TokenizeError, type TokenizePool } from './tokenize-pool.js';
+
+export const pathOf = (e: Endpoint) => (e === 'chat' ? '/v1/chat/completions' : '/v1/completions');
+
+export interface PipelineDeps {
+  config: RouterConfig;
+  registry: Registry;
+  load: LoadAccounting;
+  policy: Policy;
+  pool: TokenizePool;
+  metrics: RouterMetrics;
+  decisionLog: DecisionLog | null;
+}
+
+/** A step said no: the client gets this response. */
+export class Rejected {
+  constructor(
+    readonly res: Response,
+    /** The requests counter's outcome label. */
+    readonly outcome: 'bad_request' | 'no_worker' | 'model_not_found',
+  ) {}
+}
+
+export interface Parsed {
+  endpoint: Endpoint;
+  raw: Uint8Array;
+  prompt: PromptOf;
+  model: string | undefined;
+  stream: boolean;
+  salt: string | null;
+}
+
+/** A request ranked and ready: the same object for /route (explained) and the real request (sent). */
+export interface Decision {
+  parsed: Parsed;
+  req: RouteRequest;
+  ranked: Scored[];
+}
+
+/**
+ * One request's way through the router, in named steps: parse → tokenize → rank → commit → forward.
+ * Each step is a method with its inputs and outputs explicit; /route runs every step up to rank
+ * (same validation, no state change), the real request runs them all. State is written in
+ * `commit` and in the attempt records, nowhere else.
+ */
+export class RequestPipeline {
+  private readonly budget: RetryBudget;
+
+  constructor(private readonly d: PipelineDeps) {
+    this.budget = new RetryBudget(d.config.retry.budget_ratio, d.config.retry.budget_min_per_s);
+  }
+
+  /** parse: JSON, the body schema, the model. */
+  parse(endpoint: Endpoint, raw: Uint8Array): Parsed | Rejected {
+    let json: unknown;
+    try {
+      json = JSON.parse(new TextDecoder().decode(raw));
+    } catch (e) {
+      return new Rejected(openAIError(400, `request body is not valid JSON: ${(e as Error).message}`), 'bad_request');
+    }
+    const p = parseBody(endpoint, json);
+    if (!p.ok) return new Rejected(openAIError(400, p.message, 'invalid_request_error', null, p.param), 'bad_request');
+    return { endpoint, raw, prompt: p.prompt, model: p.model, stream: p.stream, salt: p.cacheSalt };
+  }
+
+  /** The candidates that can serve this model (404 naming the fleet's models when none does). */
+  candidatesFor(parsed: Parsed): Candidate[] | Rejected {
+    const all = this.d.registry.candidates();
+    if (all.length === 0) {
+      const known = this.d.registry.list().length;
+      return new Rejected(
+        openAIError(503, known === 0 ? 'no workers are configured; add one with POST /workers' : `no healthy worker (0 of ${known} in rotation)`, 'service_unavailable', 'no_healthy_worker'),
+        'no_worker',
+      );
+    }
+    const model = parsed.model;
+    if (model === undefined) return all;
+    const served = new Set<string>();
+    const out = all.filter((c) => {
+      const models = this.worker(c)?.models;
+      if (!models || models.length === 0) return true; // it does not say: it takes any model
+      for (const m of models) served.add(m.id);
+      return models.some((m) => m.id === model);
+    });
+    if (out.length > 0) return out;
+    const names = [...served].sort();
+    return new Rejected(
+      openAIError(404, `The model \`${model}\` does not exist. This router's workers serve: ${names.map((n) => `\`${n}\``).join(', ')}.`, 'NotFoundError', 'model_not_found', 'model'),
+      'model_not_found',
+    );
+  }
+
+  /** tokenize: once per distinct tokenizer among the candidates (usually one). */
+  async tokenize(parsed: Parsed, candidates: Candidate[]): Promise<RouteRequest | Rejected> {
+    const prompt = parsed.prompt;
+    if (prompt.kind === 'ids') return { tokensFor: () => prompt.ids, lora: null, salt: parsed.salt };
+    // Not renderable as the engine would (non-text parts): no tokens, so every policy weighs load only.
+    if (prompt.kind === 'unroutable') return { tokensFor: () => [], lora: null, salt: parsed.salt, loadOnly: prompt.reason };
+    const byKey = new Map<string, Promise<number[]>>();
+    const t0 = performance.now();
+    for (const c of candidates) {
+      if (!byKey.has(c.tokenizerKey)) byKey.set(c.tokenizerKey, this.d.pool.tokenize(this.specOf(c), prompt.input));
+    }
+    const tokens = new Map<string, number[]>();
+    try {
+      for (const [k, p] of byKey) tokens.set(k, await p);
+    } catch (e) {
+      // Every tokenization settles before the answer (none is left unobserved).
+      await Promise.allSettled(byKey.values());
+      if (e instanceof TokenizeError) return new Rejected(openAIError(400, `cannot tokenize the prompt: ${e.message}`), 'bad_request');
+      throw e;
+    }
+    this.d.metrics.tokenizeSeconds.observe((performance.now() - t0) / 1000);
+    return { tokensFor: (c) => tokens.get(c.tokenizerKey) ?? [], lora: null, salt: parsed.salt };
+  }
+
+  /**
+   * The prompt fits the worker's context (max_model_len from its /v1/models): candidates it does
+   * not fit are dropped; none left → vLLM's 400, before anything is routed.
+   */
+  fit(req: RouteRequest, candidates: Candidate[], model: string | undefined): Candidate[] | Rejected {
+    let worst: { len: number; tokens: number } | null = null;
+    const out = candidates.filter((c) => {
+      const len = this.maxModelLen(c, model);
+      const n = req.tokensFor(c).length;
+      if (len === null || n < len) return true;
+      if (!worst || len > worst.len) worst = { len, tokens: n };
+      return false;
+    });
+    if (out.length > 0 || worst === null) return out;
+    const w: { len: number; tokens: number } = worst;
+    return new Rejected(
+      openAIError(400, `This model's maximum context length is ${w.len} tokens. However, your request has ${w.tokens} input tokens. Please reduce the length of the input messages.`, 'BadRequestError', 'context_length_exceeded', 'messages'),
+      'bad_request',
+    );
+  }
+
+  /** rank: pure (the policy changes nothing). */
+  rank(req: RouteRequest, candidates: Candidate[]): Scored[] {
+    const t0 = performance.now();
+    const ranked = this.d.policy.rank(req, candidates);
+    this.d.metrics.decisionSeconds.observe({ policy: this.d.policy.name }, (performance.now() - t0) / 1000);
+    return ranked;
+  }
+
+  /** parse and tokenize: the steps that may await. */
+  async prepare(endpoint: Endpoint, raw: Uint8Array): Promise<{ parsed: Parsed; req: RouteRequest; tokenizers: Set<string> } | Rejected> {
+    const parsed = this.parse(endpoint, raw);
+    if (parsed instanceof Rejected) return this.rejected(parsed, endpoint);
+    const all = this.candidatesFor(parsed);
+    if (all instanceof Rejected) return this.rejected(all, endpoint);
+    const req = await this.tokenize(parsed, all);
+    if (req instanceof Rejected) return this.rejected(req, endpoint);
+    return { parsed, req, tokenizers: new Set(all.map((c) => c.tokenizerKey)) };
+  }
+
+  /**
+   * Candidates as they are now (who is in rotation, their load), fitted to the prompt, ranked.
+   * Synchronous: the real request commits its pick in the same turn, so a concurrent burst sees it.
+   */
+  decideNow(prep: { parsed: Parsed; req: RouteRequest; tokenizers: Set<string> }): Decision | Rejected {
+    const { parsed, req } = prep;
+    const now = this.candidatesFor(parsed);
+    if (now instanceof Rejected) return this.rejected(now, parsed.endpoint);
+    // A worker that joined while tokenizing with a tokenizer not run for this prompt waits for the next request.
+    const tokenized = now.filter((c) => prep.tokenizers.has(c.tokenizerKey));
+    if (tokenized.length === 0) return this.rejected(new Rejected(openAIError(503, 'no healthy worker for this prompt\'s tokenizer', 'service_unavailable', 'no_healthy_worker'), 'no_worker'), parsed.endpoint);
+    const fits = this.fit(req, tokenized, parsed.model);
+    if (fits instanceof Rejected) return this.rejected(fits, parsed.endpoint);
+    return { parsed, req, ranked: this.rank(req, fits) };
+  }
+
+  /** Every step up to rank, as /route and the real request share them. */
+  async decide(endpoint: Endpoint, raw: Uint8Array): Promise<Decision | Rejected> {
+    const prep = await this.prepare(endpoint, raw);
+    return prep instanceof Rejected ? prep : this.decideNow(prep);
+  }
+
+  /**
+   * commit: the request goes to `s` now. Recorded synchronously (no await since rank): the load,
+   * the policy's memory (provisional prefix, own tree, rotation), the decision log.
+   */
+  commit(dec: Decision, s: Scored, attempt: number, ac: AbortController): Attempt {
+    const d = this.d;
+    const c = s.candidate;
+    const ticket = d.load.start(c.source, s.promptTokens - s.matchedTokens);
+    d.policy.commit?.(dec.req, c);
+    if (attempt === 0) d.decisionLog?.write(d.policy.name, dec.ranked);
+    const untrack = d.registry.trackPending(c.workerId, ac, dec.parsed.stream);
+    const endpoint = pathOf(dec.parsed.endpoint);
+    let done = false;
+    const end = (outcome: string) => {
+      if (done) return;
+      done = true;
+      untrack();
+      ticket.finish();
+      d.metrics.requests.inc({ worker: c.workerId, outcome, endpoint });
+    };
+    return {
+      failed: (f: AttemptFailure) => {
+        const tookOut = f.reason === 'status' || f.reason === 'out_of_rotation' ? false : d.registry.reportFailure(c.workerId, f.error);
+        d.metrics.retries.inc({ worker: c.workerId, reason: f.status !== undefined ? String(f.status) : f.reason === 'refused' ? 'connect' : f.reason });
+        end('retry');
+        return mayRetry(f, tookOut, this.budget);
+      },
+      firstByte: (status: number) => {
+        untrack();
+        d.registry.progress(c.workerId);
+        ticket.prefillDone();
+        if (status >= 200 && status < 300) {
+          d.metrics.expectedCachedTokens.inc({ worker: c.workerId }, s.matchedTokens);
+          d.metrics.promptTokens.inc({ worker: c.workerId }, s.promptTokens);
+        }
+      },
+      progress: () => d.registry.progress(c.workerId),
+      ended: (e: AttemptEnd) => end(e),
+      aborted: () => end('aborted'),
+    };
+  }
+
+  /** The whole way: decide, then commit and forward (attempts walk down the ranking). */
+  async handle(endpoint: Endpoint, raw: Uint8Array, signal: AbortSignal, headers: Record<string, string>): Promise<Response> {
+    const prep = await this.prepare(endpoint, raw);
+    if (prep instanceof Rejected) return prep.res;
+    // From here to the first attempt's commit nothing awaits: rank, commit and send in one turn.
+    const dec = this.decideNow(prep);
+    if (dec instanceof Rejected) return dec.res;
+    this.budget.deposit();
+    const r = await forward({
+      path: pathOf(endpoint),
+      body: dec.parsed.raw,
+      ranked: dec.ranked,
+      signal,
+      maxAttempts: this.d.config.retry.max_attempts,
+      backoffMs: this.d.config.retry.backoff_ms,
+      headerTimeoutMs: this.d.config.upstream_header_timeout_ms,
+      target: (id) => {
+        const w = this.d.registry.get(id);
+        return w ? { url: w.url, ranks: w.ranks.length } : undefined;
+      },
+      begin: (s, attempt, ac) => this.commit(dec, s, attempt, ac),
+      headers,
+    });
+    if (r.kind === 'aborted' && r.worker === null) this.d.metrics.requests.inc({ worker: 'none', outcome: 'aborted', endpoint: pathOf(endpoint) });
+    if (r.kind === 'exhausted') this.d.metrics.requests.inc({ worker: dec.ranked[0]?.candidate.workerId ?? 'none', outcome: 'no_worker', endpoint: pathOf(endpoint) });
+    return r.res;
+  }
+
+  private rejected(r: Rejected, endpoint: Endpoint): Rejected {
+    this.d.metrics.requests.inc({ worker: 'none', outcome: r.outcome, endpoint: pathOf(endpoint) });
+    return r;
+  }
+
+  private worker(c: Candidate): WorkerEntry | undefined {
+    return this.d.registry.get(c.workerId);
+  }
+
+  private specOf(c: Candidate): TokenizerSpec {
+    return this.worker(c)?.config.tokenizer ?? this.d.config.tokenizer;
+  }
+
+  /** The context length of `model` on that worker (of its first model when none is named); null: unknown. */
+  private maxModelLen(c: Candidate, model: string | undefined): number | null {
+    const models = this.worker(c)?.models;
+    if (!models || models.length === 0) return null;
+    const m = model === undefined ? models[0] : models.find((x) => x.id === model);
+    return m?.maxModelLen ?? null;
+  }
+}

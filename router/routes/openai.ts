@@ -1,0 +1,76 @@
+import type { Context, Hono } from 'hono';
+import { BodyTooLarge, readBody } from '../body.js';
+import { openAIError } from '../errors.js';
+import type { Policy } from '../policies/policy.js';
+import { pathOf, Rejected, type RequestPipeline } from '../pipeline.js';
+import type { Endpoint } from '../requests.js';
+
+export interface OpenAIRoutesDeps {
+  pipeline: RequestPipeline;
+  policy: Policy;
+  maxBodyBytes: number;
+  adminKey: string | null;
+}
+
+/** POST /v1/completions, /v1/chat/completions, and /route (the same steps up to rank, explained). */
+export function openAIRoutes(app: Hono, d: OpenAIRoutesDeps): void {
+  const body = async (c: Context): Promise<Uint8Array | Response> => {
+    try {
+      return await readBody(c.req.raw, d.maxBodyBytes);
+    } catch (e) {
+      if (e instanceof BodyTooLarge) return openAIError(413, e.message);
+      throw e;
+    }
+  };
+
+  const completion = (endpoint: Endpoint) => async (c: Context) => {
+    const raw = await body(c);
+    if (raw instanceof Response) return raw;
+    const auth = c.req.header('authorization');
+    // The client's own key goes to the engine unless it is the router's admin key.
+    const headers: Record<string, string> = auth && !(d.adminKey && auth === `Bearer ${d.adminKey}`) ? { authorization: auth } : {};
+    return d.pipeline.handle(endpoint, raw, c.req.raw.signal, headers);
+  };
+  app.post('/v1/completions', completion('completions'));
+  app.post('/v1/chat/completions', completion('chat'));
+
+  app.post('/route', async (c) => {
+    const raw = await body(c);
+    if (raw instanceof Response) return raw;
+    const endpoint: Endpoint = isChatBody(raw) ? 'chat' : 'completions';
+    const dec = await d.pipeline.decide(endpoint, raw);
+    if (dec instanceof Rejected) return dec.res;
+    const pick = dec.ranked[0]!;
+    return c.json({
+      policy: d.policy.name,
+      endpoint: pathOf(endpoint),
+      prompt_tokens: pick.promptTokens,
+      load_only: dec.req.loadOnly ?? null,
+      pick: { worker: pick.candidate.workerId, rank: pick.candidate.rank, source: pick.candidate.source, expected_cached_tokens: pick.matchedTokens, cost: pick.cost },
+      candidates: dec.ranked.map((s) => ({
+        worker: s.candidate.workerId,
+        rank: s.candidate.rank,
+        source: s.candidate.source,
+        trusted: s.candidate.trusted,
+        prompt_tokens: s.promptTokens,
+        matched_tokens: s.matchedTokens,
+        index_matched_tokens: s.indexMatchedTokens,
+        held_blocks: s.candidate.heldBlocks ?? null,
+        by_medium: s.byMedium ?? {},
+        terms: s.terms,
+        cost: s.cost,
+        load: { in_flight: s.candidate.load.inFlight, pending_prefill_tokens: s.candidate.load.pendingPrefillTokens, active_decodes: s.candidate.load.activeDecodes },
+      })),
+    });
+  });
+}
+
+/** /route takes either body: chat if it has messages (read after the body limit, so never a whole oversized body). */
+function isChatBody(raw: Uint8Array): boolean {
+  try {
+    const j = JSON.parse(new TextDecoder().decode(raw)) as Record<string, unknown>;
+    return Array.isArray(j?.messages);
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,46 @@
+import type { Hono } from 'hono';
+import { openAIError } from '../errors.js';
+import type { RouterMetrics } from '../metrics.js';
+import type { Policy } from '../policies/policy.js';
+import type { Registry } from '../registry.js';
+
+export interface OpsRoutesDeps {
+  registry: Registry;
+  metrics: RouterMetrics;
+  policy: Policy;
+  /** Per-worker timeout of the /v1/models fan-out. */
+  modelsTimeoutMs: number;
+}
+
+/** GET /health, /metrics, /v1/models. */
+export function opsRoutes(app: Hono, d: OpsRoutesDeps): void {
+  app.get('/health', (c) => {
+    const healthy = d.registry.healthyCount();
+    const total = d.registry.list().length;
+    return c.json({ status: healthy > 0 ? 'ok' : 'no_healthy_worker', workers: total, healthy_workers: healthy, policy: d.policy.name }, healthy > 0 ? 200 : 503);
+  });
+
+  app.get('/metrics', async (c) => {
+    const text = await d.metrics.registry.metrics();
+    return c.text(text, 200, { 'content-type': d.metrics.registry.contentType });
+  });
+
+  app.get('/v1/models', async () => {
+    const healthy = d.registry.list().filter((w) => w.state === 'healthy');
+    if (healthy.length === 0) return openAIError(503, 'no healthy worker', 'service_unavailable', 'no_healthy_worker');
+    const seen = new Map<string, unknown>();
+    await Promise.all(
+      healthy.map(async (w) => {
+        try {
+          const r = await fetch(`${w.url}/v1/models`, { signal: AbortSignal.timeout(d.modelsTimeoutMs) });
+          if (!r.ok) return;
+          const j = (await r.json()) as { data?: { id?: string }[] };
+          for (const m of j.data ?? []) if (m.id && !seen.has(m.id)) seen.set(m.id, m);
+        } catch {
+          /* skip that worker */
+        }
+      }),
+    );
+    return new Response(JSON.stringify({ object: 'list', data: [...seen.values()] }), { headers: { 'content-type': 'application/json' } });
+  });
+}
