@@ -323,7 +323,7 @@ test('HotPrefixes counts requests per prefix within the window, bounded in keys'
 });
 
 test('cache_aware: a prefix hit reaches prompt - 1 tokens (vLLM recomputes the last token): a fully cached 160-token prompt predicts 144', () => {
-  const index = new PrefixIndex();
+  const index = indexOf();
   const prompt = seq(160, 42);
   index.applyBatch('a:0', storeBatch(prompt));
   const p = new CacheAwarePolicy(index, W, () => 0.5);
