@@ -119,6 +119,7 @@ export class KVEventSubscriber {
     const sub = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: this.opts.hwm ?? 100_000, maxMessageSize: this.maxMessageSize });
     if (this.opts.curve) applyCurveClient(sub, this.opts.curve);
     const up = () => {
+      if (this.closed) return;
       this.connected = true;
       this.run(this.state.connected(Date.now()));
     };
@@ -160,6 +161,7 @@ export class KVEventSubscriber {
     this.state.close();
     if (this.idleTimer) clearInterval(this.idleTimer);
     this.idleTimer = null;
+    this.connected = false;
     this.abort.abort();
     this.sub?.close();
     await this.replayDone;
