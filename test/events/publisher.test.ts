@@ -5,6 +5,7 @@ import * as zmq from 'zeromq';
 import { decodeBatch } from '../../src/events/codec.js';
 import { connectAddressFor, parseKVEventsConfig } from '../../src/events/config.js';
 import { decodeSeq, encodeSeq } from '../../src/events/frames.js';
+import { rig } from '../helpers/stream.js';
 import { KVEventPublisher, PublisherClosedError, QueueFullError } from '../../src/events/publisher.js';
 import { batchOf } from '../helpers/events.js';
 import { freePortRange, removeIpcEndpoints, sleep, tmpIpc, waitFor } from '../helpers/net.js';
@@ -173,15 +174,36 @@ describe('publisher', { timeout: 30_000 }, () => {
     sub.close();
   });
 
-  test('a full queue is an error the caller sees, never a silent drop', async () => {
+  test('a full queue is an error the caller sees, and the refused batch consumes its seq', async () => {
     const p = await publisher({ max_queue_size: 5 });
     for (let i = 0; i < 5; i++) p.publish(batchOf(i));
-    assert.throws(() => p.publish(batchOf(5)), QueueFullError);
-    assert.equal(p.stats().nextSeq, 5n, 'a refused batch takes no seq');
+    assert.throws(() => p.publish(batchOf(5)), (err: unknown) => err instanceof QueueFullError && err.seq === 5n);
+    assert.equal(p.stats().nextSeq, 6n, 'the refused batch took seq 5');
+    assert.equal(p.stats().dropped, 1);
     assert.equal(p.stats().queued, 5);
     await p.flush();
     assert.equal(p.stats().queued, 0);
-    assert.equal(p.publish(batchOf(5)), 5n);
+    assert.equal(p.publish(batchOf(6)), 6n);
+  });
+
+  test('a batch refused by a full queue is a hole every subscriber sees and reports (history_missing)', async () => {
+    const r = await rig({ config: { max_queue_size: 5 } });
+    try {
+      for (let i = 0; i < 5; i++) r.pub.publish(batchOf(i));
+      assert.throws(() => r.pub.publish(batchOf(5)), QueueFullError);
+      await r.pub.flush();
+      r.pub.publish(batchOf(6));
+      await r.got.waitForSeq(6n);
+      assert.deepEqual(r.got.seqs(), [0n, 1n, 2n, 3n, 4n, 6n]);
+      assert.deepEqual(r.got.notices(), [
+        { notice: 'gap', expected: 5n, got: 6n },
+        { notice: 'history_missing', reason: 'buffer_exceeded', from: 5n, resumedAt: 6n },
+        { notice: 'replay', from: 5n, to: 6n, batches: 0 },
+      ]);
+      assert.equal(r.sub.health().trusted, false);
+    } finally {
+      await r.close();
+    }
   });
 
   test('ipc endpoints; close flushes and removes the ipc files; publish after close throws', async () => {
