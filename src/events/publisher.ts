@@ -151,7 +151,8 @@ export class KVEventPublisher {
           linger: 0,
         });
         if (curve) await applyCurveServer(router, curve);
-        actualReplay = await attach(router, replay);
+        // The replay socket always binds, whatever its address (as vLLM and SGLang do).
+        actualReplay = await attach(router, replay, true);
       }
       return new KVEventPublisher(opts, pub, router, actual, actualReplay);
     } catch (err) {

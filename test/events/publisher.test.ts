@@ -6,9 +6,10 @@ import { decodeBatch } from '../../src/events/codec.js';
 import { connectAddressFor, parseKVEventsConfig } from '../../src/events/config.js';
 import { decodeSeq, encodeSeq } from '../../src/events/frames.js';
 import { rig } from '../helpers/stream.js';
+import { requestReplay } from '../../src/events/replay-client.js';
 import { KVEventPublisher, PublisherClosedError, QueueFullError } from '../../src/events/publisher.js';
 import { batchOf } from '../helpers/events.js';
-import { freePortRange, removeIpcEndpoints, sleep, tmpIpc, waitFor } from '../helpers/net.js';
+import { freePort, freePortRange, removeIpcEndpoints, sleep, tmpIpc, waitFor } from '../helpers/net.js';
 import { rawReplay, rawSubscriber } from '../helpers/raw.js';
 
 const END = Buffer.alloc(8, 0xff);
@@ -60,7 +61,7 @@ describe('publisher', { timeout: 30_000 }, () => {
   test('data-parallel rank offsets both ports and is written into every batch', async () => {
     const base = await freePortRange(4);
     const p = await publisher({ endpoint: `tcp://*:${base}`, replay_endpoint: `tcp://*:${base + 2}` }, { dpRank: 1 });
-    assert.equal(p.endpoint, `tcp://0.0.0.0:${base + 1}`);
+    assert.equal(p.endpoint, `tcp://0.0.0.0:${base + 1}`); // zeromq's name for a bound *
     assert.equal(p.replayEndpoint, `tcp://0.0.0.0:${base + 3}`);
     const { sub, next } = await rawSubscriber(`tcp://127.0.0.1:${base + 1}`);
     p.publish(batchOf(0));
@@ -82,6 +83,30 @@ describe('publisher', { timeout: 30_000 }, () => {
     const frames = await received;
     assert.equal(decodeSeq(frames[1]!), 0n);
     sub.close();
+  });
+
+  test('0.0.0.0 connects (as vLLM); the replay socket binds even at a named host', async () => {
+    const [pubPort, repPort] = [await freePort(), await freePort()];
+    // The consumer binds the live endpoint; the publisher connects to it and binds its replay endpoint.
+    const sub = new zmq.Subscriber({ linger: 0 });
+    sub.subscribe();
+    await sub.bind(`tcp://127.0.0.1:${pubPort}`);
+    const p = await publisher({ endpoint: `tcp://0.0.0.0:${pubPort}`, replay_endpoint: `tcp://127.0.0.1:${repPort}` });
+    try {
+      assert.equal(p.endpoint, `tcp://0.0.0.0:${pubPort}`);
+      assert.equal(p.replayEndpoint, `tcp://127.0.0.1:${repPort}`);
+      const received = sub.receive();
+      let n = 0;
+      const pumping = setInterval(() => p.publish(batchOf(n++)), 20);
+      const frames = await received;
+      clearInterval(pumping);
+      assert.equal(frames.length, 3);
+      const r = await requestReplay(`tcp://127.0.0.1:${repPort}`, 0n, { timeoutMs: 3000 });
+      assert.equal(r.status, 'done');
+      assert.ok(r.batches.length >= 1 && r.batches[0]!.seq === 0n);
+    } finally {
+      sub.close();
+    }
   });
 
   for (const shape of ['current', 'legacy'] as const) {
