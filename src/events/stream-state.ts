@@ -79,6 +79,11 @@ export interface StreamStateOptions {
   probeOnConnect?: boolean;
   /** Held (during a replay) plus parked (out of order) payload bytes. Default 64 MiB. */
   maxHeldBytes?: number;
+  /**
+   * With a replay endpoint, a late join (or an idle first probe) replays the history from 0.
+   * false: start at the first live batch instead (untrusted), as a viewer that wants only what is new. Default true.
+   */
+  replayHistory?: boolean;
 }
 
 export interface StreamCounters {
@@ -391,6 +396,11 @@ export class StreamState {
   private recover(after: { from: bigint; lastSeq: bigint | null; result: ReplayOutcome } | null, now: number): void {
     while (!this.replay && !this.closed && this.pending.size > 0) {
       const next = this.minPending()!;
+      if (this.last === null && this.opts.hasReplay && this.opts.replayHistory === false) {
+        this.last = next - 1n;
+        this.drainPending(now);
+        continue;
+      }
       if (this.last === null) {
         // Late join (or a restart seen mid-stream): the history from 0 first.
         this.last = -1n;
@@ -423,6 +433,7 @@ export class StreamState {
   private probe(reconnect: boolean): void {
     if (this.replay || this.closed || !this.opts.hasReplay || this.pending.size > 0) return;
     if (this.floor !== null) return; // a fromSeq start replays on its own
+    if (this.last === null && this.opts.replayHistory === false) return;
     this.counters.probes++;
     if (this.last === null) this.last = -1n;
     this.startReplay(this.last + 1n, reconnect ? 'reconnect' : 'probe');

@@ -50,6 +50,8 @@ export interface SubscriberOptions {
   topic?: string;
   /** Replay from this seq at start, instead of waiting for the first live batch. */
   fromSeq?: bigint | null;
+  /** A late join replays the history from 0 (default); false: start at the first live batch. */
+  replayHistory?: boolean;
   /** Longest wait for the replay connection, the first reply, and between replies. Default 3000. */
   replayTimeoutMs?: number;
   /** Bind the SUB instead of connecting (for publishers that connect). Default: connect. */
@@ -107,6 +109,7 @@ export class KVEventSubscriber {
       idleProbeMs: opts.idleProbeMs,
       probeOnConnect: opts.probeOnConnect,
       maxHeldBytes: opts.maxHeldBytes,
+      replayHistory: opts.replayHistory,
     });
   }
 
