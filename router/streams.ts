@@ -1,5 +1,6 @@
 import { KVEventSubscriber } from '../src/events/subscriber.js';
 import { offsetEndpoint } from '../src/events/config.js';
+import { SharedSubscriber } from '../src/events/shared-sub.js';
 import type { CurveClientOptions } from '../src/events/curve.js';
 import type { KVEventBatch } from '../src/events/types.js';
 
@@ -35,6 +36,40 @@ export interface SilenceOptions {
 }
 
 const DEFAULT_SILENCE: SilenceOptions = { requests: 5, afterMs: 10_000 };
+
+export interface StreamFeedOptions {
+  silence?: SilenceOptions;
+  /** The clock (ms), for tests. */
+  now?: () => number;
+  /** Connect mode: the live stream comes from the router's bound SUB for this rank, by topic. */
+  shared?: SharedSubscriber | null;
+}
+
+/**
+ * Connect mode (config `events_bind`): the router binds one SUB per data-parallel rank (rank r
+ * at the events_bind port + r, where the engines' rank r connects) and every worker's publisher
+ * connects to it with its own topic. One instance per router; forRank() binds on first use.
+ */
+export class SharedStreams {
+  private readonly socks = new Map<number, Promise<SharedSubscriber>>();
+  constructor(readonly bind: string) {}
+
+  forRank(rank: number): Promise<SharedSubscriber> {
+    let s = this.socks.get(rank);
+    if (!s) {
+      s = SharedSubscriber.bind(offsetEndpoint(this.bind, rank));
+      s.catch(() => this.socks.delete(rank));
+      this.socks.set(rank, s);
+    }
+    return s;
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.socks.values()];
+    this.socks.clear();
+    for (const s of await Promise.allSettled(all)) if (s.status === 'fulfilled') s.value.close();
+  }
+}
 
 /**
  * Why a stream that requests are routed to has said nothing, or null when it is not (yet) silent.
@@ -86,9 +121,16 @@ export class StreamFeed {
     private readonly sink: StreamSink,
     private readonly log: (msg: string) => void = () => {},
     private readonly curve: CurveClientOptions | null = null,
-    private readonly silence: SilenceOptions = DEFAULT_SILENCE,
-    private readonly now: () => number = Date.now,
-  ) {}
+    opts: StreamFeedOptions = {},
+  ) {
+    this.silence = opts.silence ?? DEFAULT_SILENCE;
+    this.now = opts.now ?? Date.now;
+    this.shared = opts.shared ?? null;
+  }
+
+  private readonly silence: SilenceOptions;
+  private readonly now: () => number;
+  private readonly shared: SharedSubscriber | null;
 
   /**
    * The router routed a request to this source. A stream that stays silent meanwhile (never
@@ -118,6 +160,7 @@ export class StreamFeed {
       replayEndpoint: this.replayEndpoint,
       topic: this.topic,
       curve: this.curve,
+      shared: this.shared,
       onItem: (item) => {
         if (item.kind === 'batch') {
           this.routed = 0;

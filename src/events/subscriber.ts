@@ -12,6 +12,7 @@ import { attach, yieldToLoop } from './endpoint.js';
 import { applyCurveClient, type CurveClientOptions } from './curve.js';
 import { decodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
 import { requestReplay, type ReplayedBatch } from './replay-client.js';
+import type { SharedSubscriber } from './shared-sub.js';
 import { payloadDigest, StreamState, type StreamAction, type StreamBatch, type StreamNotice } from './stream-state.js';
 import type { KVEventBatch } from './types.js';
 
@@ -75,6 +76,11 @@ export interface SubscriberOptions {
   maxHeldBytes?: number;
   /** Stop a replay that takes longer than this in all (a trickling endpoint). Default 60 000. */
   maxReplayMs?: number;
+  /**
+   * Take the live stream from this shared bound SUB (messages of exactly `topic`) instead of a
+   * socket of our own; `endpoint` then only names it. Connected means: a batch has arrived.
+   */
+  shared?: SharedSubscriber | null;
   /** CURVE for the SUB and the replay DEALER (the publisher's public key, and ours). */
   curve?: CurveClientOptions | null;
   /** Called synchronously, in order. An exception is logged, not propagated. */
@@ -96,6 +102,7 @@ export class KVEventSubscriber {
   private readonly abort = new AbortController();
   private replayDone: Promise<void> = Promise.resolve();
   private idleTimer: NodeJS.Timeout | null = null;
+  private unregister: (() => void) | null = null;
 
   constructor(private readonly opts: SubscriberOptions) {
     this.endpoint = opts.endpoint;
@@ -119,6 +126,18 @@ export class KVEventSubscriber {
     this.started = true;
     assertEndpoint(this.endpoint);
     if (this.replayEndpoint !== null) assertEndpoint(this.replayEndpoint);
+    if (this.opts.shared) {
+      this.unregister = this.opts.shared.register(this.topic, (msg) => {
+        if (!this.connected) {
+          this.connected = true;
+          this.run(this.state.connected(Date.now()));
+        }
+        this.onLive(msg);
+      });
+      this.run(this.state.start(this.opts.fromSeq ?? null));
+      this.startIdleTimer();
+      return;
+    }
     const sub = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: this.opts.hwm ?? 100_000, maxMessageSize: this.maxMessageSize });
     if (this.opts.curve) applyCurveClient(sub, this.opts.curve);
     const up = () => {
@@ -147,11 +166,21 @@ export class KVEventSubscriber {
     this.sub = sub;
     this.run(this.state.start(this.opts.fromSeq ?? null));
     void this.receiveLoop(sub);
+    this.startIdleTimer();
+  }
+
+  private startIdleTimer(): void {
     const idleMs = this.opts.idleProbeMs ?? 1000;
     if (idleMs > 0 && this.replayEndpoint !== null) {
       this.idleTimer = setInterval(() => this.run(this.state.tick(Date.now())), Math.max(50, idleMs / 4));
       this.idleTimer.unref();
     }
+  }
+
+  private onLive(msg: Buffer[]): void {
+    const b = parseLive(msg);
+    if (b) this.run(this.state.live(b, Date.now()));
+    else this.state.malformed();
   }
 
   private get maxMessageSize(): number {
@@ -165,6 +194,7 @@ export class KVEventSubscriber {
     if (this.idleTimer) clearInterval(this.idleTimer);
     this.idleTimer = null;
     this.connected = false;
+    this.unregister?.();
     this.abort.abort();
     this.sub?.close();
     await this.replayDone;
@@ -200,9 +230,7 @@ export class KVEventSubscriber {
         await yieldToLoop();
         continue;
       }
-      const b = parseLive(msg);
-      if (b) this.run(this.state.live(b, Date.now()));
-      else this.state.malformed();
+      this.onLive(msg);
     }
   }
 

@@ -15,7 +15,7 @@ after(async () => {
 const sink = { applyBatch: () => {}, clearSource: () => {} };
 let clock = 0;
 async function feed(endpoint: string, topic: string, logs: string[]): Promise<StreamFeed> {
-  const f = new StreamFeed('w0/0', endpoint, null, topic, sink, (m) => logs.push(m), null, { requests: 3, afterMs: 1000 }, () => clock);
+  const f = new StreamFeed('w0/0', endpoint, null, topic, sink, (m) => logs.push(m), null, { silence: { requests: 3, afterMs: 1000 }, now: () => clock });
   await f.start();
   closers.push(() => f.close());
   return f;
