@@ -51,6 +51,19 @@ describe('recovery', { timeout: 50_000 }, () => {
     assert.equal(h.replays, 1);
   });
 
+  test('a long replay comes in byte-bounded chunks, applied as they come, one replay notice', async () => {
+    const { pub, relay, sub, got } = await open({ subscriber: { maxReplayBytes: 4096 } });
+    relay.rule = (seq) => (seq !== null && seq >= 1n && seq < 500n ? 'drop' : 'pass');
+    pub.publish(batchOf(0));
+    await got.waitForSeq(0n);
+    for (let i = 1; i <= 500; i++) pub.publish(batchOf(i));
+    await got.waitForSeq(500n, 10_000);
+    assert.deepEqual(got.seqs(), range(0, 500));
+    assert.deepEqual(got.notices(), [notice({ notice: 'gap', expected: 1n, got: 500n }), notice({ notice: 'replay', from: 1n, to: 500n, batches: 499 })]);
+    assert.equal(sub.health().trusted, true);
+    assert.ok(pub.stats().replayRequests > 10, `asked in chunks: ${pub.stats().replayRequests} requests`);
+  });
+
   test('reordered frames: the early one waits, the late one is a duplicate', async () => {
     const { pub, relay, got } = await open();
     relay.rule = (seq) => (seq === 4n ? 'hold' : 'pass');
