@@ -119,6 +119,13 @@ export const RouterConfigSchema = z.object({
   /** Request timeout to a worker until its response headers arrive (ms). */
   upstream_header_timeout_ms: z.number().int().min(100).default(600_000),
   max_body_bytes: z.number().int().min(1024).default(64 * 1024 * 1024),
+  /**
+   * Connect mode for KV events: the router binds this SUB endpoint (rank r: port + r) and the
+   * engines connect to it (their endpoint names the router's host, e.g. tcp://router:5557), each
+   * worker with its own kv_events.topic; replays still go to each worker's replay_endpoint.
+   * null: the router connects to every worker's endpoint (the engines bind).
+   */
+  events_bind: z.string().min(1).nullable().default(null),
   workers: z.array(WorkerSchema).default([]),
 }).strict();
 export type RouterConfig = z.infer<typeof RouterConfigSchema>;

@@ -1,5 +1,6 @@
 import { KVEventSubscriber } from '../src/events/subscriber.js';
 import { offsetEndpoint } from '../src/events/config.js';
+import { SharedSubscriber } from '../src/events/shared-sub.js';
 import type { CurveClientOptions } from '../src/events/curve.js';
 import type { KVEventBatch } from '../src/events/types.js';
 
@@ -20,6 +21,77 @@ export interface StreamHealth {
   probeFinds: number;
   lagMs: number | null;
   treeClears: number;
+  /** Requests routed to this source since its last batch (all of them when it never sent one). */
+  routedWithoutEvents: number;
+  /** Times the stream was found silent while requests were routed to it (a counter for /metrics). */
+  silentWarnings: number;
+  /** Set while requests are routed to this source and its stream says nothing: what is likely wrong. */
+  silent: string | null;
+}
+
+/** When a stream counts as silent: this many requests routed to it, the first this long ago, and no batch since. */
+export interface SilenceOptions {
+  requests: number;
+  afterMs: number;
+}
+
+const DEFAULT_SILENCE: SilenceOptions = { requests: 5, afterMs: 10_000 };
+
+export interface StreamFeedOptions {
+  silence?: SilenceOptions;
+  /** The clock (ms), for tests. */
+  now?: () => number;
+  /** Connect mode: the live stream comes from the router's bound SUB for this rank, by topic. */
+  shared?: SharedSubscriber | null;
+}
+
+/**
+ * Connect mode (config `events_bind`): the router binds one SUB per data-parallel rank (rank r
+ * at the events_bind port + r, where the engines' rank r connects) and every worker's publisher
+ * connects to it with its own topic. One instance per router; forRank() binds on first use.
+ */
+export class SharedStreams {
+  private readonly socks = new Map<number, Promise<SharedSubscriber>>();
+  constructor(readonly bind: string) {}
+
+  forRank(rank: number): Promise<SharedSubscriber> {
+    let s = this.socks.get(rank);
+    if (!s) {
+      s = SharedSubscriber.bind(offsetEndpoint(this.bind, rank));
+      s.catch(() => this.socks.delete(rank));
+      this.socks.set(rank, s);
+    }
+    return s;
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.socks.values()];
+    this.socks.clear();
+    for (const s of await Promise.allSettled(all)) if (s.status === 'fulfilled') s.value.close();
+  }
+}
+
+/**
+ * Why a stream that requests are routed to has said nothing, or null when it is not (yet) silent.
+ * Pure: the router's counts and the stream's health in, a warning out.
+ */
+export function silenceVerdict(
+  s: { routed: number; firstRoutedAt: number | null; connected: boolean; batches: number },
+  where: { endpoint: string; topic: string },
+  now: number,
+  o: SilenceOptions = DEFAULT_SILENCE,
+): string | null {
+  if (s.firstRoutedAt === null || s.routed < o.requests || now - s.firstRoutedAt < o.afterMs) return null;
+  const n = `${s.routed} requests routed in ${Math.round((now - s.firstRoutedAt) / 1000)} s`;
+  if (!s.connected)
+    return (
+      `${n}, but the event stream ${where.endpoint} has never connected: wrong host or port, or a bind/connect mismatch ` +
+      `(the engine's PUB binds only for tcp://*:port, [::], ipc:// or inproc://; tcp://0.0.0.0 or a host name makes it connect)`
+    );
+  return (
+    `${n}, but no KV event ${s.batches === 0 ? 'ever arrived' : 'arrived since'} on ${where.endpoint}: vLLM publishes nothing without ` +
+    `"enable_kv_cache_events": true in --kv-events-config; or the topic differs (router subscribes to ${JSON.stringify(where.topic)})`
+  );
 }
 
 export interface StreamSink {
@@ -34,6 +106,10 @@ export interface StreamSink {
 export class StreamFeed {
   private sub: KVEventSubscriber | null = null;
   private clears = 0;
+  private routed = 0;
+  private firstRoutedAt: number | null = null;
+  private silentNow: string | null = null;
+  private silentWarnings = 0;
   /** Block size last seen in this stream's BlockStored events. */
   blockSize: number | null = null;
 
@@ -45,7 +121,38 @@ export class StreamFeed {
     private readonly sink: StreamSink,
     private readonly log: (msg: string) => void = () => {},
     private readonly curve: CurveClientOptions | null = null,
-  ) {}
+    opts: StreamFeedOptions = {},
+  ) {
+    this.silence = opts.silence ?? DEFAULT_SILENCE;
+    this.now = opts.now ?? Date.now;
+    this.shared = opts.shared ?? null;
+  }
+
+  private readonly silence: SilenceOptions;
+  private readonly now: () => number;
+  private readonly shared: SharedSubscriber | null;
+
+  /**
+   * The router routed a request to this source. A stream that stays silent meanwhile (never
+   * connected, or no batch) gets a warning: logged once, shown in health().silent, counted.
+   */
+  noteRouted(): void {
+    const now = this.now();
+    this.routed++;
+    this.firstRoutedAt ??= now;
+    const h = this.sub?.health();
+    const verdict = silenceVerdict(
+      { routed: this.routed, firstRoutedAt: this.firstRoutedAt, connected: h?.connected ?? false, batches: h?.batches ?? 0 },
+      { endpoint: this.endpoint, topic: this.topic },
+      now,
+      this.silence,
+    );
+    if (verdict !== null && this.silentNow === null) {
+      this.silentWarnings++;
+      this.log(`stream ${this.source}: silent: ${verdict}`);
+    }
+    this.silentNow = verdict;
+  }
 
   async start(): Promise<void> {
     this.sub = new KVEventSubscriber({
@@ -53,8 +160,12 @@ export class StreamFeed {
       replayEndpoint: this.replayEndpoint,
       topic: this.topic,
       curve: this.curve,
+      shared: this.shared,
       onItem: (item) => {
         if (item.kind === 'batch') {
+          this.routed = 0;
+          this.firstRoutedAt = null;
+          this.silentNow = null;
           for (const ev of item.batch.events) if (ev.type === 'BlockStored') this.blockSize = ev.block_size;
           this.sink.applyBatch(this.source, item.batch);
           return;
@@ -87,6 +198,9 @@ export class StreamFeed {
       probeFinds: h?.probeFinds ?? 0,
       lagMs: h?.lagMs ?? null,
       treeClears: this.clears,
+      routedWithoutEvents: this.routed,
+      silentWarnings: this.silentWarnings,
+      silent: this.silentNow,
     };
   }
 

@@ -29,6 +29,8 @@ Follow a KV-event stream and print one line per batch.
 
 /** How long the replay endpoint gets to answer the reachability probe. */
 const REPLAY_PROBE_MS = Number(process.env.KV_EVENTS_REPLAY_PROBE_MS) || 3000;
+/** How long the stream endpoint gets to accept the connection. */
+const CONNECT_MS = Number(process.env.KV_EVENTS_CONNECT_MS) || 5000;
 
 class UsageError extends Error {}
 class CliError extends Error {}
@@ -109,6 +111,7 @@ async function tail(o: TailOptions): Promise<number> {
 
   const started = Date.now();
   let batches = 0;
+  let replayed = 0;
   const byType: Record<string, number> = {};
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((resolve) => (resolveDone = resolve));
@@ -124,7 +127,10 @@ async function tail(o: TailOptions): Promise<number> {
       out.write((o.json ? noticeLineJson(item.notice) : noticeLineHuman(item.notice, style)) + '\n');
       return;
     }
+    // The SUB filters live batches by topic; replayed ones carry the publisher's topic and are filtered here.
+    if (!item.topic.startsWith(o.topic)) return;
     batches++;
+    if (item.replayed) replayed++;
     for (const ev of item.batch.events) byType[ev.type] = (byType[ev.type] ?? 0) + 1;
     out.write(
       (o.json
@@ -136,7 +142,8 @@ async function tail(o: TailOptions): Promise<number> {
 
   // Loaded here, not at the top: usage errors and --help need no ZeroMQ.
   const { KVEventSubscriber } = await import('../events/subscriber.js');
-  const sub = new KVEventSubscriber({ endpoint: o.endpoint, replayEndpoint: o.replay, topic: o.topic, fromSeq: o.fromSeq, onItem });
+  // Without --from-seq: what is new from now on, not the publisher's whole replay buffer.
+  const sub = new KVEventSubscriber({ endpoint: o.endpoint, replayEndpoint: o.replay, topic: o.topic, fromSeq: o.fromSeq, replayHistory: o.fromSeq !== null, onItem });
   const onSignal = () => finish(0);
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -147,6 +154,15 @@ async function tail(o: TailOptions): Promise<number> {
     } catch (err) {
       throw new CliError(`cannot subscribe to ${o.endpoint}: ${(err as Error).message}`);
     }
+    const deadline = Date.now() + CONNECT_MS;
+    while (!sub.health().connected && !finished) {
+      if (Date.now() > deadline)
+        throw new CliError(
+          `nothing is listening at ${o.endpoint} (no connection within ${CONNECT_MS} ms): is the publisher running, ` +
+            `and does it bind this endpoint? (an engine binds only tcp://*:port, [::], ipc:// or inproc://; tcp://0.0.0.0 or a host name makes it connect)`,
+        );
+      await new Promise((r) => setTimeout(r, 20));
+    }
     return await done;
   } finally {
     if (timer) clearTimeout(timer);
@@ -156,11 +172,11 @@ async function tail(o: TailOptions): Promise<number> {
     await sub.close();
     if (o.stats) {
       const secs = (Date.now() - started) / 1000;
-      const summary = { batches, events: byType, seconds: Number(secs.toFixed(3)), health };
+      const summary = { batches, replayed, events: byType, seconds: Number(secs.toFixed(3)), health };
       const text = o.json
         ? JSON.stringify({ stats: summary }, (_k, v) => (typeof v === 'bigint' ? Number(v) : v))
         : [
-            `-- ${batches} batches in ${secs.toFixed(1)} s` +
+            `-- ${batches} batches (${replayed} replayed) in ${secs.toFixed(1)} s` +
               (Object.keys(byType).length ? ` (${Object.entries(byType).map(([t, n]) => `${n} ${t}`).join(', ')})` : ''),
             `-- last seq ${health.lastSeq ?? '-'}, gaps ${health.gaps}, replays ${health.replays}, resets ${health.resets}, ` +
               `history missing ${health.historyMissing}, duplicates ${health.duplicates}, malformed frames ${health.malformedFrames}`,

@@ -86,12 +86,15 @@ export function offsetEndpoint(endpoint: string, dpRank: number): string {
   return `${endpoint.slice(0, colon)}:${port + dpRank}`;
 }
 
-/** The engines' rule: `*`, `::`, `0.0.0.0`, ipc:// and inproc:// bind; anything else connects. */
+/**
+ * The engines' rule for the PUB socket (vLLM ZmqEventPublisher._socket_setup, "bind stable,
+ * connect volatile"): `*`, `::`, ipc:// and inproc:// bind; anything else connects, including
+ * tcp://0.0.0.0:… and a named host. The replay ROUTER socket always binds (see publisher.ts).
+ */
 export function isBindEndpoint(endpoint: string): boolean {
   return (
     endpoint.includes('*') ||
     endpoint.includes('::') ||
-    endpoint.includes('0.0.0.0') ||
     endpoint.startsWith('ipc://') ||
     endpoint.startsWith('inproc://')
   );

@@ -14,8 +14,15 @@ import { decodeSeq, encodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
 import { RingBuffer, type Buffered } from './ring-buffer.js';
 import type { KVEvent } from './types.js';
 
+/** A batch that could not be queued. Its seq is consumed, so every subscriber sees the gap. */
 export class QueueFullError extends Error {
   override readonly name = 'QueueFullError';
+  constructor(
+    message: string,
+    readonly seq: bigint,
+  ) {
+    super(message);
+  }
 }
 
 export class PublisherClosedError extends Error {
@@ -38,6 +45,8 @@ export interface PublisherOptions {
 export interface PublisherStats {
   published: bigint;
   nextSeq: bigint;
+  /** Batches refused by a full queue (their seqs are holes subscribers see). */
+  dropped: number;
   queued: number;
   buffered: number;
   replayRequests: number;
@@ -87,6 +96,7 @@ export class KVEventPublisher {
   private readonly ring: RingBuffer;
   private seq = 0n;
   private published = 0n;
+  private dropped = 0;
   private replayRequests = 0;
   private malformedReplayRequests = 0;
   private droppedReplayRequests = 0;
@@ -141,7 +151,8 @@ export class KVEventPublisher {
           linger: 0,
         });
         if (curve) await applyCurveServer(router, curve);
-        actualReplay = await attach(router, replay);
+        // The replay socket always binds, whatever its address (as vLLM and SGLang do).
+        actualReplay = await attach(router, replay, true);
       }
       return new KVEventPublisher(opts, pub, router, actual, actualReplay);
     } catch (err) {
@@ -153,11 +164,18 @@ export class KVEventPublisher {
     }
   }
 
-  /** Assigns the next seq (from 0), fills dp_rank, queues the batch; returns its seq. */
+  /**
+   * Assigns the next seq (from 0), fills dp_rank, queues the batch; returns its seq.
+   * A full queue throws QueueFullError after consuming the seq: the batch is lost, but never
+   * silently, since subscribers see the hole and replay it or report history_missing.
+   */
   publish(events: KVEvent[], ts: number = Date.now() / 1000): bigint {
     if (this.closed) throw new PublisherClosedError('publisher is closed');
-    if (this.queue.length >= this.maxQueue)
-      throw new QueueFullError(`KV event queue is full (${this.maxQueue} batches waiting); batch not published`);
+    if (this.queue.length >= this.maxQueue) {
+      const lost = this.seq++;
+      this.dropped++;
+      throw new QueueFullError(`KV event queue is full (${this.maxQueue} batches waiting); batch #${lost} dropped`, lost);
+    }
     const payload = encodeBatch({ ts, events, dp_rank: this.dpRank }, { encoding: this.encoding });
     const seq = this.seq++;
     if (!this.pub) {
@@ -178,6 +196,7 @@ export class KVEventPublisher {
     return {
       published: this.published,
       nextSeq: this.seq,
+      dropped: this.dropped,
       queued: this.queue.length,
       buffered: this.ring.size,
       replayRequests: this.replayRequests,

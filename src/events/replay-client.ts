@@ -21,8 +21,10 @@ export interface ReplayResult {
   /**
    * `done`: end marker received. `timeout`: no answer (or the next frame) within the timeout,
    * or more than `maxReplies` replies (a runaway endpoint): either way, not a complete answer.
+   * `truncated`: stopped once the payloads held reached `maxBytes`; `batches` is a readable prefix,
+   * ask again from after its last seq for the rest.
    */
-  status: 'done' | 'timeout' | 'cancelled';
+  status: 'done' | 'truncated' | 'timeout' | 'cancelled';
   batches: ReplayedBatch[];
   /** Reply frames that could not be read (wrong shape, bad seq, undecodable payload). */
   malformed: number;
@@ -36,6 +38,8 @@ export interface ReplayRequestOptions {
   maxReplies?: number;
   /** Gives up (status `timeout`) when the whole replay takes longer (a trickling endpoint). Default 60 000. */
   maxTotalMs?: number;
+  /** Stops (status `truncated`) once the payloads gathered reach this many bytes. Default 32 MiB. */
+  maxBytes?: number;
   /** Larger replies make ZeroMQ drop the connection. Default: no limit. */
   maxMessageSize?: number;
   curve?: CurveClientOptions | null;
@@ -69,6 +73,8 @@ export async function requestReplay(endpoint: string, from: bigint, opts: Replay
   if (opts.curve) applyCurveClient(dealer, opts.curve);
   const maxReplies = opts.maxReplies ?? 1_000_000;
   const deadline = Date.now() + (opts.maxTotalMs ?? 60_000);
+  const maxBytes = opts.maxBytes ?? 32 * 1024 * 1024;
+  let bytes = 0;
   const onAbort = () => dealer.close();
   opts.signal?.addEventListener('abort', onAbort);
   try {
@@ -81,7 +87,11 @@ export async function requestReplay(endpoint: string, from: bigint, opts: Replay
       const reply = parseReplayReply(await dealer.receive());
       if (reply === null) result.malformed++;
       else if (reply.end) return { ...result, status: 'done' };
-      else result.batches.push(reply.item);
+      else {
+        result.batches.push(reply.item);
+        bytes += reply.item.payload.length;
+        if (bytes >= maxBytes) return { ...result, status: 'truncated' };
+      }
     }
     return result; // too many replies, or too long: incomplete
   } catch {

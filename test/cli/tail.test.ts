@@ -114,7 +114,7 @@ test('human output: one plain line per batch (no colour off a TTY), notices mark
       '#1 2026-09-21 14:13:21.250 rank 0 (replayed) | BlockStored 3 blocks [154ab2d7 ffffffd6 e3e2e1e0] parent 00000001 48 tokens GPU' +
         ' | BlockRemoved 1 block [ffffffff] GPU | AllBlocksCleared');
     assert.match(c.lines[1]!, /^#2 2026-09-21 14:13:22\.250 rank 0 \(replayed\) \| BlockStored 3 blocks /);
-    assert.match(c.stderr, /^-- 2 batches in [\d.]+ s \(2 BlockStored, 2 BlockRemoved, 1 AllBlocksCleared\)$/m);
+    assert.match(c.stderr, /^-- 2 batches \(2 replayed\) in [\d.]+ s \(2 BlockStored, 2 BlockRemoved, 1 AllBlocksCleared\)$/m);
     assert.match(c.stderr, /^-- last seq \d+, gaps 0, replays 1, resets 0, history missing 0/m);
   } finally {
     await pub.close();
@@ -191,6 +191,58 @@ test('an unreachable replay endpoint: a clear message, exit 1, no stack trace', 
     assert.equal(exit.code, 1, c.diag());
     assert.match(c.stderr, new RegExp(`^kv-events: replay endpoint tcp://127.0.0.1:${port} did not answer within 500 ms`));
     noStack(c.stderr);
+  } finally {
+    await pub.close();
+  }
+});
+
+test('a stream endpoint where nothing listens: a clear message, exit 1 after a bounded wait', { timeout: 20_000 }, async () => {
+  const started = Date.now();
+  const c = tail(['tail', `ipc://${tmp.dir}/nobody-here`], { KV_EVENTS_CONNECT_MS: '500' });
+  const exit = await c.waitExit(10_000);
+  assert.equal(exit.code, 1, c.diag());
+  assert.match(c.stderr, /^kv-events: nothing is listening at ipc:\/\/.*nobody-here \(no connection within 500 ms\)/);
+  assert.ok(Date.now() - started < 8000);
+  noStack(c.stderr);
+});
+
+test('without --from-seq: only what is new, never the replay buffer (even with --replay)', { timeout: 20_000 }, async () => {
+  const pub = await publisher();
+  try {
+    for (let i = 0; i < 5; i++) pub.publish(events(i), TS0 + i);
+    await pub.flush();
+    const c = tail(['tail', pub.endpoint, '--replay', pub.replayEndpoint!, '--json', '--count', '3', '--stats'], { KV_EVENTS_CONNECT_MS: '5000' });
+    let i = 5;
+    let last = 0;
+    await until(() => c.exit !== null, 10_000, `tail to exit${c.diag()}`, () => {
+      if (Date.now() - last > 100 && i < 60) (last = Date.now()), pub.publish(events(i), TS0 + i++);
+    });
+    assert.equal(c.exit!.code, 0, c.diag());
+    const batches = c.json().filter((o) => 'seq' in o);
+    assert.equal(batches.length, 3);
+    assert.ok(batches.every((b) => b.seq >= 5), `no batch of the buffer before tail started: ${batches.map((b) => b.seq)}`);
+    assert.equal(c.json().filter((o) => o.notice === 'history_missing').length, 0);
+  } finally {
+    await pub.close();
+  }
+});
+
+test('replayed batches honour --topic; --stats counts the replayed ones', { timeout: 20_000 }, async () => {
+  const pub = await publisher('kv-events');
+  try {
+    for (let i = 0; i < 4; i++) pub.publish(events(i), TS0 + i);
+    await pub.flush();
+    const other = tail(['tail', pub.endpoint, '--replay', pub.replayEndpoint!, '--from-seq', '0', '--topic', 'other', '--json', '--duration', '1.5', '--stats']);
+    const match = tail(['tail', pub.endpoint, '--replay', pub.replayEndpoint!, '--from-seq', '0', '--topic', 'kv', '--json', '--count', '4', '--stats']);
+    const [eo, em] = [await other.waitExit(10_000), await match.waitExit(10_000)];
+    assert.equal(em.code, 0, match.diag());
+    assert.deepEqual(match.json().filter((o) => 'seq' in o).map((b) => [b.seq, b.replayed]), [[0, true], [1, true], [2, true], [3, true]]);
+    const ms = JSON.parse(match.stderr.trim().split('\n').pop()!);
+    assert.equal(ms.stats.replayed, 4);
+    assert.equal(eo.code, 0, other.diag());
+    assert.deepEqual(other.json().filter((o) => 'seq' in o), []);
+    const os = JSON.parse(other.stderr.trim().split('\n').pop()!);
+    assert.deepEqual([os.stats.batches, os.stats.replayed], [0, 0]);
   } finally {
     await pub.close();
   }

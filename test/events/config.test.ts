@@ -51,9 +51,9 @@ describe('kv-events config', () => {
     assert.match(err({ max_queue_size: 0 }), /max_queue_size/);
   });
 
-  test('bind or connect, by the engines rule', () => {
-    for (const ep of ['tcp://*:5557', 'tcp://0.0.0.0:5557', 'tcp://[::]:5557', 'ipc:///tmp/x', 'inproc://cache']) assert.ok(isBindEndpoint(ep), ep);
-    for (const ep of ['tcp://127.0.0.1:5557', 'tcp://router.local:5557', 'tcp://10.0.0.2:5557']) assert.ok(!isBindEndpoint(ep), ep);
+  test('bind or connect, by the engines rule (vLLM ZmqEventPublisher._socket_setup): 0.0.0.0 connects', () => {
+    for (const ep of ['tcp://*:5557', 'tcp://[::]:5557', 'tcp://[::1]:5557', 'ipc:///tmp/x', 'inproc://cache']) assert.ok(isBindEndpoint(ep), ep);
+    for (const ep of ['tcp://0.0.0.0:5557', 'tcp://127.0.0.1:5557', 'tcp://router.local:5557', 'tcp://10.0.0.2:5557']) assert.ok(!isBindEndpoint(ep), ep);
   });
 
   test('dp rank offsets: tcp port + rank (port 0 never), inproc/ipc _dp{r}', () => {

@@ -5,9 +5,11 @@ import * as zmq from 'zeromq';
 import { decodeBatch } from '../../src/events/codec.js';
 import { connectAddressFor, parseKVEventsConfig } from '../../src/events/config.js';
 import { decodeSeq, encodeSeq } from '../../src/events/frames.js';
+import { rig } from '../helpers/stream.js';
+import { requestReplay } from '../../src/events/replay-client.js';
 import { KVEventPublisher, PublisherClosedError, QueueFullError } from '../../src/events/publisher.js';
 import { batchOf } from '../helpers/events.js';
-import { freePortRange, removeIpcEndpoints, sleep, tmpIpc, waitFor } from '../helpers/net.js';
+import { freePort, freePortRange, removeIpcEndpoints, sleep, tmpIpc, waitFor } from '../helpers/net.js';
 import { rawReplay, rawSubscriber } from '../helpers/raw.js';
 
 const END = Buffer.alloc(8, 0xff);
@@ -59,7 +61,7 @@ describe('publisher', { timeout: 30_000 }, () => {
   test('data-parallel rank offsets both ports and is written into every batch', async () => {
     const base = await freePortRange(4);
     const p = await publisher({ endpoint: `tcp://*:${base}`, replay_endpoint: `tcp://*:${base + 2}` }, { dpRank: 1 });
-    assert.equal(p.endpoint, `tcp://0.0.0.0:${base + 1}`);
+    assert.equal(p.endpoint, `tcp://0.0.0.0:${base + 1}`); // zeromq's name for a bound *
     assert.equal(p.replayEndpoint, `tcp://0.0.0.0:${base + 3}`);
     const { sub, next } = await rawSubscriber(`tcp://127.0.0.1:${base + 1}`);
     p.publish(batchOf(0));
@@ -81,6 +83,30 @@ describe('publisher', { timeout: 30_000 }, () => {
     const frames = await received;
     assert.equal(decodeSeq(frames[1]!), 0n);
     sub.close();
+  });
+
+  test('0.0.0.0 connects (as vLLM); the replay socket binds even at a named host', async () => {
+    const [pubPort, repPort] = [await freePort(), await freePort()];
+    // The consumer binds the live endpoint; the publisher connects to it and binds its replay endpoint.
+    const sub = new zmq.Subscriber({ linger: 0 });
+    sub.subscribe();
+    await sub.bind(`tcp://127.0.0.1:${pubPort}`);
+    const p = await publisher({ endpoint: `tcp://0.0.0.0:${pubPort}`, replay_endpoint: `tcp://127.0.0.1:${repPort}` });
+    try {
+      assert.equal(p.endpoint, `tcp://0.0.0.0:${pubPort}`);
+      assert.equal(p.replayEndpoint, `tcp://127.0.0.1:${repPort}`);
+      const received = sub.receive();
+      let n = 0;
+      const pumping = setInterval(() => p.publish(batchOf(n++)), 20);
+      const frames = await received;
+      clearInterval(pumping);
+      assert.equal(frames.length, 3);
+      const r = await requestReplay(`tcp://127.0.0.1:${repPort}`, 0n, { timeoutMs: 3000 });
+      assert.equal(r.status, 'done');
+      assert.ok(r.batches.length >= 1 && r.batches[0]!.seq === 0n);
+    } finally {
+      sub.close();
+    }
   });
 
   for (const shape of ['current', 'legacy'] as const) {
@@ -173,15 +199,36 @@ describe('publisher', { timeout: 30_000 }, () => {
     sub.close();
   });
 
-  test('a full queue is an error the caller sees, never a silent drop', async () => {
+  test('a full queue is an error the caller sees, and the refused batch consumes its seq', async () => {
     const p = await publisher({ max_queue_size: 5 });
     for (let i = 0; i < 5; i++) p.publish(batchOf(i));
-    assert.throws(() => p.publish(batchOf(5)), QueueFullError);
-    assert.equal(p.stats().nextSeq, 5n, 'a refused batch takes no seq');
+    assert.throws(() => p.publish(batchOf(5)), (err: unknown) => err instanceof QueueFullError && err.seq === 5n);
+    assert.equal(p.stats().nextSeq, 6n, 'the refused batch took seq 5');
+    assert.equal(p.stats().dropped, 1);
     assert.equal(p.stats().queued, 5);
     await p.flush();
     assert.equal(p.stats().queued, 0);
-    assert.equal(p.publish(batchOf(5)), 5n);
+    assert.equal(p.publish(batchOf(6)), 6n);
+  });
+
+  test('a batch refused by a full queue is a hole every subscriber sees and reports (history_missing)', async () => {
+    const r = await rig({ config: { max_queue_size: 5 } });
+    try {
+      for (let i = 0; i < 5; i++) r.pub.publish(batchOf(i));
+      assert.throws(() => r.pub.publish(batchOf(5)), QueueFullError);
+      await r.pub.flush();
+      r.pub.publish(batchOf(6));
+      await r.got.waitForSeq(6n);
+      assert.deepEqual(r.got.seqs(), [0n, 1n, 2n, 3n, 4n, 6n]);
+      assert.deepEqual(r.got.notices(), [
+        { notice: 'gap', expected: 5n, got: 6n },
+        { notice: 'history_missing', reason: 'buffer_exceeded', from: 5n, resumedAt: 6n },
+        { notice: 'replay', from: 5n, to: 6n, batches: 0 },
+      ]);
+      assert.equal(r.sub.health().trusted, false);
+    } finally {
+      await r.close();
+    }
   });
 
   test('ipc endpoints; close flushes and removes the ipc files; publish after close throws', async () => {

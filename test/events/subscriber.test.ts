@@ -68,19 +68,44 @@ describe('subscriber', { timeout: 30_000 }, () => {
     assert.equal(sub.health().malformedFrames, 7);
   });
 
-  test('topic is a prefix filter', async () => {
+  test('topic is a prefix filter: a matching prefix gets the batches, another topic none', async () => {
     const { pub, got } = await open({ config: { topic: 'kv-events' }, subscriber: { topic: 'kv' } });
     pub.publish(batchOf(0));
     await got.waitForSeq(0n);
+    const match = new Collector();
     const other = new Collector();
-    const s2 = new KVEventSubscriber({ endpoint: connectAddressFor(pub.endpoint), topic: 'other', onItem: other.onItem });
-    await s2.start();
-    await sleep(200);
-    pub.publish(batchOf(1));
-    await got.waitForSeq(1n);
-    await sleep(100);
+    const sMatch = new KVEventSubscriber({ endpoint: connectAddressFor(pub.endpoint), topic: 'kv-ev', onItem: match.onItem });
+    const sOther = new KVEventSubscriber({ endpoint: connectAddressFor(pub.endpoint), topic: 'other', onItem: other.onItem });
+    await Promise.all([sMatch.start(), sOther.start()]);
+    await waitFor(() => sMatch.health().connected && sOther.health().connected, 'both connected');
+    // Positive control: publish until the matching subscriber (connected alongside) receives.
+    let i = 1;
+    await waitFor(() => (pub.publish(batchOf(i++)), match.seqs().length > 0), 'the matching subscriber to receive');
+    const lastSeq = BigInt(i - 1);
+    await match.waitForSeq(lastSeq);
+    await got.waitForSeq(lastSeq);
+    assert.ok(match.items.every((x) => x.kind !== 'batch' || x.topic === 'kv-events'));
     assert.equal(other.items.length, 0);
-    await s2.close();
+    await Promise.all([sMatch.close(), sOther.close()]);
+  });
+
+  test('close() while start() is attaching: no socket or timer outlives it', async () => {
+    const { pub } = await open();
+    const opts = { endpoint: connectAddressFor(pub.endpoint), replayEndpoint: connectAddressFor(pub.replayEndpoint!), idleProbeMs: 50 };
+    const closed = new Collector();
+    const s = new KVEventSubscriber({ ...opts, onItem: closed.onItem });
+    const starting = s.start();
+    await s.close();
+    await starting;
+    const control = new Collector();
+    const c = new KVEventSubscriber({ ...opts, onItem: control.onItem });
+    await c.start();
+    let i = 0;
+    await waitFor(() => (pub.publish(batchOf(i++)), control.seqs().length > 0), 'the control subscriber to receive');
+    await waitFor(() => c.health().probes > 0, 'the control subscriber to probe');
+    const h = s.health();
+    assert.deepEqual([closed.items.length, h.connected, h.probes, h.batches], [0, false, 0, 0]);
+    await c.close();
   });
 
   test('start(): throws for an invalid endpoint, never for an unreachable one; close is clean', async () => {

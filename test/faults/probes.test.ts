@@ -86,9 +86,16 @@ describe('sync probes', { timeout: 60_000 }, () => {
     cleanups.push(() => r.close());
     r.pub.publish(batchOf(0));
     await r.got.waitForSeq(0n);
-    await sleep(4500);
-    const n = r.sub.health().probes;
-    assert.ok(n >= 2 && n <= 4, `probes in 4.5 s of quiet: ${n}`);
+    const quietFrom = Date.now();
+    // A probe is never early (it may be late under load): the first one idle period after the last batch,
+    // the second two periods after the first. Waits are on the probe count, bounded.
+    await waitFor(() => r.sub.health().probes >= 1, 'the first idle probe', 5000);
+    const first = Date.now();
+    await waitFor(() => r.sub.health().probes >= 2, 'the second idle probe', 8000);
+    const second = Date.now();
+    assert.ok(first - quietFrom >= 900, `first probe ${first - quietFrom} ms after the last batch (idle period 1000)`);
+    assert.ok(second - first >= 1800, `second probe ${second - first} ms after the first (backed off to 2000)`);
+    assert.equal(r.sub.health().probes, 2, 'no probe in between');
     r.pub.publish(batchOf(1));
     await r.got.waitForSeq(1n);
     assert.deepEqual(r.got.notices(), []);

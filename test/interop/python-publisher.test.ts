@@ -88,7 +88,8 @@ for (const [encoding, shape] of [COMBOS[0], COMBOS[3]]) {
     const p = await startPublisher(py.python, encoding, shape);
     await p.publish(5);
 
-    const tail = new Child(process.execPath, [KV_EVENTS_BIN, 'tail', p.endpoint, '--replay', p.replay, '--json', '--count', '8']);
+    // --from-seq 0: the history is asked for (without it, tail shows only what is new).
+    const tail = new Child(process.execPath, [KV_EVENTS_BIN, 'tail', p.endpoint, '--replay', p.replay, '--from-seq', '0', '--json', '--count', '8']);
     children.push(tail);
     try {
       let last = Date.now();
