@@ -43,6 +43,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     load,
     health: config.health,
     onSourceRemoved: (s) => policy.forget?.(s),
+    eventsBind: config.events_bind,
     log,
   });
   const metrics = new RouterMetrics(registry, load, index);

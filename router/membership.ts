@@ -1,7 +1,7 @@
 import type { WorkerConfig } from './config.js';
 import { ConfigError, ranksOf, workerIdOf } from './config.js';
 import { CurveConfigSchema, curveClientFromConfig, type CurveClientOptions } from '../src/events/curve.js';
-import { StreamFeed, streamEndpoint, type StreamSink } from './streams.js';
+import { SharedStreams, StreamFeed, streamEndpoint, type StreamSink } from './streams.js';
 
 export type HealthState = 'unknown' | 'healthy' | 'unhealthy';
 
@@ -39,6 +39,8 @@ export interface SourceLifecycle extends StreamSink {
 
 export interface MembershipOptions {
   sources: SourceLifecycle;
+  /** Connect mode: the router binds this SUB endpoint (plus rank) and publishers connect to it; streams are told apart by topic. */
+  eventsBind?: string | null;
   log?: (msg: string) => void;
 }
 
@@ -50,9 +52,11 @@ export class Membership {
   private readonly leaveHandlers: ((w: WorkerEntry) => void)[] = [];
   private closed = false;
   private readonly log: (msg: string) => void;
+  private readonly shared: SharedStreams | null;
 
   constructor(private readonly opts: MembershipOptions) {
     this.log = opts.log ?? (() => {});
+    this.shared = opts.eventsBind ? new SharedStreams(opts.eventsBind) : null;
   }
 
   /** Called once per removed worker, after its feeds stopped and its sources left the index. */
@@ -90,10 +94,15 @@ export class Membership {
         if (!c.success) throw new ConfigError(`worker "${id}": kv_events.curve: ${c.error.issues.map((i) => `${i.path.join('.') || '(curve)'}: ${i.message}`).join('; ')}`);
         curve = curveClientFromConfig(c.data);
       }
+      if (this.shared) {
+        const clash = this.list().find((o) => o.config.kv_events?.topic === ev.topic);
+        if (clash) throw new ConfigError(`worker "${id}": topic "${ev.topic}" is already worker "${clash.id}"'s; with events_bind every worker needs its own topic`);
+      }
       for (const r of w.ranks) {
         const ep = streamEndpoint(ev.endpoint, url, r);
         const rep = ev.replay_endpoint ? streamEndpoint(ev.replay_endpoint, url, r) : null;
-        feeds.push(new StreamFeed(sourceId(id, r), ep, rep, ev.topic, this.opts.sources, this.log, curve));
+        const shared = this.shared ? await this.shared.forRank(r) : undefined;
+        feeds.push(new StreamFeed(sourceId(id, r), ep, rep, ev.topic, this.opts.sources, this.log, curve, shared ? { shared } : {}));
       }
     }
     this.workers.set(id, w);
@@ -136,5 +145,6 @@ export class Membership {
   async close(): Promise<void> {
     this.closed = true;
     await Promise.all([...this.workers.keys()].map((id) => this.remove(id)));
+    await this.shared?.close();
   }
 }

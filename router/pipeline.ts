@@ -195,6 +195,7 @@ export class RequestPipeline {
     const c = s.candidate;
     const ticket = d.load.start(c.source, s.promptTokens - s.matchedTokens);
     d.policy.commit?.(dec.req, c);
+    d.registry.get(c.workerId)?.streams.get(c.rank)?.noteRouted();
     if (attempt === 0) d.decisionLog?.write(d.policy.name, dec.ranked);
     const untrack = d.registry.trackPending(c.workerId, ac, dec.parsed.stream);
     const endpoint = pathOf(dec.parsed.endpoint);

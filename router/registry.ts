@@ -20,6 +20,8 @@ export interface RegistryOptions {
   health: RouterConfig['health'];
   /** A source left: policies forget it. */
   onSourceRemoved?: (source: string) => void;
+  /** See MembershipOptions.eventsBind. */
+  eventsBind?: string | null;
   log?: (msg: string) => void;
 }
 
@@ -33,7 +35,7 @@ export class Registry {
   readonly health: Health;
 
   constructor(private readonly opts: RegistryOptions) {
-    this.membership = new Membership({ sources: opts.index, ...(opts.log ? { log: opts.log } : {}) });
+    this.membership = new Membership({ sources: opts.index, eventsBind: opts.eventsBind ?? null, ...(opts.log ? { log: opts.log } : {}) });
     this.health = new Health({ membership: this.membership, load: opts.load, health: opts.health, ...(opts.log ? { log: opts.log } : {}) });
     this.membership.onLeave((w) => {
       for (const r of w.ranks) {
