@@ -2,7 +2,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import type { RouterConfig } from './config.js';
 import { createRouter, type RouterService } from './app.js';
-import { HttpDrain, type DrainResult } from '../src/http/drain.js';
+import { closeServer, HttpDrain, type DrainResult } from '../src/http/drain.js';
 
 export interface RunningRouter {
   service: RouterService;
@@ -41,10 +41,7 @@ export async function startRouter(config: RouterConfig, log: (msg: string) => vo
       closing ??= (async () => {
         const result = await drain.drain(drainTimeoutMs);
         if (result.finished + result.ended > 0) log(`drained: ${result.finished} request(s) finished, ${result.ended} ended at the ${drainTimeoutMs} ms drain timeout`);
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
-        });
+        await closeServer(server);
         await service.close();
         drained = result;
       })();

@@ -12,7 +12,7 @@ import { createApp } from './api/app.js';
 import { PipelineClient } from './api/client.js';
 import { WorkerMetrics } from './api/metrics.js';
 import { exitOnConfigError } from '../src/config/error.js';
-import { HttpDrain } from '../src/http/drain.js';
+import { closeServer, HttpDrain } from '../src/http/drain.js';
 import { assertPortFree } from '../src/net/port-in-use.js';
 import { watchParent } from '../src/proc/parent.js';
 import { modelName, parseWorkerArgs, USAGE, type WorkerConfig } from './config.js';
@@ -88,8 +88,7 @@ async function shutdown(code: number, why?: string, drainMs = 0): Promise<never>
       const r = await drain.drain(drainMs);
       if (r.finished + r.ended > 0) console.error(`kv-worker: drained: ${r.finished} request(s) finished, ${r.ended} ended at the ${drainMs} ms drain timeout`);
     }
-    server?.close();
-    (server as { closeAllConnections?: () => void } | null)?.closeAllConnections?.();
+    if (server) await closeServer(server, drainMs > 0 ? 2000 : 0);
     const exits = [...children.values()].map((c) => stopChild(c));
     await Promise.all(exits);
     client?.close();

@@ -167,3 +167,24 @@ export class HttpDrain {
     return { finished: before - ended, ended };
   }
 }
+
+interface ClosableServer {
+  close(cb?: (err?: Error) => void): unknown;
+  closeIdleConnections?: () => void;
+  closeAllConnections?: () => void;
+}
+
+/**
+ * Stops listening and lets the responses still being written (the drain's final events) reach
+ * their clients: connections close as they go idle; whatever is left after `graceMs` is cut.
+ */
+export function closeServer(server: ClosableServer, graceMs = 2000): Promise<void> {
+  return new Promise((resolve) => {
+    const force = setTimeout(() => server.closeAllConnections?.(), graceMs);
+    server.close(() => {
+      clearTimeout(force);
+      resolve();
+    });
+    server.closeIdleConnections?.();
+  });
+}
