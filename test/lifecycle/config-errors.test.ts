@@ -171,3 +171,19 @@ test('SseFramer passes whole events only and keeps the rest', () => {
   assert.equal(f.push('":3}\r\n\r\n'), 'data: {"c":3}\r\n\r\n');
   assert.equal(f.pending, '');
 });
+
+test('POST /workers with a bad endpoint answers 400 naming the field, not 500', { timeout: 60_000 }, async () => {
+  const { parseRouterConfig } = await import('../../router/config.js');
+  const { startRouter } = await import('../../router/server.js');
+  const r = await startRouter(parseRouterConfig({ port: 0, tokenizer_threads: 0 }));
+  try {
+    for (const kv of [{ endpoint: 'tcp://nohost' }, { endpoint: 'tcp://127.0.0.1:5557', replay: 'tcp://127.0.0.1:5558' }]) {
+      const res = await fetch(`${r.url}/workers`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ url: 'http://127.0.0.1:1', kv_events: kv }) });
+      const body = (await res.json()) as { error: { message: string } };
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.match(body.error.message, /kv_events\.(endpoint|replay)/);
+    }
+  } finally {
+    await r.close();
+  }
+});
