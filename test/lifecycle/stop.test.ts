@@ -70,3 +70,18 @@ test('SIGTERM to `npx kv-worker` stops the worker and its stages', { timeout: 12
     rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test('SIGKILL of the npm process of `npm start`: the launcher sees npm gone and stops everything', { timeout: 150_000 }, async () => {
+  const tmp = freshTmp();
+  const l = await npmStart(tmp, await freePort());
+  const tree = descendants(l.proc.pid!);
+  try {
+    assert.ok(tree.length >= 8, tree.map(cmdlineOf).join(' | '));
+    l.proc.kill('SIGKILL');
+    await waitUntil('every process of the tree to exit', 40_000, () => tree.every((p) => !alive(p)));
+    assert.deepEqual(leftovers(tmp), [], 'socket files left in TMPDIR');
+  } finally {
+    killTree(l, tree);
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
