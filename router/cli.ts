@@ -13,6 +13,7 @@ usage: kv-router [--config FILE] [options]
   --worker SPEC            add a worker (repeatable). SPEC is a URL, or key=value pairs:
                              url=http://h:8100,events=tcp://h:5557,replay=tcp://h:5558,topic=T,dp_ranks=N,id=ID,block_size=16
   --tokenizer-threads N    tokenization threads (default 2; 0 = main thread)
+  --drain-timeout-ms MS    on SIGTERM/SIGINT, time in-flight requests get to finish (default 30000)
   --quiet                  no log lines
   -h, --help
 
@@ -36,6 +37,7 @@ export async function parseCli(argv: string[]): Promise<Cli | 'help'> {
         'admin-key': { type: 'string' },
         worker: { type: 'string', multiple: true },
         'tokenizer-threads': { type: 'string' },
+        'drain-timeout-ms': { type: 'string' },
         quiet: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -43,7 +45,7 @@ export async function parseCli(argv: string[]): Promise<Cli | 'help'> {
       allowPositionals: false,
     }).values;
   } catch (e) {
-    throw new ConfigError(`${(e as Error).message}\n\n${USAGE}`);
+    throw new ConfigError(`${(e as Error).message} (see kv-router --help)`);
   }
   if (v.help) return 'help';
   let base: Record<string, unknown> = {};
@@ -58,6 +60,7 @@ export async function parseCli(argv: string[]): Promise<Cli | 'help'> {
   if (v.policy !== undefined) input.policy = v.policy;
   if (v['admin-key'] !== undefined) input.admin_key = v['admin-key'];
   if (v['tokenizer-threads'] !== undefined) input.tokenizer_threads = intFlag('--tokenizer-threads', v['tokenizer-threads']);
+  if (v['drain-timeout-ms'] !== undefined) input.drain_timeout_ms = intFlag('--drain-timeout-ms', v['drain-timeout-ms']);
   if (v.worker?.length) input.workers = [...((base.workers as unknown[]) ?? []), ...v.worker.map(parseWorkerSpec)];
   return { config: parseRouterConfig(input as RouterConfigInput, 'flags/config'), quiet: v.quiet ?? false };
 }

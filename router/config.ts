@@ -1,5 +1,16 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
+import { ConfigError, formatIssues } from '../src/config/error.js';
+import { endpointProblem } from '../src/events/config.js';
+import { CurveConfigSchema } from '../src/events/curve.js';
+
+export { ConfigError };
+
+/** A ZeroMQ endpoint: tcp://host:port, ipc://path or inproc://name. */
+const EndpointSchema = z.string().min(1).superRefine((ep, ctx) => {
+  const why = endpointProblem(ep);
+  if (why) ctx.addIssue({ code: 'custom', message: why });
+});
 
 /** Where a tokenizer comes from: the default (Qwen3, as our workers use) or a user's files. */
 export const TokenizerSpecSchema = z.union([
@@ -11,13 +22,23 @@ export const TokenizerSpecSchema = z.union([
 ]);
 export type TokenizerSpec = z.infer<typeof TokenizerSpecSchema>;
 
-/** The KV-event stream of one worker, in the engines' --kv-events-config form (extra keys ignored). */
+/**
+ * The KV-event stream of one worker, in the engines' --kv-events-config form: the keys vLLM's
+ * KVEventsConfig knows (vllm/config/kv_events.py) are accepted so an engine's JSON can be pasted
+ * as is; the publisher-only ones are ignored here; any other key is a typo and rejected.
+ */
 export const WorkerEventsSchema = z.object({
   publisher: z.string().optional(),
-  endpoint: z.string().min(1),
-  replay_endpoint: z.string().min(1).nullable().optional(),
+  endpoint: EndpointSchema,
+  replay_endpoint: EndpointSchema.nullable().optional(),
   topic: z.string().default(''),
-}).passthrough();
+  enable_kv_cache_events: z.boolean().optional(),
+  buffer_steps: z.number().int().min(0).optional(),
+  hwm: z.number().int().min(0).optional(),
+  max_queue_size: z.number().int().min(1).optional(),
+  /** CURVE keys (ours, not the engines'): see src/events/curve.ts. */
+  curve: CurveConfigSchema.optional(),
+}).strict();
 
 export const WorkerSchema = z.object({
   /** Stable id; defaults to host:port of the url. */
@@ -125,23 +146,20 @@ export const RouterConfigSchema = z.object({
    * worker with its own kv_events.topic; replays still go to each worker's replay_endpoint.
    * null: the router connects to every worker's endpoint (the engines bind).
    */
-  events_bind: z.string().min(1).nullable().default(null),
+  events_bind: EndpointSchema.nullable().default(null),
+  /**
+   * On SIGTERM/SIGINT: new requests get 503 at once, requests in flight get this long to finish;
+   * streams still open then end with an SSE error event (never mid-event) and the router exits.
+   */
+  drain_timeout_ms: z.number().int().min(0).default(30_000),
   workers: z.array(WorkerSchema).default([]),
 }).strict();
 export type RouterConfig = z.infer<typeof RouterConfigSchema>;
 export type RouterConfigInput = z.input<typeof RouterConfigSchema>;
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
-
-/** zod issues as "path: message" lines. */
+/** zod issues as one line: "invalid <where>: path: message; path: unknown key". */
 export function formatZodError(err: z.ZodError, where = 'config'): string {
-  const lines = err.issues.map((i) => {
-    const path = i.path.length ? i.path.map(String).join('.') : '(root)';
-    return `  ${path}: ${i.message}`;
-  });
-  return `invalid ${where}:\n${lines.join('\n')}`;
+  return formatIssues(err.issues, where);
 }
 
 export function parseRouterConfig(input: unknown, where = 'config'): RouterConfig {
@@ -150,7 +168,7 @@ export function parseRouterConfig(input: unknown, where = 'config'): RouterConfi
   const ids = new Set<string>();
   for (const w of r.data.workers) {
     const id = workerIdOf(w);
-    if (ids.has(id)) throw new ConfigError(`invalid ${where}:\n  workers: duplicate worker id "${id}"`);
+    if (ids.has(id)) throw new ConfigError(`invalid ${where}: workers: duplicate worker id "${id}"`);
     ids.add(id);
   }
   return r.data;

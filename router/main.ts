@@ -1,42 +1,39 @@
-import { ConfigError } from './config.js';
+import { ConfigError, exitOnConfigError } from '../src/config/error.js';
+import { assertPortFree } from '../src/net/port-in-use.js';
+import { watchParent } from '../src/proc/parent.js';
 import { parseCli, USAGE } from './cli.js';
-import { startRouter } from './server.js';
+import { startRouter, type RunningRouter } from './server.js';
 
 async function main(): Promise<void> {
   let cli;
   try {
     cli = await parseCli(process.argv.slice(2));
+    if (cli !== 'help') await assertPortFree(cli.config.host, cli.config.port);
   } catch (e) {
-    if (e instanceof ConfigError) {
-      process.stderr.write(`kv-router: ${e.message}\n`);
-      process.exit(2);
-    }
-    throw e;
+    exitOnConfigError('kv-router', e);
   }
   if (cli === 'help') {
     process.stdout.write(USAGE + '\n');
     return;
   }
+  const config = cli.config;
   const log = cli.quiet ? () => {} : (m: string) => process.stderr.write(`[kv-router] ${new Date().toISOString()} ${m}\n`);
-  let router;
+  let router: RunningRouter;
   try {
-    router = await startRouter(cli.config, log);
+    router = await startRouter(config, log);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (e instanceof ConfigError || err.code === 'EADDRINUSE' || err.code === 'EACCES') {
-      process.stderr.write(`kv-router: ${err.message}\n`);
-      process.exit(1);
-    }
-    throw e;
+    if (err.code === 'EADDRINUSE') exitOnConfigError('kv-router', new ConfigError(`port ${config.port} is in use on ${config.host}; use --port`));
+    exitOnConfigError('kv-router', e);
   }
-  log(`listening on ${router.url} (policy ${cli.config.policy}, ${cli.config.workers.length} worker(s))`);
+  log(`listening on ${router.url} (policy ${config.policy}, ${config.workers.length} worker(s))`);
   let stopping = false;
-  const stop = (sig: string) => {
+  const stop = (why: string) => {
     if (stopping) return;
     stopping = true;
-    log(`${sig}: shutting down`);
-    const force = setTimeout(() => process.exit(1), 5000);
-    force.unref();
+    log(`${why}: draining (up to ${config.drain_timeout_ms} ms), then shutting down`);
+    // Bounded: the drain deadline plus time to close sockets and threads.
+    setTimeout(() => process.exit(1), config.drain_timeout_ms + 5000).unref();
     router.close().then(
       () => process.exit(0),
       (e) => {
@@ -47,6 +44,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  watchParent((why) => stop(why));
 }
 
 await main();

@@ -5,11 +5,10 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { parseKVEventsConfig, type KVEventsConfig } from '../src/events/config.js';
+import { ConfigError } from '../src/config/error.js';
+import { KVEventsConfigSchema, parseKVEventsConfig, type KVEventsConfig } from '../src/events/config.js';
 
-export class WorkerConfigError extends Error {
-  override readonly name = 'WorkerConfigError';
-}
+export { ConfigError };
 
 const int = (min: number) => z.coerce.number().int().min(min);
 const positive = () => z.coerce.number().positive();
@@ -39,6 +38,11 @@ export const WorkerConfigSchema = z
     /** max_tokens when a chat request gives none (completions default to 16, as OpenAI). */
     defaultMaxTokens: int(1).default(256),
     servedModelName: z.string().min(1).nullable().default(null),
+    /**
+     * On SIGTERM/SIGINT: new requests get 503, requests in flight get this long to finish; streams
+     * still open then end with an SSE error event and the worker exits.
+     */
+    drainTimeoutMs: int(0).default(30_000),
   })
   .strict();
 
@@ -61,51 +65,73 @@ const FLAGS = {
   'max-waiting': 'maxWaiting',
   'default-max-tokens': 'defaultMaxTokens',
   'served-model-name': 'servedModelName',
+  'drain-timeout-ms': 'drainTimeoutMs',
 } as const;
 
 export const USAGE = `usage: kv-worker --engine onnx|sim [--config FILE] [--host 127.0.0.1] [--port 8100]
   [--kv-events-config JSON] [--dp-rank R] [--block-size 16] [--num-blocks 1024]
   [--model DIR] [--tokenizer FILE] [--device cpu|cuda]
   [--prefill-tokens-per-s 20000] [--decode-step-ms 10] [--max-batch 32] [--max-waiting 256]
-  [--default-max-tokens 256] [--served-model-name NAME]`;
+  [--default-max-tokens 256] [--served-model-name NAME] [--drain-timeout-ms 30000] [-h|--help]`;
+
+/** The keys vLLM's KVEventsConfig knows (vllm/config/kv_events.py) plus ours; any other is a typo. */
+const KV_EVENTS_KEYS = new Set([...Object.keys(KVEventsConfigSchema.shape), 'enable_kv_cache_events']);
 
 /** Validates a config object (a parsed config file, or file + flags merged). */
 export function parseWorkerConfig(raw: unknown, where = 'config'): WorkerConfig {
   const r = WorkerConfigSchema.safeParse(raw);
   if (!r.success) {
-    const lines = r.error.issues.map((i) => {
+    const parts = r.error.issues.flatMap((i) => {
       const key = i.path.join('.');
+      if (i.code === 'unrecognized_keys') return i.keys.map((k) => `${key ? `${key}.` : ''}${k}: unknown key`);
       const flag = Object.entries(FLAGS).find(([, k]) => k === key)?.[0];
-      return `  - ${flag ? `--${flag} (${key})` : key || '(config)'}: ${i.message}`;
+      return [`${flag ? `--${flag} (${key})` : key || '(config)'}: ${i.message.replace(/\s*\n\s*/g, ' ')}`];
     });
-    throw new WorkerConfigError(`invalid ${where}:\n${lines.join('\n')}\n${USAGE}`);
+    throw new ConfigError(`invalid ${where}: ${parts.join('; ')} (see kv-worker --help)`);
   }
   let kvEvents: KVEventsConfig | null = null;
   if (r.data.kvEventsConfig !== null) {
+    let raw: unknown = r.data.kvEventsConfig;
     try {
-      kvEvents = parseKVEventsConfig(r.data.kvEventsConfig);
+      if (typeof raw === 'string') raw = JSON.parse(raw);
     } catch (err) {
-      throw new WorkerConfigError(`invalid --kv-events-config: ${(err as Error).message}`);
+      throw new ConfigError(`invalid --kv-events-config (kvEventsConfig): not valid JSON: ${(err as Error).message}`);
+    }
+    if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) {
+      const unknown = Object.keys(raw).filter((k) => !KV_EVENTS_KEYS.has(k));
+      if (unknown.length) throw new ConfigError(`invalid --kv-events-config (kvEventsConfig): ${unknown.map((k) => `kvEventsConfig.${k}: unknown key`).join('; ')} (known: ${[...KV_EVENTS_KEYS].join(', ')})`);
+    }
+    try {
+      kvEvents = parseKVEventsConfig(raw);
+    } catch (err) {
+      throw new ConfigError(`invalid --kv-events-config (kvEventsConfig): ${(err as Error).message.replace(/\s*\n\s*/g, ' ')}`);
     }
   }
   return { ...r.data, kvEvents };
 }
 
 /** Parses argv (without node and script); `--config FILE` is read first, flags override it. */
-export function parseWorkerArgs(argv: string[]): WorkerConfig {
-  const options = Object.fromEntries(
-    [...Object.keys(FLAGS), 'config'].map((f) => [f, { type: 'string' as const }]),
-  );
-  let values: Record<string, string | undefined>;
+export function parseWorkerArgs(argv: string[]): WorkerConfig;
+export function parseWorkerArgs(argv: string[], opts: { allowHelp: true }): WorkerConfig | 'help';
+export function parseWorkerArgs(argv: string[], opts: { allowHelp?: boolean } = {}): WorkerConfig | 'help' {
+  const options = {
+    ...Object.fromEntries([...Object.keys(FLAGS), 'config'].map((f) => [f, { type: 'string' as const }])),
+    help: { type: 'boolean' as const, short: 'h' },
+  };
+  let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }) as {
-      values: Record<string, string | undefined>;
+      values: Record<string, string | boolean | undefined>;
     });
   } catch (err) {
-    throw new WorkerConfigError(`${(err as Error).message}\n${USAGE}`);
+    throw new ConfigError(`${(err as Error).message} (see kv-worker --help)`);
+  }
+  if (values.help) {
+    if (opts.allowHelp) return 'help';
+    throw new ConfigError('--help is not a config option');
   }
   let fromFile: Record<string, unknown> = {};
-  if (values.config !== undefined) fromFile = readConfigFile(values.config);
+  if (typeof values.config === 'string') fromFile = readConfigFile(values.config);
   const merged: Record<string, unknown> = { ...fromFile };
   for (const [flag, key] of Object.entries(FLAGS)) {
     const v = values[flag];
@@ -119,14 +145,14 @@ export function readConfigFile(path: string): Record<string, unknown> {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new WorkerConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
   }
   try {
     const v = JSON.parse(text) as unknown;
     if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('expected a JSON object');
     return v as Record<string, unknown>;
   } catch (err) {
-    throw new WorkerConfigError(`config file ${path} is not a JSON object: ${(err as Error).message}`);
+    throw new ConfigError(`config file ${path} is not a JSON object: ${(err as Error).message}`);
   }
 }
 

@@ -11,7 +11,11 @@ import { ipcEndpoint, removeIpcFile } from '../src/queues/index.js';
 import { createApp } from './api/app.js';
 import { PipelineClient } from './api/client.js';
 import { WorkerMetrics } from './api/metrics.js';
-import { modelName, parseWorkerArgs, WorkerConfigError, type WorkerConfig } from './config.js';
+import { exitOnConfigError } from '../src/config/error.js';
+import { closeServer, HttpDrain } from '../src/http/drain.js';
+import { assertPortFree } from '../src/net/port-in-use.js';
+import { watchParent } from '../src/proc/parent.js';
+import { modelName, parseWorkerArgs, USAGE, type WorkerConfig } from './config.js';
 import { SPEC_ENV, type ChildMsg, type Endpoints, type ParentMsg, type ProcSpec } from './proc.js';
 import { loadWorkerTokenizer } from './tokenizer.js';
 
@@ -21,11 +25,16 @@ const STOP_TIMEOUT_MS = 8000;
 
 let config: WorkerConfig;
 try {
-  config = parseWorkerArgs(process.argv.slice(2));
+  const parsed = parseWorkerArgs(process.argv.slice(2), { allowHelp: true });
+  if (parsed === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  config = parsed;
+  // Before any stage starts: a busy port is one line and exit 2, not a crash after the model loads.
+  await assertPortFree(config.host, config.port);
 } catch (err) {
-  if (!(err instanceof WorkerConfigError)) throw err;
-  console.error(`kv-worker: ${err.message}`);
-  process.exit(2);
+  exitOnConfigError('kv-worker', err);
 }
 
 const endpoints: Endpoints = {
@@ -37,18 +46,23 @@ const children = new Map<Stage, ChildProcess>();
 let stopping = false;
 let server: ServerType | null = null;
 let client: PipelineClient | null = null;
+const drain = new HttpDrain('the worker');
+/** The publisher's ipc:// socket files: the scheduler removes them, unless it was killed. */
+const eventFiles = config.kvEvents ? [config.kvEvents.endpoint, config.kvEvents.replay_endpoint ?? ''].filter((e) => e.startsWith('ipc://')) : [];
 
 // Last resort, also on a crash of this process: children are told to stop, socket files go.
 process.on('exit', () => {
   for (const c of children.values()) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
-  for (const ep of Object.values(endpoints)) removeIpcFile(ep);
+  for (const ep of [...Object.values(endpoints), ...eventFiles]) removeIpcFile(ep);
 });
 
 function startStage(stage: Stage): Promise<void> {
   const spec: ProcSpec = { config, endpoints };
   const child = fork(fileURLToPath(new URL(STAGES[stage], import.meta.url)), [], {
     execArgv: ['--import', import.meta.resolve('tsx')],
-    env: { ...process.env, [SPEC_ENV]: JSON.stringify(spec) },
+    // ORT_DISABLE_TELEMETRY: onnxruntime-node otherwise writes mat-debug-<pid>.log into the temp dir
+    // and files under ~/.cache/Microsoft (its telemetry SDK); it must be set before the library loads.
+    env: { ...process.env, [SPEC_ENV]: JSON.stringify(spec), ORT_DISABLE_TELEMETRY: '1' },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   children.set(stage, child);
@@ -64,16 +78,21 @@ function startStage(stage: Stage): Promise<void> {
   });
 }
 
-async function shutdown(code: number, why?: string): Promise<never> {
+async function shutdown(code: number, why?: string, drainMs = 0): Promise<never> {
   if (!stopping) {
     stopping = true;
     if (why) console.error(`kv-worker: ${why}`);
-    server?.close();
-    (server as { closeAllConnections?: () => void } | null)?.closeAllConnections?.();
+    if (server && drainMs > 0) {
+      // Bounded: the drain deadline plus the children's stop timeout.
+      setTimeout(() => process.exit(code || 1), drainMs + STOP_TIMEOUT_MS + 2000).unref();
+      const r = await drain.drain(drainMs);
+      if (r.finished + r.ended > 0) console.error(`kv-worker: drained: ${r.finished} request(s) finished, ${r.ended} ended at the ${drainMs} ms drain timeout`);
+    }
+    if (server) await closeServer(server, drainMs > 0 ? 2000 : 0);
     const exits = [...children.values()].map((c) => stopChild(c));
     await Promise.all(exits);
     client?.close();
-    for (const ep of Object.values(endpoints)) removeIpcFile(ep);
+    for (const ep of [...Object.values(endpoints), ...eventFiles]) removeIpcFile(ep);
   }
   process.exit(code);
 }
@@ -91,8 +110,9 @@ function stopChild(c: ChildProcess): Promise<void> {
   });
 }
 
-process.on('SIGINT', () => void shutdown(0));
-process.on('SIGTERM', () => void shutdown(0));
+process.on('SIGINT', () => void shutdown(0, undefined, config.drainTimeoutMs));
+process.on('SIGTERM', () => void shutdown(0, undefined, config.drainTimeoutMs));
+watchParent((why) => void shutdown(0, `${why}; stopping`, config.drainTimeoutMs));
 
 try {
   const [tokenizer] = await Promise.all([loadWorkerTokenizer(config), startStage('scheduler'), startStage('detokenizer')]);
@@ -101,7 +121,7 @@ try {
   const metrics = new WorkerMetrics(async () => (await c.ctl('load')).load);
   const app = createApp({ client, tokenizer, config, model: modelName(config), metrics, stopping: () => stopping });
   const port = await new Promise<number>((resolve, reject) => {
-    server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => resolve(info.port));
+    server = serve({ fetch: drain.wrap(app.fetch), hostname: config.host, port: config.port }, (info) => resolve(info.port));
     server.once('error', reject);
   });
   console.log(`kv-worker: listening on http://${config.host}:${port} (engine ${config.engine}, ${config.numBlocks} blocks of ${config.blockSize} tokens, pid ${process.pid})`);

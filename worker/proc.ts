@@ -48,11 +48,11 @@ export function onShutdown(name: string, cleanup: () => Promise<void>, endpoints
   process.on('message', (m: ParentMsg) => {
     if (m?.type === 'shutdown') stop(0);
   });
-  // A SIGTERM to the whole process group reaches the API process too: give it a moment to
-  // stop us in order (so our exit is not mistaken for a crash); alone, we stop ourselves.
+  // A SIGTERM to the whole process group reaches the API process too, which drains its requests
+  // and then stops us in order: while it is there, we wait for it (the disconnect below is the
+  // backstop); alone, we stop ourselves.
   process.on('SIGTERM', () => {
-    if (process.connected) setTimeout(() => stop(0), 1000);
-    else stop(0);
+    if (!process.connected) stop(0);
   });
   process.on('SIGINT', () => {});
   process.on('disconnect', () => {

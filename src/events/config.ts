@@ -5,9 +5,9 @@
 import { z } from 'zod';
 import { CurveConfigSchema } from './curve.js';
 
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-}
+import { ConfigError } from '../config/error.js';
+
+export { ConfigError };
 
 const count = (min: number) => z.number().int().min(min);
 

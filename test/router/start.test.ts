@@ -31,6 +31,14 @@ test('npm start: launches, prints the URL and a curl example, serves, stops ever
     assert.match(out, /curl -s http:\/\/127\.0\.0\.1:\d+\/v1\/chat\/completions/);
     const pids = [...out.matchAll(/engine sim, .*pid (\d+)\)/g)].map((m) => Number(m[1]));
     assert.equal(pids.length, 2, out);
+    // Local means local: each worker's PUB is a bound ipc:// socket, replay on loopback; nothing on a wildcard.
+    const pubs = [...out.matchAll(/publishing KV events on (\S+), replay on (\S+)/g)];
+    assert.equal(pubs.length, 2, out);
+    for (const [, pub, replay] of pubs) {
+      assert.match(pub!, /^ipc:\/\//);
+      assert.match(replay!, /^tcp:\/\/127\.0\.0\.1:\d+$/);
+    }
+    assert.doesNotMatch(out, /tcp:\/\/(\*|0\.0\.0\.0)/);
     const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { parseWorkerArgs, parseWorkerConfig, readConfigFile, WorkerConfigError } from '../../worker/config.js';
+import { parseWorkerArgs, parseWorkerConfig, readConfigFile, ConfigError } from '../../worker/config.js';
 import { BIN, pidAlive, startWorker, waitFor } from './helpers.js';
 
 const configPath = (name: string) => fileURLToPath(new URL(`../../configs/${name}`, import.meta.url));
@@ -44,20 +44,29 @@ describe('worker config', () => {
       [['--engine', 'sim', '--block-size', '0'], /--block-size/],
       [['--engine', 'sim', '--device', 'tpu'], /--device/],
       [['--engine', 'sim', '--frobnicate', '1'], /Unknown option '--frobnicate'/],
-      [['--engine', 'sim', '--kv-events-config', '{nope'], /--kv-events-config: kv-events config is not valid JSON/],
+      [['--engine', 'sim', '--kv-events-config', '{nope'], /--kv-events-config \(kvEventsConfig\): not valid JSON/],
       [['--engine', 'sim', '--kv-events-config', '{"endpoint":"http://x"}'], /unsupported transport/],
       [['--config', '/nonexistent/worker.json'], /cannot read config file/],
     ];
     for (const [argv, re] of bad) {
-      assert.throws(() => parseWorkerArgs(argv), (e: unknown) => e instanceof WorkerConfigError && re.test(e.message), argv.join(' '));
+      assert.throws(() => parseWorkerArgs(argv), (e: unknown) => e instanceof ConfigError && re.test(e.message), argv.join(' '));
     }
   });
 
-  it('kv-worker exits 2 with the message and usage on bad options', () => {
+  it('kv-worker exits 2 with one line naming the option on bad options', () => {
     const r = spawnSync(process.execPath, [BIN, '--engine', 'sim', '--port', 'http'], { encoding: 'utf8', timeout: 30_000 });
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /kv-worker: invalid options:\n {2}- --port \(port\)/);
-    assert.match(r.stderr, /usage: kv-worker --engine onnx\|sim/);
+    assert.match(r.stderr, /^kv-worker: invalid options: --port \(port\): .* \(see kv-worker --help\)\n$/);
+  });
+
+  it('unknown keys are rejected, in the config and inside kvEventsConfig, with their path', () => {
+    assert.throws(() => parseWorkerConfig({ engine: 'sim', numBlock: 4 }), (e: unknown) => e instanceof ConfigError && /numBlock: unknown key/.test(e.message));
+    assert.throws(
+      () => parseWorkerConfig({ engine: 'sim', kvEventsConfig: { endpoint: 'tcp://*:5557', bufer_steps: 5 } }),
+      (e: unknown) => e instanceof ConfigError && /kvEventsConfig\.bufer_steps: unknown key/.test(e.message) && !e.message.includes('\n'),
+    );
+    // vLLM's own keys are fine.
+    assert.equal(parseWorkerConfig({ engine: 'sim', kvEventsConfig: { enable_kv_cache_events: true, endpoint: 'tcp://*:5557', buffer_steps: 5 } }).kvEvents?.buffer_steps, 5);
   });
 
   it('runs from a config file and stops cleanly on SIGINT', async () => {

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import './no-telemetry.js';
 import * as ort from 'onnxruntime-node';
 
 export type Device = 'cpu' | 'cuda';

@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import './no-telemetry.js';
 import * as ort from 'onnxruntime-node';
 import type { Engine, SequenceStep } from '../engine.js';
 import { sampleToken } from '../sampler.js';

@@ -1,0 +1,63 @@
+// No telemetry: an onnx kv-worker with a fresh HOME and TMPDIR writes nothing outside the model
+// cache (KV_ROUTER_CACHE_DIR) and the temp dir's expected files (tsx's compile cache). Without
+// ORT_DISABLE_TELEMETRY, onnxruntime-node writes mat-debug-<pid>.log into TMPDIR and files under
+// ~/.cache/Microsoft/ (checked first, so the test can see what it looks for).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, relative } from 'node:path';
+import { freePort } from '../../src/net/free-port.js';
+import { freshTmp, launch, leftovers, root, waitUntil } from './procs.js';
+
+const cacheDir = process.env.KV_ROUTER_CACHE_DIR || join(homedir(), '.cache', 'kv-router');
+const modelFile = join(cacheDir, 'models', 'kvr-tiny-v1', 'model.onnx');
+
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) if (!e.isDirectory()) out.push(relative(dir, join(e.parentPath, e.name)));
+  return out;
+}
+
+test('an onnx worker writes nothing outside the model cache and its temp dir', { skip: existsSync(modelFile) ? false : `no default model at ${modelFile} (npm run model:build)`, timeout: 180_000 }, async () => {
+  const base = freshTmp();
+  const home = join(base, 'home');
+  const tmp = join(base, 'tmp');
+  mkdirSync(home);
+  mkdirSync(tmp);
+  try {
+    // Positive control: onnxruntime-node with telemetry on does write here.
+    const script = join(base, 'load.cjs');
+    writeFileSync(script, `require(${JSON.stringify(join(root, 'node_modules', 'onnxruntime-node'))}).InferenceSession.create(${JSON.stringify(modelFile)}).then(() => {});`);
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, TMPDIR: tmp };
+    delete env.ORT_DISABLE_TELEMETRY;
+    spawnSync(process.execPath, [script], { env, timeout: 60_000 });
+    assert.ok(readdirSync(tmp).some((f) => f.startsWith('mat-debug-')), `control: telemetry wrote into TMPDIR: ${readdirSync(tmp).join(', ')}`);
+    rmSync(script);
+    for (const d of [home, tmp]) for (const f of readdirSync(d)) rmSync(join(d, f), { recursive: true, force: true });
+
+    const port = await freePort();
+    const w = launch(process.execPath, [join(root, 'bin', 'kv-worker.js'), '--engine', 'onnx', '--port', String(port), '--kv-events-config', JSON.stringify({ endpoint: `ipc://${tmp}/pub.sock` })], {
+      HOME: home,
+      TMPDIR: tmp,
+      KV_ROUTER_CACHE_DIR: cacheDir,
+      ORT_DISABLE_TELEMETRY: '',
+    });
+    try {
+      await waitUntil('the onnx worker to listen', 120_000, () => /listening on/.test(w.output()) || w.proc.exitCode !== null);
+      assert.match(w.output(), /listening on/, w.output());
+      const res = await fetch(`http://127.0.0.1:${port}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Hello', max_tokens: 4 }) });
+      assert.equal(res.status, 200, await res.clone().text());
+      await res.text();
+      w.proc.kill('SIGTERM');
+      assert.equal(await w.exited, 0, w.output());
+    } finally {
+      w.proc.kill('SIGKILL');
+    }
+    assert.deepEqual(filesUnder(home), [], 'nothing written under HOME');
+    assert.deepEqual(leftovers(tmp), [], 'nothing left in TMPDIR');
+  } finally {
+    rmSync(base, { recursive: true, force: true });
+  }
+});
