@@ -5,14 +5,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { freePort } from '../../src/net/free-port.js';
+import { cacheRoot, ensureDefaultModel } from '../../worker/model/index.js';
 import { freshTmp, launch, leftovers, root, waitUntil } from './procs.js';
 
-const cacheDir = process.env.KV_ROUTER_CACHE_DIR || join(homedir(), '.cache', 'kv-router');
-const modelFile = join(cacheDir, 'models', 'kvr-tiny-v1', 'model.onnx');
+// Built here when missing (a fresh machine), so the test never skips.
+const modelFile = (await ensureDefaultModel()).modelPath;
 
 function filesUnder(dir: string): string[] {
   const out: string[] = [];
@@ -20,7 +20,7 @@ function filesUnder(dir: string): string[] {
   return out;
 }
 
-test('an onnx worker writes nothing outside the model cache and its temp dir', { skip: existsSync(modelFile) ? false : `no default model at ${modelFile} (npm run model:build)`, timeout: 180_000 }, async () => {
+test('an onnx worker writes nothing outside the model cache and its temp dir', { timeout: 180_000 }, async () => {
   const base = freshTmp();
   const home = join(base, 'home');
   const tmp = join(base, 'tmp');
@@ -41,7 +41,7 @@ test('an onnx worker writes nothing outside the model cache and its temp dir', {
     const w = launch(process.execPath, [join(root, 'bin', 'kv-worker.js'), '--engine', 'onnx', '--port', String(port), '--kv-events-config', JSON.stringify({ endpoint: `ipc://${tmp}/pub.sock` })], {
       HOME: home,
       TMPDIR: tmp,
-      KV_ROUTER_CACHE_DIR: cacheDir,
+      KV_ROUTER_CACHE_DIR: cacheRoot(),
       ORT_DISABLE_TELEMETRY: '',
     });
     try {
