@@ -47,8 +47,8 @@ Usage: vllm_server.py --port P --events tcp://*:E --replay tcp://*:R --topic T
                       --num-blocks N --block-size 16 --dp 1
 Prints one JSON line {"ready": true, ...} when serving. Extra routes: GET /cache?rank=r (the
 blocks held, one entry per physical copy, and the last published seq), POST /reset_prefix_cache
-(as vLLM's dev-mode route), POST /admin/publish (test only: publish a raw event batch, e.g.
-copies of one hash). Exits on SIGTERM/SIGINT and when its parent process dies.
+(as vLLM's dev-mode route), POST /admin/publish {"rank", "events": [{"type": ...}]}
+(test only: publish events the pool did not make, e.g. copies of one hash). Exits on SIGTERM/SIGINT and when its parent process dies.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from collections import OrderedDict, deque
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 from urllib.parse import parse_qs, urlparse
 
 import cbor2
@@ -296,13 +296,6 @@ class Publisher:
             payload = self.encoder.encode(KVEventBatch(ts=time.time(), events=events, data_parallel_rank=self.rank))
             self.buffer.append((self.seq, payload))
             self.pub.send_multipart((self.topic, self.seq.to_bytes(8, "big"), payload))
-
-    def publish_raw(self, payload: bytes) -> int:
-        with self.lock:
-            self.seq += 1
-            self.buffer.append((self.seq, payload))
-            self.pub.send_multipart((self.topic, self.seq.to_bytes(8, "big"), payload))
-            return self.seq
 
     def _serve_replay(self) -> None:
         if self.router is None:
@@ -576,8 +569,13 @@ def make_handler(engine: Engine):
                     return
                 if path == "/admin/publish":
                     r = engine.rank_for(str(body.get("rank", 0)))
-                    seq = r.publisher.publish_raw(bytes.fromhex(body["payload_hex"]))
-                    return self.send_json(200, {"seq": seq})
+                    try:
+                        events = msgspec.convert(body.get("events"), list[Union[BlockStored, BlockRemoved, AllBlocksCleared]])
+                    except msgspec.ValidationError as e:
+                        raise BadRequest(f"events: {e}") from e
+                    with r.lock:
+                        r.publisher.publish(events)
+                        return self.send_json(200, {"seq": r.publisher.seq})
                 self.error(404, "not found")
             except BadRequest as e:
                 self.error(400, str(e))
