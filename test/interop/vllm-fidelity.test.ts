@@ -252,7 +252,18 @@ describe('router predictions equal the vLLM-like servers\' cached tokens', { ski
 
   test('thinking on and off (chat_template_kwargs.enable_thinking)', async () => {
     const log: Exchange[] = [];
-    const msgs = [{ role: 'system', content: words('think', 50) }, { role: 'user', content: words('q', 30) }];
+    // enable_thinking only changes the prompt's tail: pick a length where "off" fills one more block
+    // than "on", so a router that drops chat_template_kwargs mispredicts the repeat.
+    const count = async (body: Record<string, unknown>) => ((await (await A.post('/tokenize', body)).json()) as { count: number }).count;
+    let msgs: { role: string; content: string }[] = [];
+    let found = false;
+    for (let k = 20; k < 60 && !found; k++) {
+      msgs = [{ role: 'system', content: words('think', 50) }, { role: 'user', content: words('q', k) }];
+      const on = await count({ messages: msgs });
+      const off = await count({ messages: msgs, chat_template_kwargs: { enable_thinking: false } });
+      found = Math.floor((off - 1) / 16) > Math.floor((on - 1) / 16);
+    }
+    assert.ok(found, 'a length where thinking off fills one more block');
     await send(log, 'thinking off', '/v1/chat/completions', { messages: msgs, chat_template_kwargs: { enable_thinking: false } });
     await send(log, 'thinking off again', '/v1/chat/completions', { messages: msgs, chat_template_kwargs: { enable_thinking: false } });
     await send(log, 'thinking on', '/v1/chat/completions', { messages: msgs, chat_template_kwargs: { enable_thinking: true } });

@@ -46,7 +46,7 @@ code search; nothing copied):
 Usage: vllm_server.py --port P --events tcp://*:E --replay tcp://*:R --topic T
                       --num-blocks N --block-size 16 --dp 1
 Prints one JSON line {"ready": true, ...} when serving. Extra routes: GET /cache?rank=r (the
-blocks held, one entry per physical copy, and the last published seq), POST /reset_prefix_cache
+blocks held, one entry per physical copy, and the last published seq), POST /tokenize, POST /reset_prefix_cache
 (as vLLM's dev-mode route), POST /admin/publish {"rank", "events": [{"type": ...}]}
 (test only: publish events the pool did not make, e.g. copies of one hash). Exits on SIGTERM/SIGINT and when its parent process dies.
 """
@@ -557,6 +557,9 @@ def make_handler(engine: Engine):
                 body = self.read_body()
                 if path in ("/v1/completions", "/v1/chat/completions"):
                     return self.generate(body, chat=path == "/v1/chat/completions")
+                if path == "/tokenize":  # vLLM's serving_tokenization: a prompt, or messages rendered as for chat
+                    tokens = engine.prompt_tokens(body, chat="messages" in body)
+                    return self.send_json(200, {"count": len(tokens), "max_model_len": engine.max_model_len, "tokens": tokens})
                 if path == "/reset_prefix_cache":
                     for r in engine.ranks:
                         with r.lock:
