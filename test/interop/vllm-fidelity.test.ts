@@ -317,8 +317,8 @@ describe('router predictions equal the vLLM-like servers\' cached tokens', { ski
         if (i % 3 === 2) await send(log, `conv ${i - 1} revisit round ${round}`, '/v1/completions', { prompt: convs[i - 1] });
       }
     }
-    const removed = await Promise.all(fleet().map((s) => s.cache(0)));
-    assert.ok(removed.every((c) => c.free_blocks < 47 || c.blocks.length > 0), 'the pools were used');
+    const pools = await Promise.all([A.cache(0), B.cache(0), B.cache(1)]);
+    assert.ok(pools.filter((c) => c.evictions > 0).length >= 2, `blocks were evicted (${pools.map((c) => c.evictions).join(', ')} BlockRemoved)`);
     await treesEqual('after eviction');
 
     // The conversation A served last is still in A's pool: after the restart it is in no pool at all.

@@ -34,6 +34,8 @@ export interface ServerCache {
   seq: number;
   block_size: number;
   free_blocks: number;
+  /** BlockRemoved events sent so far. */
+  evictions: number;
   blocks: (CachedBlock & { block_id: number; extra_keys: unknown[] | null })[];
 }
 

@@ -148,6 +148,7 @@ class BlockPool:
         # hash -> {block_id: Block}: several physical copies per hash
         self.cached: dict[bytes, dict[int, Block]] = {}
         self.events: list[Any] = []
+        self.evictions = 0  # BlockRemoved sent
         self.root = none_hash()
 
     def num_free(self) -> int:
@@ -187,6 +188,7 @@ class BlockPool:
             if not copies:
                 del self.cached[b.block_hash]
             self.events.append(BlockRemoved(block_hashes=[external_hash(b.block_hash)], medium="GPU"))
+            self.evictions += 1
         b.block_hash, b.token_ids, b.parent_hash, b.extra_keys = None, [], None, None
 
     def cache_full_blocks(self, blocks: list[Block], tokens: list[int], hashes: list[bytes], start: int, end: int, salt: str | None) -> None:
@@ -536,7 +538,8 @@ def make_handler(engine: Engine):
                     return self.error(400, "bad rank")
                 with r.lock:
                     self.send_json(200, {"seq": r.publisher.seq, "block_size": engine.block_size,
-                                         "free_blocks": r.pool.num_free(), "blocks": r.pool.held()})
+                                         "free_blocks": r.pool.num_free(), "evictions": r.pool.evictions,
+                                         "blocks": r.pool.held()})
             else:
                 self.error(404, "not found")
 
