@@ -191,7 +191,8 @@ export async function compareTrees(routerUrl: string, s: VllmServer, rank = 0): 
   const server = workerEntries(c.blocks);
   const r = await fetch(`${routerUrl}/workers/${encodeURIComponent(s.opts.id)}?dump`, { signal: AbortSignal.timeout(10_000) });
   const j = (await r.json()) as { trees?: Record<string, SourceDump | null> };
-  const router = dumpEntries(j.trees?.[String(rank)] ?? null);
+  const { entries: router, keyConflicts } = dumpEntries(j.trees?.[String(rank)] ?? null, c.blocks);
+  if (keyConflicts > 0) throw new Error(`router keys of ${s.opts.id}:${rank} do not map one-to-one to token prefixes (${keyConflicts} conflicts)`);
   return {
     missing: [...server].filter((e) => !router.has(e)),
     extra: [...router].filter((e) => !server.has(e)),
