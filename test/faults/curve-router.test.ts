@@ -49,6 +49,6 @@ describe('CURVE between a worker and the router', { timeout: 115_000 }, () => {
       body: JSON.stringify({ id: 'bad', url: w.url, kv_events: { ...w.kvEvents, curve: { server_public_key: 'short' } } }),
     });
     assert.equal(res.status, 400);
-    assert.match(await res.text(), /kv_events\.curve: server_public_key: a CURVE key is 40 Z85 characters/);
+    assert.match(await res.text(), /kv_events\.curve\.server_public_key: a CURVE key is 40 Z85 characters/);
   });
 });
