@@ -1,7 +1,7 @@
-import { chainKey, type Key64 } from './hash.js';
+import type { PromptKeys } from './prompt-keys.js';
 import { HEADER, type NodeStore } from './node-store.js';
 
-/** Blocks hashed before their lookups: independent lookups overlap their cache misses. */
+/** Blocks whose keys are taken before their lookups: independent lookups overlap their cache misses. */
 const MAX_CHUNK = 64;
 
 /**
@@ -11,8 +11,6 @@ const MAX_CHUNK = 64;
  * same (source, tier) pattern are added up in one go.
  */
 export class PromptWalker {
-  private readonly key = new Uint32Array(2);
-  private readonly keys = new Uint32Array(MAX_CHUNK * 2);
   private readonly found = new Int32Array(MAX_CHUNK);
   private scratch = new Uint32Array(0);
 
@@ -22,15 +20,13 @@ export class PromptWalker {
    * For every source slot in `members`, adds the prompt tokens it holds to
    * counts[slot * (media + 1) + tier]: tier m < media is medium m (the fastest
    * holding the block wins), tier `media` is provisional. Only the first `nTokens`
-   * tokens are walked; the first block chains to `root` (the salt's, or the plain root).
+   * tokens are walked; the keys come from `prompt` (hashed once per request).
    */
   walk(
-    tokenIds: ArrayLike<number>,
+    prompt: PromptKeys,
     nTokens: number,
     bs: number,
     members: Uint32Array,
-    lora: Key64,
-    root: Key64,
     counts: Float64Array,
   ): void {
     const ns = this.nodes;
@@ -43,24 +39,16 @@ export class PromptWalker {
     let cur = this.scratch.subarray(W + K * W, W + 2 * K * W);
     alive.set(members);
     prev.fill(0);
-    const key = this.key;
-    const keys = this.keys;
     const found = this.found;
     let run = 0;
-    let pLo = root.lo;
-    let pHi = root.hi;
-    const nBlocks = Math.floor(Math.min(nTokens, tokenIds.length) / bs);
+    const nBlocks = Math.floor(Math.min(nTokens, prompt.tokens.length) / bs);
     let chunk = 8; // small first: most of a novel prompt is never looked up
     walk: for (let b = 0; b < nBlocks; b += chunk, chunk = Math.min(MAX_CHUNK, chunk * 2)) {
       const c = Math.min(chunk, nBlocks - b);
-      for (let k = 0; k < c; k++) {
-        chainKey(pLo, pHi, lora.lo, lora.hi, tokenIds, (b + k) * bs, bs, key);
-        pLo = keys[2 * k] = key[0];
-        pHi = keys[2 * k + 1] = key[1];
-      }
+      const keys = prompt.keys(bs, b + c);
       let nFound = 0;
       while (nFound < c) {
-        const n = ns.find(keys[2 * nFound], keys[2 * nFound + 1]);
+        const n = ns.find(keys[2 * (b + nFound)], keys[2 * (b + nFound) + 1]);
         if (n < 0) break;
         found[nFound++] = n;
       }
