@@ -4,9 +4,21 @@ export interface MatchResult {
   byMedium?: unknown;
 }
 
+/** A prompt's block keys (src/index PromptKeys), opaque to policies: computed once per request. */
+export interface PromptKeysRef {
+  readonly tokens: ArrayLike<number>;
+  readonly blockSize: number;
+}
+
 export interface MatchIndex {
-  match(tokenIds: number[], opts?: { lora?: string | null }): Map<string, MatchResult>;
+  /** Given keys from promptKeys, their lora/salt apply; maxTokens bounds the hit (pass prompt length - 1, as vLLM). */
+  match(
+    prompt: ArrayLike<number> | PromptKeysRef,
+    opts?: { lora?: string | null; salt?: string | null; maxTokens?: number },
+  ): Map<string, MatchResult>;
   markProvisional(source: string, tokenIds: number[], blockSize: number, lora?: string | null): void;
+  /** Optional so test fakes need not hash: the real index hashes the prompt once here. */
+  promptKeys?(tokenIds: number[], blockSize: number, opts?: { lora?: string | null; salt?: string | null }): PromptKeysRef;
 }
 
 /** byMedium as a plain record for explain output, whatever shape the index gives (Map or object). */
