@@ -224,14 +224,22 @@ export class PrefixIndex {
     }
     for (const [id, groups] of this.hybrid) {
       if (groups.size === 0) continue;
-      const hit = hybridHit([...groups.values()].map((g) => this.groupView(g, keys, n)), Math.min(n, tokenIds.length));
-      out.set(id, { matchedTokens: hit, byMedium: hit === 0 ? {} : { GPU: hit } });
+      const views = [...groups.values()].map((g) => this.groupView(g, keys, n));
+      const hit = hybridHit(views, Math.min(n, tokenIds.length));
+      // Tiers of a hybrid hit: the first full-attention group's leading real blocks, the rest provisional.
+      const ref = views.find((v) => v.kind === 'full') ?? views[0];
+      let real = 0;
+      while (real < hit / ref.blockSize && ref.heldReal(real)) real++;
+      const byMedium: Record<string, number> = {};
+      if (real > 0) byMedium.GPU = real * ref.blockSize;
+      if (hit > real * ref.blockSize) byMedium[PROVISIONAL] = hit - real * ref.blockSize;
+      out.set(id, { matchedTokens: hit, byMedium });
     }
     return out;
   }
 
   /** A group's view of the prompt: block i is held when the group holds its key, in any medium or provisionally. */
-  private groupView(g: HybridGroup, keys: PromptKeys, nTokens: number): GroupView {
+  private groupView(g: HybridGroup, keys: PromptKeys, nTokens: number): GroupView & { heldReal(i: number): boolean } {
     const bs = g.state.blockSize ?? 1;
     const k = keys.keys(bs, Math.floor(nTokens / bs));
     const ns = this.nodes;
@@ -244,6 +252,10 @@ export class PrefixIndex {
         const r = ns.find(k[2 * i], k[2 * i + 1]);
         if (r < 0) return false;
         return ns.heldReal(r, st.word, st.bit) || (ns.rec[r * ns.stride + ns.provOff(st.word)] & st.bit) !== 0;
+      },
+      heldReal: (i) => {
+        const r = ns.find(k[2 * i], k[2 * i + 1]);
+        return r >= 0 && ns.heldReal(r, st.word, st.bit);
       },
     };
   }

@@ -147,3 +147,16 @@ test('prompt keys: match and provisional marks through one keys object agree wit
   assert.equal(idx.match(tokens).get('a')?.matchedTokens, 0, 'lora kept apart');
   assert.throws(() => idx.promptKeys(tokens, 0), RangeError);
 });
+
+test('a provisional mark on a hybrid source marks every group and counts as the provisional tier', () => {
+  let now = 0;
+  const idx = new PrefixIndex({ provisionalTtlMs: 100, now: () => now });
+  idx.addSource('w');
+  const tokens = range(0, 32);
+  // Two real blocks in each group, then a mark for the whole 8-block prompt.
+  idx.applyBatch('w', batch(groupStored(0, FULL, [1n, 2n], null, tokens.slice(0, 8), 4), groupStored(1, sliding(8), [1n, 2n], null, tokens.slice(0, 8), 4)));
+  idx.markProvisional('w', idx.promptKeys(tokens, 4));
+  assert.deepEqual(idx.match(tokens).get('w'), { matchedTokens: 32, byMedium: { GPU: 8, provisional: 24 } });
+  now += 101;
+  assert.deepEqual(idx.match(tokens).get('w'), { matchedTokens: 8, byMedium: { GPU: 8 } });
+});
