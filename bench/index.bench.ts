@@ -1,6 +1,9 @@
 /**
  * Prefix-index benchmark: apply throughput, match latency, bytes per held block.
  * Run: node --expose-gc --import tsx bench/index.bench.ts   (RUNS=n to change repeats)
+ * `--quick`: a few seconds on small sizes, to check the bench runs (results not written).
+ * Also prints match time at 16, 64, 256, 512 sources (same blocks per source), as a ratio
+ * to 16 sources in the same run: the walk should cost what the prompt costs, not sources x prompt.
  */
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -8,12 +11,16 @@ import { PrefixIndex } from '../src/index/index.js';
 import type { KVEventBatch } from '../src/events/types.js';
 import { asBatch, BLOCK, mix32, PROMPT_BLOCKS, Workload } from './index-workload.js';
 
+const QUICK = process.argv.includes('--quick');
 const SOURCES = 16;
-const TARGET_BLOCKS = 100_000;
-const RUNS = Number(process.env.RUNS ?? 5);
-const QUERIES = 4000;
-const DISTINCT_PROMPTS = 400;
-const CHURN_BLOCK_EVENTS = 1_000_000;
+const TARGET_BLOCKS = QUICK ? 2_000 : 100_000;
+const RUNS = QUICK ? 1 : Number(process.env.RUNS ?? 5);
+const QUERIES = QUICK ? 300 : 4000;
+const DISTINCT_PROMPTS = QUICK ? 50 : 400;
+const CHURN_BLOCK_EVENTS = QUICK ? 20_000 : 1_000_000;
+const SWEEP_SOURCES = [16, 64, 256, 512];
+const SWEEP_BLOCKS = QUICK ? 200 : 4_000;
+const SWEEP_QUERIES = QUICK ? 200 : 3000;
 const gc = (globalThis as { gc?: () => void }).gc;
 
 function mem(): number {
@@ -123,13 +130,14 @@ function oneRun(seed: number): Run {
   }
   const lat = new Float64Array(QUERIES);
   let bestSum = 0;
-  for (let q = 0; q < 1000; q++) ix.match(prompts[q % DISTINCT_PROMPTS]); // warm-up
+  for (let q = 0; q < 1000; q++) ix.match(ix.promptKeys(prompts[q % DISTINCT_PROMPTS], BLOCK)); // warm-up
   gc?.();
   const matchCpu0 = process.cpuUsage();
   for (let q = 0; q < QUERIES; q++) {
     const p = prompts[q % DISTINCT_PROMPTS];
     const t0 = performance.now();
-    const res = ix.match(p);
+    // The router's hot path: keys once per request (hashing included in the time), then match.
+    const res = ix.match(ix.promptKeys(p, BLOCK));
     lat[q] = (performance.now() - t0) * 1000;
     let best = 0;
     for (const v of res.values()) best = Math.max(best, v.matchedTokens);
@@ -151,7 +159,7 @@ function oneRun(seed: number): Run {
   for (let q = 0; q < QUERIES; q++) {
     const p = prompts[q % DISTINCT_PROMPTS];
     const c = process.cpuUsage();
-    ix.match(p);
+    ix.match(ix.promptKeys(p, BLOCK));
     const d = process.cpuUsage(c);
     cpuLat[q] = Math.max(0, d.user + d.system - callCost);
   }
@@ -208,6 +216,47 @@ function oneRun(seed: number): Run {
   };
 }
 
+/** Match latency (µs, median and p10-p90) with `n` sources of SWEEP_BLOCKS blocks each. */
+function sweepOne(n: number, seed: number): { p50: number; p10: number; p90: number; p99: number } {
+  const wl = new Workload(seed);
+  const ix = new PrefixIndex();
+  const convs: number[][] = Array.from({ length: n }, () => []);
+  let c = 1;
+  for (let s = 0; s < n; s++) {
+    ix.addSource(`w${s}`);
+    let held = 0;
+    const sysOn = new Set<number>();
+    while (held < SWEEP_BLOCKS) {
+      // 30% of conversations also land on a second source, as in the main workload
+      const conv = mix32(c * 17 + seed) % 10 < 3 && s > 0 ? convs[s - 1][mix32(c) % convs[s - 1].length] ?? c++ : c++;
+      const sys = wl.sys(conv);
+      const from = sysOn.has(sys.id) ? sys.blocks : 0;
+      sysOn.add(sys.id);
+      ix.applyBatch(`w${s}`, asBatch(wl.storeEvents(conv, from, wl.length(conv))));
+      convs[s].push(conv);
+      held += wl.length(conv) - from;
+    }
+  }
+  const prompts: number[][] = [];
+  for (let q = 0; q < DISTINCT_PROMPTS; q++) {
+    const r = mix32(q * 101 + seed);
+    const s = r % n;
+    const conv = r % 10 === 0 ? c + q : convs[s][mix32(r) % convs[s].length];
+    prompts.push(wl.tokens(conv, 0, PROMPT_BLOCKS * BLOCK));
+  }
+  for (let q = 0; q < 500; q++) ix.match(ix.promptKeys(prompts[q % prompts.length], BLOCK));
+  gc?.();
+  const lat = new Float64Array(SWEEP_QUERIES);
+  for (let q = 0; q < SWEEP_QUERIES; q++) {
+    const t0 = performance.now();
+    ix.match(ix.promptKeys(prompts[q % prompts.length], BLOCK));
+    lat[q] = (performance.now() - t0) * 1000;
+  }
+  lat.sort();
+  const at = (f: number): number => lat[Math.floor(SWEEP_QUERIES * f)];
+  return { p50: at(0.5), p10: at(0.1), p90: at(0.9), p99: at(0.99) };
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -219,6 +268,14 @@ for (let r = 0; r < RUNS; r++) {
   const run = oneRun(r + 1);
   runs.push(run);
   console.log(`run ${r + 1}: ${JSON.stringify(run, (_k, v) => (typeof v === 'number' ? Math.round(v * 100) / 100 : v))}`);
+}
+const sweep = SWEEP_SOURCES.map((n) => ({ sources: n, ...sweepOne(n, 7) }));
+const baseP50 = sweep[0].p50;
+console.log(`\nmatch vs sources (${SWEEP_BLOCKS} blocks each, ${PROMPT_BLOCKS * BLOCK}-token prompts, µs)`);
+for (const r of sweep) {
+  console.log(
+    `  ${String(r.sources).padStart(4)} sources: p50 ${r.p50.toFixed(1)} [p10 ${r.p10.toFixed(1)} - p90 ${r.p90.toFixed(1)}] p99 ${r.p99.toFixed(1)}  x${(r.p50 / baseP50).toFixed(2)} vs 16`,
+  );
 }
 const keys = Object.keys(runs[0]) as (keyof Run)[];
 const summary: Record<string, { median: number; min: number; max: number } | null> = {};
@@ -241,8 +298,14 @@ const config = {
   churnBlockEvents: CHURN_BLOCK_EVENTS,
   runs: RUNS,
 };
-mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-writeFileSync(
-  new URL('./results/index.json', import.meta.url),
-  JSON.stringify({ bench: 'index', date: new Date().toISOString(), node: process.version, config, summary, runs }, null, 2) + '\n',
-);
+if (!QUICK) {
+  mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+  writeFileSync(
+    new URL('./results/index.json', import.meta.url),
+    JSON.stringify(
+      { bench: 'index', date: new Date().toISOString(), node: process.version, config, summary, sourcesSweep: sweep, runs },
+      null,
+      2,
+    ) + '\n',
+  );
+}

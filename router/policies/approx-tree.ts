@@ -34,7 +34,7 @@ export class ApproxTreePolicy implements Policy {
         keysCache.set(tokens, keys);
       }
       const tree = this.trees.get(c.source);
-      // A hit reaches at most prompt - 1 tokens (see matchableTokens); has() leaves the LRU order alone.
+      // A hit reaches at most prompt - 1 tokens (vLLM recomputes the last prompt token: kv_cache_manager.py get_computed_blocks, max_cache_hit_length = num_tokens - 1); has() leaves the LRU order alone.
       const reachable = Math.floor(Math.max(0, tokens.length - 1) / this.opts.block_size);
       let blocks = 0;
       if (tree) while (blocks < reachable && tree.has(keys[blocks]!)) blocks++;

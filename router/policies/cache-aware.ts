@@ -1,6 +1,6 @@
 import type { Candidate, CostWeights, Policy, RouteRequest, Scored } from './policy.js';
-import { costTerms, demoteOverloaded, matchableTokens, sortByCost } from './policy.js';
-import type { MatchIndex, MatchResult } from './match-index.js';
+import { costTerms, demoteOverloaded, sortByCost } from './policy.js';
+import type { MatchIndex, MatchResult, PromptKeysRef } from './match-index.js';
 import { mediumRecord, provisionalOf } from './match-index.js';
 import { HotPrefixes, prefixKey } from './hot-prefixes.js';
 
@@ -14,6 +14,7 @@ export class CacheAwarePolicy implements Policy {
   private readonly hot: HotPrefixes;
   /** The matched-prefix key of each ranked request, counted when it is committed (a memo: no answer depends on it). */
   private readonly keys = new WeakMap<RouteRequest, string>();
+  private readonly promptKeys = new WeakMap<number[], PromptKeysRef>();
 
   constructor(
     private readonly index: MatchIndex,
@@ -30,7 +31,7 @@ export class CacheAwarePolicy implements Policy {
       const tokens = req.tokensFor(c);
       let m = matches.get(tokens);
       if (!m) {
-        m = this.index.match(matchableTokens(tokens), { lora: req.lora, salt: req.salt });
+        m = this.index.match(this.keysOf(req, tokens, c.blockSize), { lora: req.lora, salt: req.salt, maxTokens: tokens.length - 1 });
         matches.set(tokens, m);
       }
       const r = m.get(c.source);
@@ -69,9 +70,20 @@ export class CacheAwarePolicy implements Policy {
     return demoteOverloaded(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold);
   }
 
+  /** The prompt's block keys, hashed once per request and shared by rank and commit (a cache, not state). */
+  private keysOf(req: RouteRequest, tokens: number[], blockSize: number): number[] | PromptKeysRef {
+    if (!this.index.promptKeys) return tokens;
+    let k = this.promptKeys.get(tokens);
+    if (!k) {
+      k = this.index.promptKeys(tokens, blockSize, { lora: req.lora, salt: req.salt });
+      this.promptKeys.set(tokens, k);
+    }
+    return k;
+  }
+
   commit(req: RouteRequest, pick: Candidate): void {
     const tokens = req.tokensFor(pick);
-    if (tokens.length >= pick.blockSize) this.index.markProvisional(pick.source, tokens, pick.blockSize, req.lora, req.salt);
+    if (tokens.length >= pick.blockSize) this.index.markProvisional(pick.source, this.keysOf(req, tokens, pick.blockSize), pick.blockSize, req.lora, req.salt);
     const key = this.keys.get(req);
     if (key !== undefined) this.hot.add(key);
     this.keys.delete(req); // a retry of the same request is not another request

@@ -4,15 +4,21 @@ export interface MatchResult {
   byMedium?: unknown;
 }
 
-export interface MatchOptions {
-  lora?: string | null;
-  /** cache_salt of the request: blocks stored under another salt (or none) never match. */
-  salt?: string | null;
+/** A prompt's block keys (src/index PromptKeys), opaque to policies: computed once per request. */
+export interface PromptKeysRef {
+  readonly tokens: ArrayLike<number>;
+  readonly blockSize: number;
 }
 
 export interface MatchIndex {
-  match(tokenIds: number[], opts?: MatchOptions): Map<string, MatchResult>;
-  markProvisional(source: string, tokenIds: number[], blockSize: number, lora?: string | null, salt?: string | null): void;
+  /** Given keys from promptKeys, their lora/salt apply; maxTokens bounds the hit (pass prompt length - 1, as vLLM). */
+  match(
+    prompt: ArrayLike<number> | PromptKeysRef,
+    opts?: { lora?: string | null; salt?: string | null; maxTokens?: number },
+  ): Map<string, MatchResult>;
+  markProvisional(source: string, tokenIds: number[] | PromptKeysRef, blockSize?: number, lora?: string | null, salt?: string | null): void;
+  /** Optional so test fakes need not hash: the real index hashes the prompt once here. */
+  promptKeys?(tokenIds: number[], blockSize: number, opts?: { lora?: string | null; salt?: string | null }): PromptKeysRef;
 }
 
 /** byMedium as a plain record for explain output, whatever shape the index gives (Map or object). */

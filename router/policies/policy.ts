@@ -137,12 +137,3 @@ export function plainScore(c: Candidate, promptTokens: number, cost: number, ter
   return { candidate: c, matchedTokens: 0, indexMatchedTokens: 0, promptTokens, terms, cost };
 }
 
-/**
- * The prompt as far as a prefix-cache hit can reach: vLLM recomputes at least the last prompt
- * token (its logits start the output), so a hit covers at most prompt_tokens - 1 tokens, i.e.
- * the full blocks of the prompt minus its last token (a fully cached 160-token prompt reuses 144
- * at block size 16). vllm/v1/core/kv_cache_manager.py get_computed_blocks: max_cache_hit_length = num_tokens - 1.
- */
-export function matchableTokens(tokens: number[]): number[] {
-  return tokens.length > 0 ? tokens.slice(0, tokens.length - 1) : tokens;
-}

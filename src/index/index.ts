@@ -1,5 +1,6 @@
 export {
   PrefixIndex,
+  PromptKeys,
   PROVISIONAL,
   type SourceId,
   type LoraRef,

@@ -6,6 +6,17 @@ import { K_HI, K_LO, NodeStore } from './node-store.js';
 import { SourceState, type SourceId } from './source-state.js';
 import { dumpSource, type SourceDump } from './dump.js';
 import { PromptWalker } from './walk.js';
+import { PromptKeys } from './prompt-keys.js';
+import { hybridHit, type GroupView } from './hybrid.js';
+
+export { PromptKeys } from './prompt-keys.js';
+
+/** One KV cache group of a hybrid source (vLLM's hybrid KV cache manager tags its events with group_idx). */
+interface HybridGroup {
+  state: SourceState;
+  kind: 'full' | 'sliding';
+  window: number;
+}
 
 export type { SourceId } from './source-state.js';
 export type { SourceDump, DumpNode } from './dump.js';
@@ -90,6 +101,8 @@ export class PrefixIndex {
   private readonly ekey = new Uint32Array(2);
   private counts = new Float64Array(0);
   private readonly unknown: UnknownSourceCounts = { batches: 0, provisionalMarks: 0 };
+  /** Source -> group_idx -> its group (only sources whose events carry group_idx). */
+  private readonly hybrid = new Map<SourceId, Map<number, HybridGroup>>();
 
   constructor(opts: PrefixIndexOptions = {}) {
     this.ttl = opts.provisionalTtlMs ?? 5000;
@@ -104,13 +117,22 @@ export class PrefixIndex {
    */
   addSource(source: SourceId): void {
     if (this.bySource.has(source)) return;
+    this.bySource.set(source, this.newState(source));
+    this.groups = null;
+  }
+
+  /** Prompt keys for one request: pass them to match and markProvisional so the prompt is hashed once. */
+  promptKeys(tokenIds: ArrayLike<number>, blockSize: number, opts: { lora?: LoraRef; salt?: string | null } = {}): PromptKeys {
+    return new PromptKeys(tokenIds, blockSize, opts.lora ?? null, opts.salt ?? null);
+  }
+
+  private newState(source: SourceId): SourceState {
     let slot = this.slots.indexOf(undefined);
     if (slot < 0) slot = this.slots.length;
     this.nodes.ensureWords((slot >>> 5) + 1);
     const s = new SourceState(source, slot, this.nodes);
     this.slots[slot] = s;
-    this.bySource.set(source, s);
-    this.groups = null;
+    return s;
   }
 
   hasSource(source: SourceId): boolean {
@@ -126,9 +148,15 @@ export class PrefixIndex {
       return;
     }
     for (const ev of batch.events) {
-      if (ev.type === 'BlockStored') this.store(s, ev);
-      else if (ev.type === 'BlockRemoved') this.remove(s, ev);
-      else if (ev.type === 'AllBlocksCleared') this.clearBlocks(s);
+      if (ev.type === 'BlockStored') {
+        const t = ev.group_idx == null ? s : this.groupFor(source, ev);
+        if (t === null) s.invalid++;
+        else this.store(t, ev);
+      } else if (ev.type === 'BlockRemoved') {
+        const t = ev.group_idx == null ? s : this.hybrid.get(source)?.get(ev.group_idx)?.state;
+        if (t === undefined) s.unknownRemoval += ev.block_hashes.length;
+        else this.remove(t, ev);
+      } else if (ev.type === 'AllBlocksCleared') this.clearAll(s);
     }
     this.compact();
   }
@@ -142,7 +170,7 @@ export class PrefixIndex {
   clearSource(source: SourceId): void {
     const s = this.bySource.get(source);
     if (s === undefined) return;
-    this.clearBlocks(s);
+    this.clearAll(s);
     this.setBlockSize(s, null);
     this.compact();
   }
@@ -150,7 +178,9 @@ export class PrefixIndex {
   removeSource(source: SourceId): void {
     const s = this.bySource.get(source);
     if (s === undefined) return;
-    this.clearBlocks(s);
+    this.clearAll(s);
+    for (const g of this.hybrid.get(source)?.values() ?? []) this.slots[g.state.slot] = undefined;
+    this.hybrid.delete(source);
     this.bySource.delete(source);
     this.slots[s.slot] = undefined;
     this.groups = null;
@@ -161,18 +191,23 @@ export class PrefixIndex {
     return [...this.bySource.keys()];
   }
 
-  /** One walk of the prompt per block size: matched leading tokens for every source. */
-  match(tokenIds: ArrayLike<number>, opts: MatchOptions = {}): Map<SourceId, SourceMatch> {
+  /**
+   * One walk of the prompt per block size: matched leading tokens for every source.
+   * Given PromptKeys, their LoRA and salt apply (opts.lora / opts.salt are ignored) and
+   * their cached keys are reused. A hybrid source (events with group_idx) reports its
+   * hybrid hit: what every full-attention group and every sliding window allow.
+   */
+  match(prompt: ArrayLike<number> | PromptKeys, opts: MatchOptions = {}): Map<SourceId, SourceMatch> {
+    const keys = prompt instanceof PromptKeys ? prompt : new PromptKeys(prompt, 1, opts.lora ?? null, opts.salt ?? null);
+    const tokenIds = keys.tokens;
     this.expire();
     const M = this.nodes.media;
     const K = M + 1; // media, then provisional
     const nSlots = this.slots.length;
     if (this.counts.length < nSlots * K) this.counts = new Float64Array(nSlots * K * 2);
     this.counts.fill(0, 0, nSlots * K);
-    const lora = loraKey(opts.lora ?? null);
-    const root = saltRoot(opts.salt ?? null);
     const n = opts.maxTokens === undefined ? tokenIds.length : Math.max(0, Math.floor(opts.maxTokens));
-    for (const [bs, members] of this.blockSizeGroups()) this.walker.walk(tokenIds, n, bs, members, lora, root, this.counts);
+    for (const [bs, members] of this.blockSizeGroups()) this.walker.walk(keys, n, bs, members, this.counts);
 
     const counts = this.counts;
     const out = new Map<SourceId, SourceMatch>();
@@ -187,7 +222,60 @@ export class PrefixIndex {
       }
       out.set(s.id, { matchedTokens, byMedium });
     }
+    for (const [id, groups] of this.hybrid) {
+      if (groups.size === 0) continue;
+      const views = [...groups.values()].map((g) => this.groupView(g, keys, n));
+      const hit = hybridHit(views, Math.min(n, tokenIds.length));
+      // Tiers of a hybrid hit: the first full-attention group's leading real blocks, the rest provisional.
+      const ref = views.find((v) => v.kind === 'full') ?? views[0];
+      let real = 0;
+      while (real < hit / ref.blockSize && ref.heldReal(real)) real++;
+      const byMedium: Record<string, number> = {};
+      if (real > 0) byMedium.GPU = real * ref.blockSize;
+      if (hit > real * ref.blockSize) byMedium[PROVISIONAL] = hit - real * ref.blockSize;
+      out.set(id, { matchedTokens: hit, byMedium });
+    }
     return out;
+  }
+
+  /** A group's view of the prompt: block i is held when the group holds its key, in any medium or provisionally. */
+  private groupView(g: HybridGroup, keys: PromptKeys, nTokens: number): GroupView & { heldReal(i: number): boolean } {
+    const bs = g.state.blockSize ?? 1;
+    const k = keys.keys(bs, Math.floor(nTokens / bs));
+    const ns = this.nodes;
+    const st = g.state;
+    return {
+      kind: g.kind,
+      blockSize: bs,
+      window: g.window,
+      held: (i) => {
+        const r = ns.find(k[2 * i], k[2 * i + 1]);
+        if (r < 0) return false;
+        return ns.heldReal(r, st.word, st.bit) || (ns.rec[r * ns.stride + ns.provOff(st.word)] & st.bit) !== 0;
+      },
+      heldReal: (i) => {
+        const r = ns.find(k[2 * i], k[2 * i + 1]);
+        return r >= 0 && ns.heldReal(r, st.word, st.bit);
+      },
+    };
+  }
+
+  /** The group of a hybrid source an event names, created on its first BlockStored; null when malformed. */
+  private groupFor(source: SourceId, ev: BlockStored): SourceState | null {
+    const idx = ev.group_idx as number;
+    if (!Number.isInteger(idx) || idx < 0) return null;
+    const win = ev.kv_cache_spec_sliding_window ?? null;
+    const sliding = win !== null || /sliding/i.test(ev.kv_cache_spec_kind ?? '');
+    if (sliding && (win === null || !Number.isInteger(win) || win < 1)) return null;
+    let groups = this.hybrid.get(source);
+    if (groups === undefined) this.hybrid.set(source, (groups = new Map()));
+    let g = groups.get(idx);
+    if (g === undefined) {
+      // Kinds other than sliding window (full, MLA, …) need the whole prefix, as full attention does.
+      g = { state: this.newState(source), kind: sliding ? 'sliding' : 'full', window: sliding ? (win as number) : 0 };
+      groups.set(idx, g);
+    }
+    return g.state;
   }
 
   /**
@@ -196,38 +284,41 @@ export class PrefixIndex {
    * arrive. Blocks it already holds for real are left alone. An unknown source is
    * ignored and counted (see addSource).
    */
+  markProvisional(source: SourceId, keys: PromptKeys): void;
+  markProvisional(source: SourceId, tokenIds: ArrayLike<number>, blockSize: number, lora?: LoraRef, salt?: string | null): void;
   markProvisional(
     source: SourceId,
-    tokenIds: ArrayLike<number>,
-    blockSize: number,
+    prompt: ArrayLike<number> | PromptKeys,
+    blockSize?: number,
     lora: LoraRef = null,
     salt: string | null = null,
   ): void {
-    if (!Number.isInteger(blockSize) || blockSize <= 0) throw new RangeError(`invalid block size ${blockSize}`);
+    const keys = prompt instanceof PromptKeys ? prompt : new PromptKeys(prompt, blockSize as number, lora, salt);
     this.expire();
     const s = this.bySource.get(source);
     if (s === undefined) {
       this.unknown.provisionalMarks++;
       return;
     }
-    if (s.blockSize === null) this.setBlockSize(s, blockSize);
-    const bs = s.blockSize as number;
-    const { lo: lLo, hi: lHi } = loraKey(lora);
+    const groups = this.hybrid.get(source);
+    if (groups !== undefined && groups.size !== 0) {
+      for (const g of groups.values()) this.markKeys(g.state, keys, g.state.blockSize ?? keys.blockSize);
+      return;
+    }
+    if (s.blockSize === null) this.setBlockSize(s, keys.blockSize);
+    this.markKeys(s, keys, s.blockSize as number);
+  }
+
+  private markKeys(s: SourceState, prompt: PromptKeys, bs: number): void {
     const expiry = this.now() + this.ttl;
-    const key = this.key;
-    const root = saltRoot(salt);
-    let pLo = root.lo;
-    let pHi = root.hi;
-    const nBlocks = Math.floor(tokenIds.length / bs);
+    const nBlocks = prompt.blocks(bs);
+    const keys = prompt.keys(bs, nBlocks);
     for (let b = 0; b < nBlocks; b++) {
-      chainKey(pLo, pHi, lLo, lHi, tokenIds, b * bs, bs, key);
-      const lo = key[0];
-      const hi = key[1];
+      const lo = keys[2 * b];
+      const hi = keys[2 * b + 1];
       let n = this.nodes.find(lo, hi);
-      if (n < 0) n = this.nodes.add(lo, hi, pLo, pHi);
+      if (n < 0) n = this.nodes.add(lo, hi, b === 0 ? prompt.root.lo : keys[2 * b - 2], b === 0 ? prompt.root.hi : keys[2 * b - 1]);
       if (s.markProvisional(n, expiry)) this.queue.push(s.slot, n, expiry);
-      pLo = lo;
-      pHi = hi;
     }
   }
 
@@ -238,15 +329,21 @@ export class PrefixIndex {
       return { blocks: 0, copies: {}, unknownParent: 0, nodes: 0, unknownRemoval: 0, invalid: 0, provisionalBlocks: 0, blockSize: null };
     }
     const copies: Record<string, number> = {};
-    for (let m = 0; m < this.mediumNames.length; m++) if (s.copies[m] !== 0) copies[this.mediumNames[m]] = s.copies[m];
+    // A hybrid source's groups add up (its blockSize stays the ungrouped one).
+    const all = [s, ...[...(this.hybrid.get(source)?.values() ?? [])].map((g) => g.state)];
+    const sum = (f: (x: SourceState) => number): number => all.reduce((a, x) => a + f(x), 0);
+    for (let m = 0; m < this.mediumNames.length; m++) {
+      const c = sum((x) => x.copies[m]);
+      if (c !== 0) copies[this.mediumNames[m]] = c;
+    }
     return {
-      blocks: s.blocks,
+      blocks: sum((x) => x.blocks),
       copies,
-      nodes: s.realNodes,
-      unknownParent: s.unknownParent,
-      unknownRemoval: s.unknownRemoval,
-      invalid: s.invalid,
-      provisionalBlocks: s.prov.size,
+      nodes: sum((x) => x.realNodes),
+      unknownParent: sum((x) => x.unknownParent),
+      unknownRemoval: sum((x) => x.unknownRemoval),
+      invalid: sum((x) => x.invalid),
+      provisionalBlocks: sum((x) => x.prov.size),
       blockSize: s.blockSize,
     };
   }
@@ -362,6 +459,12 @@ export class PrefixIndex {
     }
   }
 
+  /** AllBlocksCleared: the source and every group of it. */
+  private clearAll(s: SourceState): void {
+    this.clearBlocks(s);
+    for (const g of this.hybrid.get(s.id)?.values() ?? []) this.clearBlocks(g.state);
+  }
+
   private clearBlocks(s: SourceState): void {
     s.clearReal();
     s.clearProvisional();
@@ -404,7 +507,7 @@ export class PrefixIndex {
   private compact(): void {
     const remap = this.nodes.compact();
     if (remap === null) return;
-    for (const s of this.bySource.values()) s.remapRecords(remap);
+    for (const s of this.slots) s?.remapRecords(remap);
     this.queue.remap(remap);
   }
 

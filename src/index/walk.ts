@@ -1,18 +1,16 @@
-import { chainKey, type Key64 } from './hash.js';
+import type { PromptKeys } from './prompt-keys.js';
 import { HEADER, type NodeStore } from './node-store.js';
 
-/** Blocks hashed before their lookups: independent lookups overlap their cache misses. */
+/** Blocks whose keys are taken before their lookups: independent lookups overlap their cache misses. */
 const MAX_CHUNK = 64;
 
 /**
  * Walks a prompt block by block for every source of one block size at once.
  * Per block, one lookup and a few word operations: the sources still matching
- * are a bit set, narrowed by the block's membership bits. Runs of blocks with the
- * same (source, tier) pattern are added up in one go.
+ * are a bit set, narrowed by the block's membership bits. A source costs work only
+ * when it changes tier or drops out, so the walk follows the prompt, not sources x prompt.
  */
 export class PromptWalker {
-  private readonly key = new Uint32Array(2);
-  private readonly keys = new Uint32Array(MAX_CHUNK * 2);
   private readonly found = new Int32Array(MAX_CHUNK);
   private scratch = new Uint32Array(0);
 
@@ -22,93 +20,71 @@ export class PromptWalker {
    * For every source slot in `members`, adds the prompt tokens it holds to
    * counts[slot * (media + 1) + tier]: tier m < media is medium m (the fastest
    * holding the block wins), tier `media` is provisional. Only the first `nTokens`
-   * tokens are walked; the first block chains to `root` (the salt's, or the plain root).
+   * tokens are walked; the keys come from `prompt` (hashed once per request).
    */
-  walk(
-    tokenIds: ArrayLike<number>,
-    nTokens: number,
-    bs: number,
-    members: Uint32Array,
-    lora: Key64,
-    root: Key64,
-    counts: Float64Array,
-  ): void {
+  walk(prompt: PromptKeys, nTokens: number, bs: number, members: Uint32Array, counts: Float64Array): void {
     const ns = this.nodes;
     const W = ns.words;
     const M = ns.media;
     const K = M + 1;
-    if (this.scratch.length < (2 * K + 1) * W) this.scratch = new Uint32Array((2 * K + 1) * W * 2);
+    if (this.scratch.length < (K + 1) * W) this.scratch = new Uint32Array((K + 1) * W * 2);
     const alive = this.scratch.subarray(0, W);
-    let prev = this.scratch.subarray(W, W + K * W);
-    let cur = this.scratch.subarray(W + K * W, W + 2 * K * W);
+    // tier[m * W + w]: the sources whose fastest tier for the current block is m
+    const tier = this.scratch.subarray(W, W + K * W);
     alive.set(members);
-    prev.fill(0);
-    const key = this.key;
-    const keys = this.keys;
+    tier.fill(0);
     const found = this.found;
-    let run = 0;
-    let pLo = root.lo;
-    let pHi = root.hi;
-    const nBlocks = Math.floor(Math.min(nTokens, tokenIds.length) / bs);
+    const nBlocks = Math.floor(Math.min(nTokens, prompt.tokens.length) / bs);
+    let done = 0; // blocks walked
     let chunk = 8; // small first: most of a novel prompt is never looked up
     walk: for (let b = 0; b < nBlocks; b += chunk, chunk = Math.min(MAX_CHUNK, chunk * 2)) {
       const c = Math.min(chunk, nBlocks - b);
-      for (let k = 0; k < c; k++) {
-        chainKey(pLo, pHi, lora.lo, lora.hi, tokenIds, (b + k) * bs, bs, key);
-        pLo = keys[2 * k] = key[0];
-        pHi = keys[2 * k + 1] = key[1];
-      }
+      const keys = prompt.keys(bs, b + c);
       let nFound = 0;
       while (nFound < c) {
-        const n = ns.find(keys[2 * nFound], keys[2 * nFound + 1]);
+        const n = ns.find(keys[2 * (b + nFound)], keys[2 * (b + nFound) + 1]);
         if (n < 0) break;
         found[nFound++] = n;
       }
       const rec = ns.rec;
       for (let k = 0; k < nFound; k++) {
         const base = found[k] * ns.stride + HEADER;
+        const at = done * bs;
         let any = 0;
-        let same = true;
         for (let w = 0; w < W; w++) {
           let rest = alive[w];
+          if (rest === 0) continue; // its tier words are all zero already
           for (let m = 0; m <= M; m++) {
             // media words sit after the provisional words; provisional (m = M) is tried last
             const t = rec[m < M ? base + W * (1 + m) + w : base + w] & rest;
             rest &= ~t;
-            cur[m * W + w] = t;
-            if (t !== prev[m * W + w]) same = false;
+            const i = m * W + w;
+            const was = tier[i];
+            if (t !== was) {
+              // Only sources changing tier cost anything: a source's tokens in a tier are (left - entered) blocks.
+              addBits(t & ~was, w, m, K, -at, counts);
+              addBits(was & ~t, w, m, K, at, counts);
+              tier[i] = t;
+            }
           }
           alive[w] &= ~rest; // sources holding this block in no tier drop out
           any |= alive[w];
         }
-        if (same) run++;
-        else {
-          addRun(prev, run, bs, W, K, counts);
-          const t = prev;
-          prev = cur;
-          cur = t;
-          run = 1;
-        }
+        done++;
         if (any === 0) break walk;
       }
       if (nFound < c) break;
     }
-    addRun(prev, run, bs, W, K, counts);
+    const at = done * bs;
+    for (let m = 0; m < K; m++) for (let w = 0; w < W; w++) addBits(tier[m * W + w], w, m, K, at, counts);
   }
 }
 
-/** Adds `run` blocks of `bs` tokens to every (source, tier) bit in `take`. */
-function addRun(take: Uint32Array, run: number, bs: number, W: number, K: number, counts: Float64Array): void {
-  if (run === 0) return;
-  const add = run * bs;
-  for (let m = 0; m < K; m++) {
-    for (let w = 0; w < W; w++) {
-      let bits = take[m * W + w];
-      while (bits !== 0) {
-        const slot = w * 32 + (31 - Math.clz32(bits & -bits));
-        counts[slot * K + m] += add;
-        bits &= bits - 1;
-      }
-    }
+/** Adds `v` to counts[slot * K + m] for every slot bit in word w of `bits`. */
+function addBits(bits: number, w: number, m: number, K: number, v: number, counts: Float64Array): void {
+  while (bits !== 0) {
+    const slot = w * 32 + (31 - Math.clz32(bits & -bits));
+    counts[slot * K + m] += v;
+    bits &= bits - 1;
   }
 }

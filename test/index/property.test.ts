@@ -14,11 +14,16 @@ const SALTS: (string | null)[] = [null, null, null, 's1', 's2'];
 
 const seen = { salted: 0, copies: 0, unknownSource: 0, matched: 0, mixed: 0, tiers: new Set<string>(), unknownParent: 0, unknownRemoval: 0, invalid: 0, provisional: 0 };
 
-function run(seed: number, batches: number): void {
+function run(seed: number, batches: number, idleSources = 0): void {
   const rnd = prng(seed);
   let now = 0;
   const ix = new PrefixIndex({ provisionalTtlMs: TTL, now: () => now });
   const model = new Model(TTL, () => now);
+  // Idle sources push the busy ones across 32-slot word boundaries of the walk's bit sets.
+  for (let i = 0; i < idleSources; i++) {
+    ix.addSource(`idle${i}`);
+    model.addSource(`idle${i}`);
+  }
   // Engines hash the same prefix the same way: one engine hash per (prefix, salt), in all three wire forms.
   const engineHashes = new Map<string, BlockHash>();
   const byId = new Map<string, BlockHash>();
@@ -174,6 +179,12 @@ function run(seed: number, batches: number): void {
 for (const seed of [1, 2, 3, 4, 5, 6]) {
   test(`random stores, removals, clears and provisional marks agree with the brute-force model (seed ${seed})`, () => {
     run(seed, 600);
+  });
+}
+
+for (const [seed, idle] of [[7, 30], [8, 62], [9, 95]]) {
+  test(`the same with ${idle} idle sources before the busy ones (seed ${seed})`, () => {
+    run(seed, 400, idle);
   });
 }
 

@@ -111,11 +111,11 @@ test('approx_tree: a committed prefix is matched under its salt only', () => {
   }
 });
 
-test('cache_aware: the salt reaches the index on match and on the provisional mark; the match walks the prompt minus its last token', () => {
+test('cache_aware: the salt reaches the index on match and on the provisional mark; the match reaches at most the prompt minus its last token', () => {
   const seen: { walked: number; salt: unknown; marked: unknown }[] = [];
   const index = {
-    match: (ids: number[], opts?: { salt?: string | null }) => {
-      seen.push({ walked: ids.length, salt: opts?.salt, marked: undefined });
+    match: (ids: number[], opts?: { salt?: string | null; maxTokens?: number }) => {
+      seen.push({ walked: Math.min(ids.length, opts?.maxTokens ?? Infinity), salt: opts?.salt, marked: undefined });
       return new Map();
     },
     markProvisional: (_s: string, _ids: number[], _bs: number, _lora?: string | null, salt?: string | null) => {
