@@ -7,5 +7,7 @@ export { pickEncoder, jsEncoder, nativeEncoder } from './encoder.js';
 export type { TextEncoder, EncoderBackend } from './encoder.js';
 export { PrefixCachedEncoder, splitAtBoundary } from './prefix-cache.js';
 export type { PrefixCacheOptions, PrefixCacheStats } from './prefix-cache.js';
+export { loadFastTokenizer } from './fast.js';
+export type { FastTokenizer, FastTokenizerOptions } from './fast.js';
 export { parseChat, cutAfterFinalMessage } from './chat.js';
 export type { ChatParse, ChatTemplateInput } from './chat.js';

@@ -44,6 +44,7 @@ export function splitAtBoundary(text: string, boundary: string): string[] {
 export class PrefixCachedEncoder {
   readonly boundary: string;
   private readonly cache: LRUCache<string, Uint32Array>;
+  private postProcessorAdds: Promise<boolean> | undefined;
   private readonly counters = { hits: 0, misses: 0, encodedSegments: 0, reusedSegments: 0 };
 
   constructor(
@@ -59,11 +60,14 @@ export class PrefixCachedEncoder {
 
   /**
    * The ids of `text`, exactly as `encoder.encode(text, addSpecialTokens)`. Only texts with the
-   * boundary token go through the cache, and only without added special tokens (a post-processor
-   * that adds tokens would add them to each segment).
+   * boundary token go through the cache, and `addSpecialTokens` only when the post-processor adds
+   * nothing (Qwen3's): one that adds tokens would add them to each segment.
    */
   async encode(text: string, addSpecialTokens = false): Promise<number[]> {
-    if (addSpecialTokens || !text.includes(this.boundary)) return this.encoder.encode(text, addSpecialTokens);
+    if (addSpecialTokens) this.postProcessorAdds ??= this.probePostProcessor();
+    if (!text.includes(this.boundary) || (addSpecialTokens && (await this.postProcessorAdds))) {
+      return this.encoder.encode(text, addSpecialTokens);
+    }
     const segments = splitAtBoundary(text, this.boundary);
     const keys: string[] = [];
     let h = '';
@@ -90,6 +94,11 @@ export class PrefixCachedEncoder {
     }
     this.counters.encodedSegments += rest.length;
     return ids;
+  }
+
+  private async probePostProcessor(): Promise<boolean> {
+    const [withSpecial, without] = await Promise.all([this.encoder.encode('a', true), this.encoder.encode('a', false)]);
+    return withSpecial.length !== without.length;
   }
 
   stats(): PrefixCacheStats {

@@ -75,3 +75,15 @@ test('the cache stays within its byte bound', async () => {
   }
   assert.ok(cached.stats().bytes <= 4096);
 });
+
+test('add_special_tokens: cached for Qwen3 (adds none), bypassed for a post-processor that adds', async () => {
+  const text = tok.applyChatTemplate([{ role: 'system', content: 'sys' }, { role: 'user', content: 'hi' }]);
+  const qwen = new PrefixCachedEncoder(native);
+  assert.deepEqual(await qwen.encode(text, true), await native.encode(text, true));
+  assert.equal(qwen.stats().encodedSegments, 3);
+  // A BOS-adding stand-in: each segment would get a BOS if the cache were used.
+  const bos: TextEncoder = { backend: 'js', encode: async (t, add) => [...(add ? [1] : []), ...(await native.encode(t, false))] };
+  const withBos = new PrefixCachedEncoder(bos);
+  assert.deepEqual(await withBos.encode(text, true), await bos.encode(text, true));
+  assert.equal(withBos.stats().encodedSegments, 0);
+});
