@@ -5,7 +5,7 @@ export type { IncrementalDetokenizerOptions } from './incremental-detokenizer.js
 export { StopStringMatcher } from './stop-strings.js';
 export { pickEncoder, jsEncoder, nativeEncoder } from './encoder.js';
 export type { TextEncoder, EncoderBackend } from './encoder.js';
-export { PrefixCachedEncoder, splitAtBoundary } from './prefix-cache.js';
+export { PrefixCachedEncoder, safeBoundary, splitAtBoundary } from './prefix-cache.js';
 export type { PrefixCacheOptions, PrefixCacheStats } from './prefix-cache.js';
 export { loadFastTokenizer } from './fast.js';
 export type { FastTokenizer, FastTokenizerOptions } from './fast.js';

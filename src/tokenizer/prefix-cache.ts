@@ -12,8 +12,11 @@ import { LRUCache } from 'lru-cache';
 import type { TextEncoder } from './encoder.js';
 
 export interface PrefixCacheOptions {
-  /** Token before which the text may be cut; must be an added token of the vocabulary. */
-  boundary?: string;
+  /**
+   * Token before which the text may be cut: it must be an added token of the vocabulary without
+   * lstrip/rstrip/normalization (see `safeBoundary`); null turns the cache off.
+   */
+  boundary?: string | null;
   /** Bound of the cache in bytes (ids at 4 bytes each plus the key). */
   maxBytes?: number;
 }
@@ -41,8 +44,26 @@ export function splitAtBoundary(text: string, boundary: string): string[] {
   return out;
 }
 
+interface AddedTokenJson {
+  content?: unknown;
+  lstrip?: unknown;
+  rstrip?: unknown;
+  normalized?: unknown;
+  single_word?: unknown;
+}
+
+/**
+ * `candidate` if a tokenizer.json's added_tokens make it a safe cut (an added token matched as is:
+ * no lstrip/rstrip eating the neighbouring text, not normalized, not single-word), else null.
+ */
+export function safeBoundary(tokenizerJson: { added_tokens?: AddedTokenJson[] }, candidate = '<|im_start|>'): string | null {
+  const t = tokenizerJson.added_tokens?.find((a) => a.content === candidate);
+  if (!t || t.lstrip === true || t.rstrip === true || t.normalized === true || t.single_word === true) return null;
+  return candidate;
+}
+
 export class PrefixCachedEncoder {
-  readonly boundary: string;
+  readonly boundary: string | null;
   private readonly cache: LRUCache<string, Uint32Array>;
   private postProcessorAdds: Promise<boolean> | undefined;
   private readonly counters = { hits: 0, misses: 0, encodedSegments: 0, reusedSegments: 0 };
@@ -51,7 +72,7 @@ export class PrefixCachedEncoder {
     readonly encoder: TextEncoder,
     opts: PrefixCacheOptions = {},
   ) {
-    this.boundary = opts.boundary ?? '<|im_start|>';
+    this.boundary = opts.boundary === undefined ? '<|im_start|>' : opts.boundary;
     this.cache = new LRUCache<string, Uint32Array>({
       maxSize: opts.maxBytes ?? 64 * 1024 * 1024,
       sizeCalculation: (v, k) => Math.max(1, v.byteLength + k.length),
@@ -65,7 +86,7 @@ export class PrefixCachedEncoder {
    */
   async encode(text: string, addSpecialTokens = false): Promise<number[]> {
     if (addSpecialTokens) this.postProcessorAdds ??= this.probePostProcessor();
-    if (!text.includes(this.boundary) || (addSpecialTokens && (await this.postProcessorAdds))) {
+    if (this.boundary === null || !text.includes(this.boundary) || (addSpecialTokens && (await this.postProcessorAdds))) {
       return this.encoder.encode(text, addSpecialTokens);
     }
     const segments = splitAtBoundary(text, this.boundary);

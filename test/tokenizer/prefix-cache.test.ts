@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Tokenizer, defaultTokenizerFiles } from '../../src/tokenizer/index.js';
 import { jsEncoder, nativeEncoder, type TextEncoder } from '../../src/tokenizer/encoder.js';
-import { PrefixCachedEncoder, splitAtBoundary } from '../../src/tokenizer/prefix-cache.js';
+import { readFile } from 'node:fs/promises';
+import { PrefixCachedEncoder, safeBoundary, splitAtBoundary } from '../../src/tokenizer/prefix-cache.js';
 
 const files = defaultTokenizerFiles();
 const tok = await Tokenizer.load(files);
@@ -86,4 +87,28 @@ test('add_special_tokens: cached for Qwen3 (adds none), bypassed for a post-proc
   const withBos = new PrefixCachedEncoder(bos);
   assert.deepEqual(await withBos.encode(text, true), await bos.encode(text, true));
   assert.equal(withBos.stats().encodedSegments, 0);
+});
+
+test('the random harness catches an unsafe cut: a boundary that is not an added token ("\\n") changes ids', async () => {
+  const r = rng(7);
+  const unsafe = new PrefixCachedEncoder(native, { boundary: '\n' });
+  let differing = 0;
+  for (let conv = 0; conv < 40; conv++) {
+    const text = tok.applyChatTemplate([{ role: 'system', content: content(r) }, { role: 'user', content: content(r) }]);
+    const a = await unsafe.encode(text);
+    const b = await native.encode(text, false);
+    if (JSON.stringify(a) !== JSON.stringify(b)) differing++;
+  }
+  assert.ok(differing > 0, 'cutting at "\\n" must split "\\n\\n" tokens somewhere');
+});
+
+test('safeBoundary: Qwen3 cuts before <|im_start|>; a missing or stripping token turns the cache off', async () => {
+  const json = JSON.parse(await readFile(files.tokenizerJson, 'utf8'));
+  assert.equal(safeBoundary(json), '<|im_start|>');
+  assert.equal(safeBoundary({ added_tokens: [] }), null);
+  assert.equal(safeBoundary({ added_tokens: [{ content: '<|im_start|>', lstrip: true }] }), null);
+  const off = new PrefixCachedEncoder(native, { boundary: null });
+  const text = tok.applyChatTemplate([{ role: 'user', content: 'x' }]);
+  assert.deepEqual(await off.encode(text), await native.encode(text, false));
+  assert.equal(off.stats().encodedSegments, 0);
 });
