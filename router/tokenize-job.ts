@@ -1,5 +1,6 @@
 import type { Tokenizer } from '../src/tokenizer/tokenizer.js';
 import type { ChatTemplateInput } from '../src/tokenizer/chat.js';
+import type { FastTokenizer } from '../src/tokenizer/fast.js';
 
 export interface TokenizerFiles {
   tokenizerJson: string;
@@ -34,4 +35,18 @@ export function tokenizeWith(tok: Tokenizer, input: TokenizeInput): number[] {
     continueFinalMessage: input.continueFinalMessage ?? false,
     kwargs: input.kwargs ?? {},
   });
+}
+
+/** `tokenizeWith` through the fast encoder (native, prefix-cached): the same ids, asynchronously. */
+export async function tokenizeFast(fast: FastTokenizer, input: TokenizeInput): Promise<number[]> {
+  if (input.kind === 'text') return fast.encoder.encode(input.text, true);
+  const text = fast.tokenizer.renderChat({
+    messages: input.messages,
+    tools: input.tools ?? null,
+    documents: input.documents ?? null,
+    addGenerationPrompt: input.addGenerationPrompt ?? true,
+    continueFinalMessage: input.continueFinalMessage ?? false,
+    kwargs: input.kwargs ?? {},
+  });
+  return fast.encoder.encode(text, false);
 }

@@ -1,16 +1,17 @@
 /** Worker-thread side of the tokenize pool: loads tokenizers on demand and answers encode requests. */
 import { parentPort } from 'node:worker_threads';
-import { Tokenizer } from '../src/tokenizer/tokenizer.js';
+import { defaultTokenizerFiles } from '../src/tokenizer/tokenizer.js';
+import { loadFastTokenizer, type FastTokenizer } from '../src/tokenizer/fast.js';
 import type { TokenizeJob, TokenizeReply, TokenizerFiles } from './tokenize-job.js';
-import { tokenizeWith } from './tokenize-job.js';
+import { tokenizeFast } from './tokenize-job.js';
 
-const loaded = new Map<string, Promise<Tokenizer>>();
+const loaded = new Map<string, Promise<FastTokenizer>>();
 
-function load(files: TokenizerFiles | null): Promise<Tokenizer> {
+function load(files: TokenizerFiles | null): Promise<FastTokenizer> {
   const key = files ? JSON.stringify(files) : 'default';
   let p = loaded.get(key);
   if (!p) {
-    p = files ? Tokenizer.load({ tokenizerJson: files.tokenizerJson, tokenizerConfig: files.tokenizerConfig }) : Tokenizer.loadDefault();
+    p = loadFastTokenizer(files ?? defaultTokenizerFiles());
     loaded.set(key, p);
   }
   return p;
@@ -18,7 +19,7 @@ function load(files: TokenizerFiles | null): Promise<Tokenizer> {
 
 parentPort!.on('message', async (job: TokenizeJob) => {
   let reply: TokenizeReply;
-  let tok: Tokenizer;
+  let tok: FastTokenizer;
   try {
     tok = await load(job.files);
   } catch (e) {
@@ -26,7 +27,7 @@ parentPort!.on('message', async (job: TokenizeJob) => {
     return;
   }
   try {
-    reply = { id: job.id, tokens: tokenizeWith(tok, job.input) };
+    reply = { id: job.id, tokens: await tokenizeFast(tok, job.input) };
   } catch (e) {
     reply = { id: job.id, error: (e as Error).message };
   }

@@ -10,11 +10,14 @@ import { join, resolve } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { defaultTokenizerFiles, parseChat, Tokenizer, type ChatTemplateInput } from '../../src/tokenizer/index.js';
 import { parseBody } from '../../router/requests.js';
-import { tokenizeWith } from '../../router/tokenize-job.js';
+import { tokenizeFast, tokenizeWith } from '../../router/tokenize-job.js';
+import { loadFastTokenizer, type FastTokenizer } from '../../src/tokenizer/index.js';
 
 let tok: Tokenizer;
+let fast: FastTokenizer;
 before(async () => {
   tok = await Tokenizer.loadDefault();
+  fast = await loadFastTokenizer(defaultTokenizerFiles(), { log: () => {} });
 });
 
 function inputOf(body: Record<string, unknown>): ChatTemplateInput {
@@ -100,15 +103,15 @@ function oracle(): { results: ({ text: string; ids: number[] } | { error: string
 }
 
 describe('chat rendering equal to vLLM + transformers (Qwen3 template)', () => {
-  it('renders every case exactly as the jinja2 oracle does, to the token', (t) => {
+  it('renders every case exactly as the jinja2 oracle does, to the token', async (t) => {
     const o = oracle();
     if ('skip' in o) {
       console.warn(`\n!!! SKIPPED (Python oracle): ${o.skip}\n`);
       t.skip(o.skip);
       return;
     }
-    Object.entries(CASES).forEach(([name, body], i) => {
-      const want = o.results[i]!;
+    for (const [i, [name, body]] of Object.entries(CASES).entries()) {
+      const want: (typeof o.results)[number] = o.results[i]!;
       assert.ok('text' in want, `${name}: oracle failed: ${JSON.stringify(want)}`);
       const input = inputOf(body);
       assert.equal(tok.renderChat(input), want.text, name);
@@ -117,7 +120,11 @@ describe('chat rendering equal to vLLM + transformers (Qwen3 template)', () => {
       const parsed = parseBody('chat', body);
       assert.ok(parsed.ok && parsed.prompt.kind === 'tokenize');
       assert.deepEqual(tokenizeWith(tok, parsed.prompt.input), want.ids, `${name} via the router`);
-    });
+      // And through the router's fast path (native encoder, prefix cache), twice: cold and cached.
+      for (const pass of ['cold', 'cached']) {
+        assert.deepEqual(await tokenizeFast(fast, parsed.prompt.input), want.ids, `${name} via the fast path (${pass})`);
+      }
+    }
   });
 
   it('joins text parts of one message with "\\n", not ""', () => {
