@@ -64,6 +64,11 @@ const REPLAY_CHUNK = 64;
 const PUMP_CHUNK = 256;
 /** A replay client that stops reading is abandoned after this long. */
 const REPLAY_SEND_TIMEOUT_MS = 5000;
+/**
+ * A queued replay not started after this long is dropped unserved: its client has given up
+ * (clients time out well before), and serving it would only delay the replays still wanted.
+ */
+const REPLAY_MAX_QUEUED_MS = 10_000;
 
 class Fifo<T> {
   private items: T[] = [];
@@ -269,8 +274,15 @@ export class KVEventPublisher {
       const id = msg[0]!;
       // A snapshot now (what the buffer holds when asked); bounded by maxPendingReplays.
       const entries = this.ring.from(start);
+      const queuedAt = Date.now();
       this.replayChain = this.replayChain
-        .then(() => this.sendReplay(router, id, entries))
+        .then(() => {
+          if (Date.now() - queuedAt > REPLAY_MAX_QUEUED_MS) {
+            this.droppedReplayRequests++;
+            return;
+          }
+          return this.sendReplay(router, id, entries);
+        })
         .finally(() => this.pendingReplays--);
     }
   }
