@@ -45,7 +45,8 @@ export function tryDecodeBatchFast(payload: Uint8Array, layout: FastArrayLayout 
   }
 }
 
-const EMPTY = new Uint8Array(0);
+// A Buffer, as payloads from ZeroMQ are: the hot loops then see one kind of array.
+const EMPTY = Buffer.alloc(0);
 const EMPTY_VIEW = new DataView(EMPTY.buffer);
 
 function giveUp(): never {
@@ -225,11 +226,18 @@ function tokenIds(): number[] {
   const n = arrayLength();
   if (n < 0) giveUp();
   const out: number[] = new Array(n);
+  const b = buf;
+  const e = end;
+  let p = pos;
   for (let i = 0; i < n; i++) {
-    const t = pos < end ? buf[pos]! : giveUp();
-    if (t < 0x80) { pos++; out[i] = t; }
-    else out[i] = safeInt();
+    if (p >= e) giveUp();
+    const t = b[p]!;
+    if (t < 0x80) { p++; out[i] = t; }
+    else if (t === 0xcd && p + 3 <= e) { out[i] = (b[p + 1]! << 8) | b[p + 2]!; p += 3; }
+    else if (t === 0xce && p + 5 <= e) { out[i] = view.getUint32(p + 1); p += 5; }
+    else { pos = p; out[i] = safeInt(); p = pos; }
   }
+  pos = p;
   return out;
 }
 
@@ -335,27 +343,47 @@ function readEvent(layout: FastArrayLayout): KVEvent {
 
 const enum Tag { Stored, Removed, Cleared }
 
-const TAGS: ReadonlyArray<readonly [Uint8Array, Tag]> = [
-  [ascii('BlockStored'), Tag.Stored],
-  [ascii('BlockRemoved'), Tag.Removed],
-  [ascii('AllBlocksCleared'), Tag.Cleared],
-];
+const STORED = word('BlockStored');
+const REMOVED = word('BlockRemoved');
+const CLEARED = word('AllBlocksCleared');
 
 function ascii(s: string): Uint8Array {
   return Uint8Array.from(s, (c) => c.charCodeAt(0));
 }
 
-function sameBytes(word: Uint8Array, n: number): boolean {
-  if (word.length !== n) return false;
-  for (let i = 0; i < n; i++) if (buf[pos + i] !== word[i]) return false;
+/** A known word, as big-endian 32-bit chunks plus its tail bytes, to compare 4 bytes at a time. */
+interface Word {
+  bytes: Uint8Array;
+  chunks: number[];
+}
+
+function word(s: string): Word {
+  const bytes = ascii(s);
+  const v = new DataView(bytes.buffer);
+  const chunks: number[] = [];
+  for (let j = 0; j + 4 <= bytes.length; j += 4) chunks.push(v.getUint32(j));
+  return { bytes, chunks };
+}
+
+function sameBytes(w: Word, n: number): boolean {
+  const bytes = w.bytes;
+  if (bytes.length !== n) return false;
+  const p = pos;
+  const chunks = w.chunks;
+  let j = 0;
+  for (; j < chunks.length; j++) if (view.getUint32(p + 4 * j) !== chunks[j]) return false;
+  const b = buf;
+  for (let i = 4 * j; i < n; i++) if (b[p + i] !== bytes[i]) return false;
   return true;
 }
 
 function tag(): Tag {
   const n = strLength();
   if (n < 0) giveUp();
-  for (const [word, t] of TAGS) if (sameBytes(word, n)) { pos += n; return t; }
-  return giveUp();
+  const t = n === 11 && sameBytes(STORED, n) ? Tag.Stored : n === 12 && sameBytes(REMOVED, n) ? Tag.Removed
+    : n === 16 && sameBytes(CLEARED, n) ? Tag.Cleared : giveUp();
+  pos += n;
+  return t;
 }
 
 function readArrayEvent(n: number, layout: FastArrayLayout): KVEvent {
@@ -420,16 +448,27 @@ const KEY_NAMES = [
   'extra_keys', 'group_idx', 'kv_cache_spec_kind', 'kv_cache_spec_sliding_window', 'locality', 'ownership', 'session_id', 'cache_salt',
 ];
 
-/** Known keys by byte length, for matching without building a string. */
-const KEYS_BY_LENGTH: Array<Array<readonly [Uint8Array, Key]>> = [];
-KEY_NAMES.forEach((name, id) => (KEYS_BY_LENGTH[name.length] ??= []).push([ascii(name), id as Key]));
+/**
+ * Known keys by a hash of their length, second and last bytes (collision-free over KEY_NAMES,
+ * checked at load), so a key is matched with one table read and one byte comparison.
+ */
+const keySlot = (n: number, second: number, last: number) => (n * 4 + second * 3 + last) & 31;
+const KEY_TABLE: Array<Key | -1> = new Array(32).fill(-1);
+const KEY_WORDS: Word[] = KEY_NAMES.map(word);
+KEY_WORDS.forEach(({ bytes: b }, id) => {
+  const slot = keySlot(b.length, b[1]!, b[b.length - 1]!);
+  if (KEY_TABLE[slot] !== -1) throw new Error(`batch-decoder: key hash collision on ${KEY_NAMES[id]}`);
+  KEY_TABLE[slot] = id as Key;
+});
 
 /** The known key at pos (consumed), or -1 for an unknown one (also consumed). */
 function key(): Key | -1 {
   const n = strLength();
   if (n < 0) giveUp();
-  const candidates = KEYS_BY_LENGTH[n];
-  if (candidates) for (const [word, id] of candidates) if (sameBytes(word, n)) { pos += n; return id; }
+  if (n >= 2) {
+    const id = KEY_TABLE[(n * 4 + buf[pos + 1]! * 3 + buf[pos + n - 1]!) & 31]!;
+    if (id !== -1 && sameBytes(KEY_WORDS[id]!, n)) { pos += n; return id; }
+  }
   asciiString(n);
   return -1;
 }
@@ -474,27 +513,26 @@ function readMapEvent(n: number): KVEvent {
       case Key.cache_salt: cache_salt = strOrNil(); break;
     }
   }
-  const has = (k: Key) => (seen & (1 << k)) !== 0;
   if (t === Tag.Stored) {
-    if (block_hashes === undefined || token_ids === undefined || !has(Key.block_size)) giveUp();
+    if (block_hashes === undefined || token_ids === undefined || (seen & (1 << Key.block_size)) === 0) giveUp();
     const s: BlockStored = { type: 'BlockStored', block_hashes, parent_block_hash, token_ids, block_size, lora_id, medium, lora_name };
     // Present keys are kept even when nil, as the reference does for map events.
-    if (has(Key.extra_keys)) s.extra_keys = extra_keys;
-    if (has(Key.group_idx)) s.group_idx = group_idx;
-    if (has(Key.kv_cache_spec_kind)) s.kv_cache_spec_kind = kind;
-    if (has(Key.kv_cache_spec_sliding_window)) s.kv_cache_spec_sliding_window = window;
-    if (has(Key.locality)) s.locality = locality;
-    if (has(Key.ownership)) s.ownership = ownership;
-    if (has(Key.session_id)) s.session_id = session_id;
-    if (has(Key.cache_salt)) s.cache_salt = cache_salt;
+    if ((seen & (1 << Key.extra_keys)) !== 0) s.extra_keys = extra_keys;
+    if ((seen & (1 << Key.group_idx)) !== 0) s.group_idx = group_idx;
+    if ((seen & (1 << Key.kv_cache_spec_kind)) !== 0) s.kv_cache_spec_kind = kind;
+    if ((seen & (1 << Key.kv_cache_spec_sliding_window)) !== 0) s.kv_cache_spec_sliding_window = window;
+    if ((seen & (1 << Key.locality)) !== 0) s.locality = locality;
+    if ((seen & (1 << Key.ownership)) !== 0) s.ownership = ownership;
+    if ((seen & (1 << Key.session_id)) !== 0) s.session_id = session_id;
+    if ((seen & (1 << Key.cache_salt)) !== 0) s.cache_salt = cache_salt;
     return s;
   }
   if (t === Tag.Removed) {
     if (block_hashes === undefined) giveUp();
     const r: BlockRemoved = { type: 'BlockRemoved', block_hashes, medium };
-    if (has(Key.group_idx)) r.group_idx = group_idx;
-    if (has(Key.locality)) r.locality = locality;
-    if (has(Key.ownership)) r.ownership = ownership;
+    if ((seen & (1 << Key.group_idx)) !== 0) r.group_idx = group_idx;
+    if ((seen & (1 << Key.locality)) !== 0) r.locality = locality;
+    if ((seen & (1 << Key.ownership)) !== 0) r.ownership = ownership;
     return r;
   }
   if (t === Tag.Cleared) return { type: 'AllBlocksCleared' };
