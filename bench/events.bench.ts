@@ -2,23 +2,30 @@
  * KV-event protocol benchmark.
  *  - publish → subscribe → decode throughput (one process, loopback tcp), batches of 1 and 32
  *    BlockStored events of 16 tokens: batches/s and block events/s;
- *  - time to replay 10 000 buffered batches through the replay client (decode included).
+ *  - time to replay 10 000 buffered batches through the replay client (decode included);
+ *  - decode alone, one thread: block events/s of the shape-specific decoder (decodeBatch) and of
+ *    the reference decoder (decodeBatchReference) on the same batches of 32 BlockStored × 16 tokens,
+ *    runs interleaved, ratio printed.
  * Median and spread over repeats; writes bench/results/events.json.
  * Run: npm run bench:events   (REPEATS=n to change the number of runs)
+ *      --quick: a few seconds, small sizes, to check the bench works; prints, writes nothing.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { decodeBatch, decodeBatchReference, encodeBatch } from '../src/events/codec.js';
 import { connectAddressFor, parseKVEventsConfig } from '../src/events/config.js';
 import { KVEventPublisher } from '../src/events/publisher.js';
 import { requestReplay } from '../src/events/replay-client.js';
 import { KVEventSubscriber } from '../src/events/subscriber.js';
-import type { KVEvent } from '../src/events/types.js';
+import type { KVEvent, KVEventBatch } from '../src/events/types.js';
 import { batchOf } from '../test/helpers/events.js';
 
-const REPEATS = Number(process.env.REPEATS ?? 5);
-const REPLAY_BATCHES = 10_000;
+const QUICK = process.argv.includes('--quick');
+const REPEATS = QUICK ? 2 : Number(process.env.REPEATS ?? 5);
+const REPLAY_BATCHES = QUICK ? 1000 : 10_000;
+const DECODE_RUN_MS = QUICK ? 250 : 2000;
 
 interface Summary {
   median: number;
@@ -87,9 +94,57 @@ async function replayRun(perBatch: number): Promise<number> {
   return ms;
 }
 
+/**
+ * Block events decoded per second by `decode`, cycling over `payloads` for `ms`: per wall second,
+ * and per CPU second of this process (less sensitive to other load on a shared machine).
+ */
+function decodeRun(decode: (p: Uint8Array) => KVEventBatch, payloads: Buffer[], ms: number): { wall: number; cpu: number } {
+  let events = 0;
+  let i = 0;
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  let t = t0;
+  while (t - t0 < ms) {
+    for (let k = 0; k < 64; k++) events += decode(payloads[i++ % payloads.length]!).events.length;
+    t = performance.now();
+  }
+  const c = process.cpuUsage(c0);
+  return { wall: events / ((t - t0) / 1000), cpu: events / ((c.user + c.system) / 1e6) };
+}
+
 const results: Record<string, unknown> = {};
+{
+  const payloads = fixtures(1000, 32).map((events, i) => encodeBatch({ ts: 1790000000 + i / 1000, events, dp_rank: 0 }));
+  const fast = (p: Uint8Array) => decodeBatch(p);
+  const reference = (p: Uint8Array) => decodeBatchReference(p);
+  decodeRun(fast, payloads, DECODE_RUN_MS / 2); // warm-up
+  decodeRun(reference, payloads, DECODE_RUN_MS / 2);
+  const fastRuns: Array<{ wall: number; cpu: number }> = [];
+  const refRuns: Array<{ wall: number; cpu: number }> = [];
+  for (let r = 0; r < REPEATS; r++) {
+    fastRuns.push(decodeRun(fast, payloads, DECODE_RUN_MS));
+    refRuns.push(decodeRun(reference, payloads, DECODE_RUN_MS));
+  }
+  const f = summarize(fastRuns.map((x) => x.wall));
+  const ref = summarize(refRuns.map((x) => x.wall));
+  const fCpu = summarize(fastRuns.map((x) => x.cpu));
+  const refCpu = summarize(refRuns.map((x) => x.cpu));
+  const ratio = f.median / ref.median;
+  results.decode = {
+    shape: '32 BlockStored/batch, 1 u64 hash and 16 tokens each, map encoding',
+    block_events_per_s: f,
+    block_events_per_cpu_s: fCpu,
+    reference: { block_events_per_s: ref, block_events_per_cpu_s: refCpu },
+    ratio_to_reference: ratio,
+  };
+  console.log(
+    `decode, 32 BlockStored(16 tokens)/batch, one thread: ${fmt(f.median)} block events/s [${fmt(f.min)}–${fmt(f.max)}] ` +
+      `(${fmt(fCpu.median)}/CPU-s); reference ${fmt(ref.median)} [${fmt(ref.min)}–${fmt(ref.max)}] (${fmt(refCpu.median)}/CPU-s); ` +
+      `×${ratio.toFixed(2)}`,
+  );
+}
 for (const perBatch of [1, 32]) {
-  const batches = perBatch === 1 ? 50_000 : 10_000;
+  const batches = QUICK ? 1000 : perBatch === 1 ? 50_000 : 10_000;
   await throughputRun(perBatch, Math.min(batches, 5000)); // warm-up
   const runs: number[] = [];
   let gaps = 0;
@@ -117,6 +172,10 @@ for (const perBatch of [1, 32]) {
   console.log(`replay ${REPLAY_BATCHES} buffered batches of ${perBatch} event(s): ${s.median.toFixed(1)} ms median [${s.min.toFixed(1)}–${s.max.toFixed(1)}]`);
 }
 
+if (QUICK) {
+  console.log('--quick: indicative figures only, results not written');
+  process.exit(0);
+}
 const out = join(dirname(fileURLToPath(import.meta.url)), 'results', 'events.json');
 mkdirSync(dirname(out), { recursive: true });
 writeFileSync(

@@ -6,6 +6,7 @@
  * rejects everything else with a DecodeError that names the offending path.
  */
 import { Unpackr } from 'msgpackr';
+import { tryDecodeBatchFast } from './batch-decoder.js';
 import { MsgpackWriter } from './msgpack-writer.js';
 import type { AllBlocksCleared, BlockHash, BlockRemoved, BlockStored, KVEvent, KVEventBatch } from './types.js';
 
@@ -42,7 +43,16 @@ const REMOVED_OPTIONAL = ['group_idx', 'locality', 'ownership'] as const;
 
 // ---------------------------------------------------------------------------- decode
 
+/**
+ * Decodes a batch: the shape-specific decoder (batch-decoder.ts) for what publishers send,
+ * the reference decoder for everything else, which also decides every rejection.
+ */
 export function decodeBatch(payload: Uint8Array, opts: DecodeOptions = {}): KVEventBatch {
+  return tryDecodeBatchFast(payload, opts.arrayLayout ?? 'auto') ?? decodeBatchReference(payload, opts);
+}
+
+/** The generic decoder (msgpackr, then field checks): the definition of what a batch is. */
+export function decodeBatchReference(payload: Uint8Array, opts: DecodeOptions = {}): KVEventBatch {
   let raw: unknown;
   try {
     raw = unpackr.unpack(payload);
