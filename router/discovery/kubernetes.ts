@@ -73,7 +73,8 @@ function kubeConfigOf(c: K8sConfig): KubeConfig {
   const kc = new KubeConfig();
   if (c.api_server) {
     kc.loadFromOptions({
-      clusters: [{ name: 'api', server: c.api_server.replace(/\/+$/, '') }],
+      // Plain http (kubectl proxy): the client refuses it unless TLS checks are off, and there is no TLS to check.
+      clusters: [{ name: 'api', server: c.api_server.replace(/\/+$/, ''), skipTLSVerify: c.api_server.startsWith('http:') }],
       users: [{ name: 'none' }],
       contexts: [{ name: 'api', cluster: 'api', user: 'none' }],
       currentContext: 'api',
@@ -154,6 +155,7 @@ export class KubernetesDiscovery implements Discovery {
     const path = `/apis/discovery.k8s.io/v1/namespaces/${encodeURIComponent(this.namespace)}/endpointslices`;
     let sawEvent = false;
     let ended = false;
+    const openedAt = Date.now();
     const done = (err: unknown) => {
       if (ended) return;
       ended = true;
@@ -161,6 +163,7 @@ export class KubernetesDiscovery implements Discovery {
       if (this.closed) return;
       if (err && (err as { statusCode?: number }).statusCode === 410) this.state.resourceVersion = '';
       if (err && (err as { name?: string }).name !== 'AbortError') this.retry(err);
+      else if (!sawEvent && Date.now() - openedAt < 1000) this.retry(new Error('the watch ended at once'));
       else {
         if (sawEvent) this.backoff = 0;
         void this.watch(); // ended normally (server timeout): resume from the last version
