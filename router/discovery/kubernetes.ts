@@ -88,7 +88,7 @@ function kubeConfigOf(c: K8sConfig): KubeConfig {
  * EndpointSlices selected by label_selector in one namespace: list, then watch from the list's
  * resourceVersion; a watch that ends is resumed from the last version seen, a 410 (history gone)
  * relists; errors back off (1 s doubling to 30 s) and keep the last set. RBAC: get, list and watch
- * on endpointslices (discovery.k8s.io) in that namespace (deploy/kubernetes/rbac.json).
+ * on endpointslices (discovery.k8s.io) in that namespace (deploy/kubernetes/rbac.yaml).
  */
 export class KubernetesDiscovery implements Discovery {
   readonly name: string;
