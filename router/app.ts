@@ -17,6 +17,7 @@ import { TokenizePool } from './tokenize-pool.js';
 import { openAIRoutes } from './routes/openai.js';
 import { opsRoutes } from './routes/ops.js';
 import { adminRoutes } from './routes/admin.js';
+import { DiscoveryController, discoverySources } from './discovery/index.js';
 
 export interface RouterService {
   app: Hono;
@@ -28,6 +29,8 @@ export interface RouterService {
   metrics: RouterMetrics;
   pool: TokenizePool;
   pipeline: RequestPipeline;
+  /** Keeps the membership equal to the discovered workers (static `workers`, discovery.*). */
+  discovery: DiscoveryController;
   /** Adds the configured workers, warms the tokenizer, starts health probes. */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -52,6 +55,14 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   const decisionLog = config.decision_log ? new DecisionLog(config.decision_log, log) : null;
   const pipeline = new RequestPipeline({ config, registry, load, policy, pool, metrics, decisionLog });
 
+  const discovery = new DiscoveryController({
+    registry,
+    load,
+    sources: discoverySources(config, log),
+    drainTimeoutMs: config.discovery.drain_timeout_ms,
+    log,
+  });
+
   const app = new Hono();
   openAIRoutes(app, { pipeline, policy, maxBodyBytes: config.max_body_bytes, adminKey });
   opsRoutes(app, { registry, metrics, policy, modelsTimeoutMs: config.health.timeout_ms * 2 });
@@ -72,11 +83,12 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     metrics,
     pool,
     pipeline,
+    discovery,
     async start() {
       const specs = new Map<string, TokenizerSpec>([[JSON.stringify(config.tokenizer), config.tokenizer]]);
       for (const w of config.workers) if (w.tokenizer) specs.set(JSON.stringify(w.tokenizer), w.tokenizer);
       for (const spec of specs.values()) assertTokenizerFiles(spec);
-      for (const w of config.workers) await registry.add(w);
+      await discovery.start();
       registry.startProbing();
       // Tokenizers load in the background: the server listens at once, early requests wait for them.
       for (const spec of specs.values()) {
@@ -84,6 +96,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
       }
     },
     async close() {
+      await discovery.close();
       await registry.close();
       await pool.close();
       await decisionLog?.close();

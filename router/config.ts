@@ -61,6 +61,50 @@ export const WorkerSchema = z.object({
 export type WorkerConfig = z.infer<typeof WorkerSchema>;
 export type WorkerInput = z.input<typeof WorkerSchema>;
 
+/** What every discovered worker shares: a WorkerConfig without id and url (those come from the address). */
+const WorkerTemplateSchema = WorkerSchema.omit({ id: true, url: true }).extend({
+  scheme: z.enum(['http', 'https']).default('http'),
+}).strict();
+export type WorkerTemplate = z.infer<typeof WorkerTemplateSchema>;
+
+/** Workers that come and go (router/discovery/): each source gives its full set; `workers` above is the static one. */
+export const DiscoveryConfigSchema = z.object({
+  /** A JSON file {"workers": [...]} re-read when it changes; a bad edit keeps the last good set. */
+  file: z.object({
+    path: z.string().min(1),
+    /** Re-read at least this often (a backstop for file systems without change events). */
+    poll_ms: z.number().int().min(10).default(2000),
+  }).strict().nullable().default(null),
+  /** The A/AAAA or SRV records of a name (e.g. a Kubernetes headless Service), re-resolved periodically. */
+  dns: z.object({
+    name: z.string().min(1),
+    record: z.enum(['A', 'AAAA', 'A+AAAA', 'SRV']).default('A+AAAA'),
+    /** The workers' HTTP port (A/AAAA; SRV records carry their own). */
+    port: z.number().int().min(1).max(65535).optional(),
+    interval_ms: z.number().int().min(100).default(5000),
+    timeout_ms: z.number().int().min(10).default(2000),
+    /** Name servers ("ip" or "ip:port"); default: the system's. */
+    servers: z.array(z.string().min(1)).min(1).optional(),
+    worker: WorkerTemplateSchema.prefault({}),
+  }).strict().superRefine((d, ctx) => {
+    if (d.record !== 'SRV' && d.port === undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: `required with record ${d.record}` });
+  }).nullable().default(null),
+  /** EndpointSlices selected by label (list + watch): ready endpoints only, the port named port_name. */
+  kubernetes: z.object({
+    /** Default: the pod's own namespace (service account), else "default". */
+    namespace: z.string().min(1).optional(),
+    label_selector: z.string().min(1),
+    port_name: z.string().min(1),
+    /** An API server URL without auth (kubectl proxy, tests); default: in-cluster or ~/.kube/config. */
+    api_server: z.string().url().optional(),
+    kubeconfig: z.string().min(1).optional(),
+    worker: WorkerTemplateSchema.prefault({}),
+  }).strict().nullable().default(null),
+  /** A leaving worker gets no new requests at once and is removed when its requests finish, or after this long. */
+  drain_timeout_ms: z.number().int().min(0).default(30_000),
+}).strict();
+export type DiscoveryConfig = z.infer<typeof DiscoveryConfigSchema>;
+
 export const PolicyNameSchema = z.enum(['cache_aware', 'round_robin', 'random', 'least_load', 'approx_tree']);
 export type PolicyName = z.infer<typeof PolicyNameSchema>;
 
@@ -153,6 +197,7 @@ export const RouterConfigSchema = z.object({
    */
   drain_timeout_ms: z.number().int().min(0).default(30_000),
   workers: z.array(WorkerSchema).default([]),
+  discovery: DiscoveryConfigSchema.prefault({}),
 }).strict();
 export type RouterConfig = z.infer<typeof RouterConfigSchema>;
 export type RouterConfigInput = z.input<typeof RouterConfigSchema>;

@@ -29,6 +29,8 @@ export interface WorkerEntry {
   stalledUntil: number;
   /** What its GET /v1/models lists; null until learned (or if it has no such route). */
   models: ServedModel[] | null;
+  /** Leaving (discovery): out of candidates, removed once its in-flight requests finish. */
+  draining: boolean;
 }
 
 /** The index's per-source lifecycle: the membership owns it (the index never creates a source implicitly). */
@@ -83,6 +85,7 @@ export class Membership {
       stalls: 0,
       stalledUntil: 0,
       models: null,
+      draining: false,
     };
     // Validate every endpoint before starting anything.
     const feeds: StreamFeed[] = [];

@@ -78,7 +78,7 @@ export class Registry {
   candidates(): Candidate[] {
     const out: Candidate[] = [];
     for (const w of this.membership.list()) {
-      if (w.state !== 'healthy') continue;
+      if (w.state !== 'healthy' || w.draining) continue;
       const tk = tokenizerKeyOf(w.config.tokenizer);
       for (const r of w.ranks) {
         const source = sourceId(w.id, r);
