@@ -25,6 +25,8 @@ export interface ClusterCounters {
   received_bytes: number;
   dropped_unconnected: number;
   malformed: number;
+  /** Published bytes (payload + subject) by message kind. */
+  bytes_by_kind: { delta: number; heartbeat: number; provisional: number; goodbye: number };
 }
 
 /**
@@ -47,7 +49,7 @@ export class ClusterLink {
   private closed = false;
   private readonly enc = new TextEncoder();
   private readonly dec = new TextDecoder();
-  readonly counters: ClusterCounters = { published_messages: 0, published_bytes: 0, received_messages: 0, received_bytes: 0, dropped_unconnected: 0, malformed: 0 };
+  readonly counters: ClusterCounters = { published_messages: 0, published_bytes: 0, received_messages: 0, received_bytes: 0, dropped_unconnected: 0, malformed: 0, bytes_by_kind: { delta: 0, heartbeat: 0, provisional: 0, goodbye: 0 } };
 
   constructor(
     private readonly cfg: ClusterConfig & { replica_id: string },
@@ -87,7 +89,7 @@ export class ClusterLink {
     const n = Math.floor(tokens.length / blockSize) * blockSize;
     if (n === 0) return;
     const m: ProvisionalMessage = { r: this.replicaId, s: source, bs: blockSize, lora, salt, t: encodeTokens(tokens, n) };
-    this.publish(`${this.cfg.subject_prefix}.prov.${this.replicaId}`, m);
+    this.publish(`${this.cfg.subject_prefix}.prov.${this.replicaId}`, m, 'provisional');
   }
 
   async close(goodbye = true): Promise<void> {
@@ -101,7 +103,7 @@ export class ClusterLink {
     if (!nc) return;
     try {
       if (goodbye && !nc.isClosed()) {
-        this.publishOn(nc, `${this.cfg.subject_prefix}.load.${this.replicaId}`, { r: this.replicaId, q: ++this.seq, ttl: this.cfg.share_ttl_ms, k: 'b' } satisfies LoadMessage);
+        this.publishOn(nc, `${this.cfg.subject_prefix}.load.${this.replicaId}`, { r: this.replicaId, q: ++this.seq, ttl: this.cfg.share_ttl_ms, k: 'b' } satisfies LoadMessage, 'goodbye');
         await nc.flush().catch(() => {});
       }
     } finally {
@@ -236,19 +238,19 @@ export class ClusterLink {
 
   private publishLoad(k: 'd' | 'h', s: Record<string, Totals>): void {
     const m: LoadMessage = { r: this.replicaId, q: this.seq + 1, ttl: this.cfg.share_ttl_ms, k, s };
-    if (this.publish(`${this.cfg.subject_prefix}.load.${this.replicaId}`, m)) this.seq++;
+    if (this.publish(`${this.cfg.subject_prefix}.load.${this.replicaId}`, m, k === 'd' ? 'delta' : 'heartbeat')) this.seq++;
   }
 
-  private publish(subject: string, m: unknown): boolean {
+  private publish(subject: string, m: unknown, kind: keyof ClusterCounters['bytes_by_kind']): boolean {
     const nc = this.nc;
     if (!nc || this.state !== 'connected' || nc.isClosed()) {
       this.counters.dropped_unconnected++;
       return false;
     }
-    return this.publishOn(nc, subject, m);
+    return this.publishOn(nc, subject, m, kind);
   }
 
-  private publishOn(nc: NatsConnection, subject: string, m: unknown): boolean {
+  private publishOn(nc: NatsConnection, subject: string, m: unknown, kind: keyof ClusterCounters['bytes_by_kind']): boolean {
     const data = this.enc.encode(JSON.stringify(m));
     try {
       nc.publish(subject, data);
@@ -258,6 +260,7 @@ export class ClusterLink {
     }
     this.counters.published_messages++;
     this.counters.published_bytes += data.length + subject.length;
+    this.counters.bytes_by_kind[kind] += data.length + subject.length;
     return true;
   }
 }
