@@ -121,8 +121,9 @@ export class ClusterLink {
         maxReconnectAttempts: -1,
         reconnectTimeWait: this.cfg.reconnect_ms,
         timeout: this.cfg.connect_timeout_ms,
-        pingInterval: this.cfg.heartbeat_ms * 2,
-        maxPingOut: 2,
+        // A dead server closes the socket (seen at once); pings only catch a half-open link.
+        pingInterval: Math.max(2000, this.cfg.share_ttl_ms),
+        maxPingOut: 3,
       });
       if (this.closed) {
         await nc.close().catch(() => {});
@@ -179,7 +180,7 @@ export class ClusterLink {
     for await (const s of nc.status()) {
       if (this.closed) return;
       if (s.type === 'disconnect' || s.type === 'staleConnection') {
-        if (this.state === 'connected') this.setState('disconnected', `NATS connection lost (${s.type})`);
+        this.setState('disconnected', `NATS connection lost (${s.type})`);
         this.load.remote.clear();
       } else if (s.type === 'reconnect') {
         this.connected();
