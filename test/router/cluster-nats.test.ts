@@ -236,3 +236,27 @@ test('cluster config: off by default, strict, ttl above heartbeat', () => {
   assert.throws(() => parseRouterConfig({ cluster: { nats_url: 'nats://x', replica_id: 'a.b' } }), /replica_id/);
   assert.throws(() => parseRouterConfig({ cluster: { nats_url: 'nats://x', heartbeat_ms: 1000, share_ttl_ms: 500 } }), /share_ttl_ms/);
 });
+
+test('cluster: NATS unreachable from the start: the router starts, routes on its own view and says so', { timeout: 30_000 }, async (t) => {
+  const deadPort = await freePort(); // nothing listens there
+  const w = await heldUpstream();
+  w.hold = false;
+  const logs: string[] = [];
+  const r = await replica([w], deadPort, logs, 'lonely');
+  t.after(async () => {
+    await r.close();
+    await w.close();
+  });
+  await waitUntil('healthy', 10_000, () => r.service.registry.healthyCount() === 1);
+  await waitUntil('a failed connection attempt', 10_000, () => r.service.cluster!.status().state === 'disconnected');
+  const h = await health(r);
+  assert.equal(h.status, 'ok');
+  assert.equal(h.cluster.status, 'degraded');
+  const res = await complete(r, prompt(7));
+  assert.equal(res.status, 200);
+  await res.text();
+  assert.equal(r.service.load.get('w0:0').inFlight, 0);
+  assert.match(await (await fetch(`${r.url}/metrics`)).text(), /^kv_router_cluster_connected 0$/m);
+  assert.ok(logs.some((l) => /NATS unreachable/.test(l)), logs.join('\n'));
+  assert.ok(r.service.cluster!.counters.dropped_unconnected > 0, 'its changes were dropped, not queued');
+});
