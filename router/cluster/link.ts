@@ -198,11 +198,10 @@ export class ClusterLink {
   private setState(state: ClusterState, err: string | null): void {
     if (err !== null) this.lastError = err;
     if (this.state === state) return;
-    const was = this.state;
     this.state = state;
     this.since = Date.now();
     if (state === 'connected') this.log(`cluster: connected to NATS at ${this.cfg.nats_url} (replica ${this.replicaId})`);
-    else if (state === 'disconnected') this.log(`cluster: NATS unreachable (${this.lastError ?? 'no reason'}); routing on this replica's own view, reconnecting in the background${was === 'connected' ? '' : ''}`);
+    else if (state === 'disconnected') this.log(`cluster: NATS unreachable (${this.lastError ?? 'no reason'}); routing on this replica's own view, reconnecting in the background`);
   }
 
   private tick(): void {
