@@ -4,7 +4,10 @@ import { PrefixIndex } from '../src/index/index.js';
 import type { RouterConfig, TokenizerSpec } from './config.js';
 import { ConfigError } from './config.js';
 import { openAIError } from './errors.js';
+import { randomBytes } from 'node:crypto';
 import { LocalLoad, type LoadAccounting } from './load.js';
+import { ClusterLink } from './cluster/link.js';
+import { SharedLoad } from './cluster/shared-load.js';
 import { RouterMetrics } from './metrics.js';
 import { DecisionLog } from './decision-log.js';
 import type { SourceLifecycle } from './membership.js';
@@ -31,15 +34,20 @@ export interface RouterService {
   pipeline: RequestPipeline;
   /** Keeps the membership equal to the discovered workers (static `workers`, discovery.*). */
   discovery: DiscoveryController;
+  /** The NATS link when config.cluster is set. */
+  cluster: ClusterLink | null;
   /** Adds the configured workers, warms the tokenizer, starts health probes. */
   start(): Promise<void>;
-  close(): Promise<void>;
+  /** goodbye=false: leave as a crashed replica would (tests: the share must expire by TTL). */
+  close(opts?: { goodbye?: boolean }): Promise<void>;
 }
 
 /** The composition root: builds the parts, wires them one way, mounts the route modules. */
 export function createRouter(config: RouterConfig, log: (msg: string) => void = () => {}): RouterService {
   const index = new PrefixIndex({ provisionalTtlMs: config.cache_aware.provisional_ttl_ms });
-  const load = new LocalLoad();
+  const replicaId = config.cluster ? `${config.cluster.replica_id ?? 'r'}-${randomBytes(4).toString('hex')}` : null;
+  const shared = replicaId !== null ? new SharedLoad(replicaId) : null;
+  const load: LoadAccounting = shared ?? new LocalLoad();
   const policy = createPolicy(config, index);
   const registry = new Registry({
     index,
@@ -49,11 +57,12 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     eventsBind: config.events_bind,
     log,
   });
-  const metrics = new RouterMetrics(registry, load, index);
+  const cluster = shared && config.cluster ? new ClusterLink({ ...config.cluster, replica_id: replicaId! }, shared, index, log) : null;
+  const metrics = new RouterMetrics(registry, load, index, cluster);
   const pool = new TokenizePool(config.tokenizer_threads);
   const adminKey = config.admin_key ?? process.env.KV_ROUTER_ADMIN_KEY ?? null;
   const decisionLog = config.decision_log ? new DecisionLog(config.decision_log, log) : null;
-  const pipeline = new RequestPipeline({ config, registry, load, policy, pool, metrics, decisionLog });
+  const pipeline = new RequestPipeline({ config, registry, load, policy, pool, metrics, decisionLog, cluster });
 
   const discovery = new DiscoveryController({
     registry,
@@ -65,8 +74,8 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
 
   const app = new Hono();
   openAIRoutes(app, { pipeline, policy, maxBodyBytes: config.max_body_bytes, adminKey });
-  opsRoutes(app, { registry, metrics, policy, modelsTimeoutMs: config.health.timeout_ms * 2 });
-  adminRoutes(app, { registry, load, index, adminKey });
+  opsRoutes(app, { registry, metrics, policy, cluster, modelsTimeoutMs: config.health.timeout_ms * 2 });
+  adminRoutes(app, { registry, load, index, adminKey, cluster });
   app.notFound(() => openAIError(404, 'no such route', 'not_found_error'));
   app.onError((err) => {
     log(`internal error: ${err.stack ?? err.message}`);
@@ -84,19 +93,22 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     pool,
     pipeline,
     discovery,
+    cluster,
     async start() {
       const specs = new Map<string, TokenizerSpec>([[JSON.stringify(config.tokenizer), config.tokenizer]]);
       for (const w of config.workers) if (w.tokenizer) specs.set(JSON.stringify(w.tokenizer), w.tokenizer);
       for (const spec of specs.values()) assertTokenizerFiles(spec);
       await discovery.start();
       registry.startProbing();
+      cluster?.start();
       // Tokenizers load in the background: the server listens at once, early requests wait for them.
       for (const spec of specs.values()) {
         pool.warm(spec).catch((e) => log(`tokenizer failed to load: ${(e as Error).message}`));
       }
     },
-    async close() {
+    async close(opts = {}) {
       await discovery.close();
+      await cluster?.close(opts.goodbye ?? true);
       await registry.close();
       await pool.close();
       await decisionLog?.close();

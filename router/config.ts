@@ -196,6 +196,27 @@ export const RouterConfigSchema = z.object({
    * streams still open then end with an SSE error event (never mid-event) and the router exits.
    */
   drain_timeout_ms: z.number().int().min(0).default(30_000),
+  /**
+   * Several replicas acting as one router: each publishes its own in-flight load and provisional
+   * prefixes over NATS and merges the others'. null (default): a single router, nothing shared.
+   */
+  cluster: z.object({
+    /** e.g. nats://127.0.0.1:4222 (several: comma-separated). */
+    nats_url: z.string().min(1),
+    /** This replica's name; a random suffix is always added, so a restarted replica rejoins as a new one. Default: random. */
+    replica_id: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ - only (a NATS subject token)').optional(),
+    /** Subjects are <prefix>.load.<replica> and <prefix>.prov.<replica>. */
+    subject_prefix: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'dot-separated tokens of letters, digits, _ -').default('kv-router'),
+    /** How often each replica restates its whole share (and drops expired peers). */
+    heartbeat_ms: z.number().int().min(10).default(1000),
+    /** A peer's share counts this long after its last message (a dead replica's share vanishes after it). */
+    share_ttl_ms: z.number().int().min(20).default(3000),
+    /** Also share provisional prefixes (routed, not yet seen in events). */
+    share_provisional: z.boolean().default(true),
+    /** Wait between connection attempts while NATS is unreachable. */
+    reconnect_ms: z.number().int().min(10).default(1000),
+    connect_timeout_ms: z.number().int().min(10).default(2000),
+  }).strict().refine((c) => c.share_ttl_ms > c.heartbeat_ms, { message: 'share_ttl_ms must exceed heartbeat_ms', path: ['share_ttl_ms'] }).nullable().default(null),
   workers: z.array(WorkerSchema).default([]),
   discovery: DiscoveryConfigSchema.prefault({}),
 }).strict();

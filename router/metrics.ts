@@ -1,8 +1,9 @@
 import { Counter, Gauge, Histogram, Registry as PromRegistry } from 'prom-client';
 import type { Registry } from './registry.js';
 import { sourceId } from './registry.js';
-import type { LoadTracker } from './load.js';
+import type { LoadView } from './load.js';
 import type { IndexLike } from './registry.js';
+import type { ClusterLink } from './cluster/link.js';
 
 /** The router's Prometheus metrics (own registry, so several routers can live in one process). */
 export class RouterMetrics {
@@ -14,7 +15,7 @@ export class RouterMetrics {
   readonly promptTokens: Counter<'worker'>;
   readonly retries: Counter<'worker' | 'reason'>;
 
-  constructor(workers: Registry, load: LoadTracker, index: IndexLike) {
+  constructor(workers: Registry, load: LoadView, index: IndexLike, cluster: ClusterLink | null = null) {
     const r = this.registry;
     this.requests = new Counter({
       name: 'kv_router_requests_total',
@@ -85,7 +86,41 @@ export class RouterMetrics {
         for (const w of workers.list()) this.set({ worker: w.id }, w.state === 'healthy' ? 1 : 0);
       },
     });
-    perSource('kv_router_in_flight', 'Requests this router has in flight on the worker', (_w, _r, s) => load.get(s).inFlight);
+    if (cluster) {
+      new Gauge({
+        name: 'kv_router_cluster_connected',
+        help: '1 while the NATS link of the shared load is up (0: routing on this replica\'s own view)',
+        registers: [r],
+        collect() {
+          this.set(cluster.status().state === 'connected' ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: 'kv_router_cluster_peers',
+        help: 'Other replicas whose load share is live',
+        registers: [r],
+        collect() {
+          this.set(cluster.status().peers.length);
+        },
+      });
+      for (const [key, help] of [
+        ['published_messages', 'NATS messages published'],
+        ['published_bytes', 'NATS bytes published (payload + subject)'],
+        ['received_messages', 'NATS messages received'],
+        ['received_bytes', 'NATS payload bytes received'],
+        ['malformed', 'NATS messages dropped as malformed'],
+      ] as const) {
+        new Gauge({
+          name: `kv_router_cluster_${key}_total`,
+          help,
+          registers: [r],
+          collect() {
+            this.set(cluster.counters[key]);
+          },
+        });
+      }
+    }
+    perSource('kv_router_in_flight', 'Requests this router (in cluster mode: every live replica) has in flight on the worker', (_w, _r, s) => load.get(s).inFlight);
     perSource('kv_router_pending_prefill_tokens', 'Uncached prompt tokens sent and not yet past their first byte', (_w, _r, s) => load.get(s).pendingPrefillTokens);
     perSource('kv_router_active_decodes', 'Requests past their first byte, not finished', (_w, _r, s) => load.get(s).activeDecodes);
     const stream = (w: ReturnType<Registry['list']>[number], rank: number) => workers.streamHealth(w, rank);

@@ -1,6 +1,7 @@
 import type { RouterConfig, TokenizerSpec } from './config.js';
 import type { DecisionLog } from './decision-log.js';
 import { openAIError } from './errors.js';
+import type { ClusterLink } from './cluster/link.js';
 import type { LoadAccounting } from './load.js';
 import type { RouterMetrics } from './metrics.js';
 import type { Candidate, Policy, RouteRequest, Scored } from './policies/policy.js';
@@ -20,6 +21,8 @@ export interface PipelineDeps {
   pool: TokenizePool;
   metrics: RouterMetrics;
   decisionLog: DecisionLog | null;
+  /** Shares this replica's provisional prefixes with the others (cluster mode). */
+  cluster?: ClusterLink | null;
 }
 
 /** A step said no: the client gets this response. */
@@ -195,6 +198,7 @@ export class RequestPipeline {
     const c = s.candidate;
     const ticket = d.load.start(c.source, s.promptTokens - s.matchedTokens);
     d.policy.commit?.(dec.req, c);
+    if (d.cluster && !dec.req.loadOnly) d.cluster.routed(c.source, dec.req.tokensFor(c), c.blockSize, dec.req.lora, dec.req.salt);
     d.registry.get(c.workerId)?.streams.get(c.rank)?.noteRouted();
     if (attempt === 0) d.decisionLog?.write(d.policy.name, dec.ranked);
     const untrack = d.registry.trackPending(c.workerId, ac, dec.parsed.stream);

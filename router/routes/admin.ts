@@ -4,6 +4,8 @@ import { ConfigError, parseWorker } from '../config.js';
 import { openAIError } from '../errors.js';
 import type { LoadView } from '../load.js';
 import type { Registry, WorkerEntry } from '../registry.js';
+import type { ClusterLink } from '../cluster/link.js';
+import { SharedLoad } from '../cluster/shared-load.js';
 
 export interface AdminIndex {
   stats(source: string): unknown;
@@ -15,6 +17,7 @@ export interface AdminRoutesDeps {
   load: LoadView & { reportedOf(source: string): unknown };
   index: AdminIndex;
   adminKey: string | null;
+  cluster?: ClusterLink | null;
 }
 
 /** /workers: list, describe (with ?dump, the trees), add, remove; behind a bearer key when one is configured. */
@@ -33,7 +36,7 @@ export function adminRoutes(app: Hono, d: AdminRoutesDeps): void {
     return next();
   }
 
-  app.get('/workers', (c) => c.json({ workers: registry.list().map(describeWorker) }));
+  app.get('/workers', (c) => c.json({ workers: registry.list().map(describeWorker), cluster: d.cluster?.status() ?? null }));
   app.get('/workers/:id', (c) => {
     const w = registry.get(c.req.param('id'));
     if (!w) return openAIError(404, `no worker "${c.req.param('id')}"`, 'not_found_error');
@@ -61,6 +64,13 @@ export function adminRoutes(app: Hono, d: AdminRoutesDeps): void {
     return c.json({ removed: id });
   });
 
+  /** Cluster mode: the part of the load other replicas sent. */
+  function remoteOf(source: string) {
+    if (!(load instanceof SharedLoad)) return {};
+    const r = load.remoteOf(source);
+    return { remote: { in_flight: r.inFlight, pending_prefill_tokens: r.pendingPrefillTokens, active_decodes: r.activeDecodes } };
+  }
+
   function describeWorker(w: WorkerEntry) {
     return {
       id: w.id,
@@ -84,7 +94,7 @@ export function adminRoutes(app: Hono, d: AdminRoutesDeps): void {
           source,
           events: feed ? { endpoint: feed.endpoint, replay_endpoint: feed.replayEndpoint, topic: feed.topic, ...feed.health() } : null,
           tree: index.stats(source),
-          load: { in_flight: l.inFlight, pending_prefill_tokens: l.pendingPrefillTokens, active_decodes: l.activeDecodes },
+          load: { in_flight: l.inFlight, pending_prefill_tokens: l.pendingPrefillTokens, active_decodes: l.activeDecodes, ...remoteOf(source) },
         };
       }),
     };

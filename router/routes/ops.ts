@@ -3,11 +3,13 @@ import { openAIError } from '../errors.js';
 import type { RouterMetrics } from '../metrics.js';
 import type { Policy } from '../policies/policy.js';
 import type { Registry } from '../registry.js';
+import type { ClusterLink } from '../cluster/link.js';
 
 export interface OpsRoutesDeps {
   registry: Registry;
   metrics: RouterMetrics;
   policy: Policy;
+  cluster: ClusterLink | null;
   /** Per-worker timeout of the /v1/models fan-out. */
   modelsTimeoutMs: number;
 }
@@ -17,7 +19,7 @@ export function opsRoutes(app: Hono, d: OpsRoutesDeps): void {
   app.get('/health', (c) => {
     const healthy = d.registry.healthyCount();
     const total = d.registry.list().length;
-    return c.json({ status: healthy > 0 ? 'ok' : 'no_healthy_worker', workers: total, healthy_workers: healthy, policy: d.policy.name }, healthy > 0 ? 200 : 503);
+    return c.json({ status: healthy > 0 ? 'ok' : 'no_healthy_worker', workers: total, healthy_workers: healthy, policy: d.policy.name, cluster: d.cluster?.status() ?? null }, healthy > 0 ? 200 : 503);
   });
 
   app.get('/metrics', async (c) => {
