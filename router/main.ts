@@ -45,6 +45,15 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   watchParent((why) => stop(why));
+  // Only when started with --expose-gc (tests measuring memory): SIGUSR2 prints the heap after a full GC.
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc) {
+    process.on('SIGUSR2', () => {
+      gc();
+      gc();
+      process.stderr.write(`heap-after-gc ${process.memoryUsage().heapUsed}\n`);
+    });
+  }
 }
 
 await main();

@@ -22,7 +22,7 @@ export class RouterProcess {
   static async start(config: object, timeoutMs = 60_000): Promise<RouterProcess> {
     const file = join(tmpdir(), `kvr-soak-${process.pid}-${Date.now()}.json`);
     writeFileSync(file, JSON.stringify(config));
-    const r = new RouterProcess(spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] }), file);
+    const r = new RouterProcess(spawn(process.execPath, ['--expose-gc', BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] }), file);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(r.output);
@@ -40,6 +40,19 @@ export class RouterProcess {
 
   get pid(): number {
     return this.proc.pid!;
+  }
+
+  /** The router's heap after a full GC, MB (it answers SIGUSR2 when started with --expose-gc). */
+  async heapAfterGcMb(timeoutMs = 10_000): Promise<number> {
+    const from = this.output.length;
+    this.proc.kill('SIGUSR2');
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = /heap-after-gc (\d+)/.exec(this.output.slice(from));
+      if (m) return Math.round(Number(m[1]) / 1e5) / 10;
+      if (Date.now() > deadline) throw new Error(`no heap report from the router within ${timeoutMs} ms`);
+      await sleep(20);
+    }
   }
 
   /** Resident set size, MB (Linux /proc). */

@@ -54,6 +54,18 @@ async function healthyWorkers(): Promise<number> {
   return j.healthy_workers;
 }
 
+/**
+ * The errors the faults may cause, by contract: a request caught on the hung or killed worker gets
+ * the router's 502 saying its attempt timed out or its worker left rotation (it is not moved: it
+ * may be what broke the worker); while no worker is in rotation, 503 no_healthy_worker. Any other
+ * answer (another 502, a 500, a worker's own error) is a lost request.
+ */
+function expectedError(status: number, body: string): boolean {
+  if (status === 503) return /"code":"no_healthy_worker"/.test(body);
+  if (status === 502) return /"code":"all_attempts_failed"/.test(body) && /the attempt timed out|out of rotation|connection/.test(body);
+  return false;
+}
+
 async function load(agent: Agent, until: number): Promise<Tally> {
   const t: Tally = { sent: 0, ok: 0, clearErrors: 0, lost: 0, statuses: {}, lostSamples: [] };
   const prompts = promptSet(7, 400);
@@ -65,7 +77,7 @@ async function load(agent: Agent, until: number): Promise<Tally> {
         const r = await post(agent, `${router.url}/v1/completions`, body, 30_000);
         t.statuses[r.status] = (t.statuses[r.status] ?? 0) + 1;
         if (r.status === 200) t.ok++;
-        else if (r.status >= 400 && /"error"/.test(r.body)) t.clearErrors++;
+        else if (expectedError(r.status, r.body)) t.clearErrors++;
         else {
           t.lost++;
           if (t.lostSamples.length < 5) t.lostSamples.push(`${r.status} ${r.body.slice(0, 200)}`);
@@ -128,6 +140,7 @@ describe('soak: router + 3 sim workers under load with faults', { timeout: 119_0
     await load(agent, Date.now() + 1000);
     await sleep(500);
     const rss0 = router.rssMb();
+    const heap0 = await router.heapAfterGcMb();
     const sockets0 = router.sockets();
     const t0 = Date.now();
     const log: string[] = [];
@@ -135,28 +148,31 @@ describe('soak: router + 3 sim workers under load with faults', { timeout: 119_0
     agent.destroy();
     const loadMs = Date.now() - t0;
 
-    // Settle: every tree exact, or explicitly untrusted holding nothing the worker lacks.
-    let divergent = 0;
+    // Settle: every tree trusted again and exact (every fault here is recoverable: a restart resets,
+    // a hang is replayed); settle() fails the test, naming the tree, if one does not get there.
     for (const w of workers) {
-      const { check } = await settle(() => checkSource(`${w.id}:0`, w.url, routerApiView(router.url, w.id)), {
-        want: (c) => (c.trusted && c.divergent === 0) || (!c.trusted && c.extra === 0),
+      await settle(() => checkSource(`${w.id}:0`, w.url, routerApiView(router.url, w.id)), {
+        want: (c) => c.trusted && c.divergent === 0,
         timeoutMs: 20_000,
       });
-      divergent += check.trusted ? check.divergent : 0;
     }
-    await sleep(1000);
     const rss1 = router.rssMb();
+    const heap1 = await router.heapAfterGcMb();
     // Keep-alive sockets to the workers close on their idle timeout.
     let sockets1 = router.sockets();
     for (let i = 0; i < 80 && sockets1 > sockets0 + 3; i++) await sleep(100), (sockets1 = router.sockets());
 
-    const summary = { ...tally, loadMs, faults: log, rssBeforeMb: rss0, rssAfterMb: rss1, socketsBefore: sockets0, socketsAfter: sockets1, divergent };
+    const summary = { ...tally, loadMs, faults: log, rssBeforeMb: rss0, rssAfterMb: rss1, heapBeforeMb: heap0, heapAfterMb: heap1, socketsBefore: sockets0, socketsAfter: sockets1 };
     console.log(`soak: ${JSON.stringify(summary)}`);
     figure({ kind: 'load', sent: tally.sent, answered: tally.ok + tally.clearErrors, errors: tally.clearErrors, rssBeforeMb: rss0, rssAfterMb: rss1 });
     assert.equal(tally.lost, 0, `lost requests: ${tally.lostSamples.join(' | ')}`);
     assert.ok(tally.ok > tally.sent * 0.8, `most requests served (${tally.ok}/${tally.sent})`);
-    assert.equal(divergent, 0);
-    assert.ok(rss1 - rss0 < 150, `router RSS ${rss0} → ${rss1} MB`);
+    // Each of the two request-catching faults (hang, kill) catches at most the requests in flight then.
+    assert.ok(tally.clearErrors <= 2 * CLIENTS, `errors only from the faults: ${tally.clearErrors} (${JSON.stringify(tally.statuses)})`);
+    // Heap after GC, not RSS (allocator slack and ZeroMQ buffers): the router's state for 3 workers
+    // with 96-block caches is well under 1 MB; 32 MB is far above noise and far below a leak of
+    // thousands of requests' state.
+    assert.ok(heap1 - heap0 < 32, `router heap after GC ${heap0} → ${heap1} MB`);
     assert.ok(sockets1 <= sockets0 + 3, `router sockets ${sockets0} → ${sockets1}`);
     assert.equal(log.length, SECONDS >= 40 ? 6 : 5, `every fault injected: ${log.join(', ')}`);
   });
@@ -165,16 +181,18 @@ describe('soak: router + 3 sim workers under load with faults', { timeout: 119_0
     for (const w of workers) for (const p of w.pids()) pidsSeen.add(p);
     await router.stop();
     await Promise.all(workers.map((w) => w.stop()));
-    await sleep(500);
-    const alive = [...pidsSeen].filter((p) => {
-      try {
-        process.kill(p, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-    assert.deepEqual(alive, []);
+    const alive = () =>
+      [...pidsSeen].filter((p) => {
+        try {
+          process.kill(p, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    // Stage processes exit right after their parent: wait for that, bounded.
+    for (const t0 = Date.now(); alive().length > 0 && Date.now() - t0 < 5000; ) await sleep(50);
+    assert.deepEqual(alive(), []);
     const left = readdirSync(tmpdir()).filter((f) => [...pidsSeen].some((p) => f.startsWith(`kvq-${p}-`)));
     assert.deepEqual(left, []);
   });
