@@ -9,6 +9,7 @@ usage: kv-router [--config FILE] [options]
   --host HOST              bind address (default 127.0.0.1)
   --port PORT              port (default 8000)
   --policy NAME            cache_aware | round_robin | random | least_load | approx_tree
+                           | power_of_two | prefix_hash
   --admin-key KEY          bearer key for /workers (or env KV_ROUTER_ADMIN_KEY)
   --worker SPEC            add a worker (repeatable). SPEC is a URL, or key=value pairs:
                              url=http://h:8100,events=tcp://h:5557,replay=tcp://h:5558,topic=T,dp_ranks=N,id=ID,block_size=16

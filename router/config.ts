@@ -105,7 +105,7 @@ export const DiscoveryConfigSchema = z.object({
 }).strict();
 export type DiscoveryConfig = z.infer<typeof DiscoveryConfigSchema>;
 
-export const PolicyNameSchema = z.enum(['cache_aware', 'round_robin', 'random', 'least_load', 'approx_tree']);
+export const PolicyNameSchema = z.enum(['cache_aware', 'round_robin', 'random', 'least_load', 'approx_tree', 'power_of_two', 'prefix_hash']);
 export type PolicyName = z.infer<typeof PolicyNameSchema>;
 
 export const RouterConfigSchema = z.object({
@@ -153,6 +153,15 @@ export const RouterConfigSchema = z.object({
     /** Forget a routed block after this long (0: never). */
     ttl_ms: z.number().int().min(0).default(120_000),
     block_size: z.number().int().min(1).default(16),
+  }).strict().prefault({}),
+  /** Consistent hashing of the prompt's first tokens (defaults: SGLang Model Gateway's prefix_hash). */
+  prefix_hash: z.object({
+    /** Leading prompt tokens hashed: prompts sharing these go to the same worker. */
+    prefix_tokens: z.number().int().min(1).default(256),
+    /** The owner is passed over when its in-flight count exceeds the mean (this request included) this many times. */
+    load_factor: z.number().min(1).default(1.25),
+    /** Ring points per worker. */
+    virtual_nodes: z.number().int().min(1).max(10_000).default(150),
   }).strict().prefault({}),
   health: z.object({
     interval_ms: z.number().int().min(10).default(1000),

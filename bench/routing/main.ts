@@ -38,7 +38,7 @@ const FIXTURE_TRACE = join(root, 'test/fixtures/mooncake/conversation-slice.json
 
 export const WORKLOADS = ['mooncake', 'system-prompt', 'multi-turn', 'shared-prompt'] as const;
 export type WorkloadName = (typeof WORKLOADS)[number];
-const POLICIES = ['cache_aware', 'round_robin', 'random', 'least_load', 'approx_tree'];
+const POLICIES = ['cache_aware', 'round_robin', 'random', 'least_load', 'approx_tree', 'power_of_two', 'prefix_hash'];
 
 export interface BenchOptions {
   workload: WorkloadName;

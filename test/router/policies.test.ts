@@ -8,6 +8,8 @@ import { RoundRobinPolicy } from '../../router/policies/round-robin.js';
 import { RandomPolicy } from '../../router/policies/random.js';
 import { LeastLoadPolicy } from '../../router/policies/least-load.js';
 import { ApproxTreePolicy } from '../../router/policies/approx-tree.js';
+import { PowerOfTwoPolicy } from '../../router/policies/power-of-two.js';
+import { PrefixHashPolicy } from '../../router/policies/prefix-hash.js';
 import type { Candidate, CostWeights, RouteRequest } from '../../router/policies/policy.js';
 import { sortByCost } from '../../router/policies/policy.js';
 import { LoadTracker } from '../../router/load.js';
@@ -340,4 +342,130 @@ test('ties: no match and no load anywhere → the candidate holding fewer blocks
   const load = new LoadTracker();
   load.start('b:0', 0);
   assert.equal(p.rank(req(seq(64, 1)), [full, { ...cand('b', load), heldBlocks: 10 }])[0]!.candidate.workerId, 'a');
+});
+
+/** A candidate with a given number of requests in flight. */
+function busy(workerId: string, inFlight: number): Candidate {
+  return { ...cand(workerId), load: { inFlight, pendingPrefillTokens: 0, activeDecodes: inFlight } };
+}
+
+/** Scripted draws, repeated. */
+const draws = (...xs: number[]) => {
+  let i = 0;
+  return () => xs[i++ % xs.length]!;
+};
+
+/** A seeded PRNG (mulberry32). */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test('power_of_two: the less loaded of its two samples wins, even when an unsampled one is idler; a tie goes to the first drawn', () => {
+  const fleet = () => [busy('d', 0), busy('b', 2), busy('a', 5), busy('c', 0)];
+  // Draws 0, 0 over a, b, c, d (source order): samples a then b.
+  let r = new PowerOfTwoPolicy(draws(0, 0)).rank(req([1]), fleet());
+  assert.deepEqual(r.map((s) => s.candidate.workerId), ['b', 'a', 'c', 'd']);
+  assert.deepEqual(r.map((s) => s.terms.sampled), [1, 1, 0, 0]);
+  // Draws 0.5, 0: samples c then d, both idle: the first drawn wins.
+  r = new PowerOfTwoPolicy(draws(0.5, 0)).rank(req([1]), fleet());
+  assert.deepEqual(r.map((s) => s.candidate.workerId).slice(0, 2), ['c', 'd']);
+  // Draws 0.75, 0.99: samples d then the one after it among the other three (wrapping: c).
+  r = new PowerOfTwoPolicy(draws(0.75, 0.99)).rank(req([1]), [busy('a', 0), busy('b', 0), busy('c', 0), busy('d', 3)]);
+  assert.deepEqual(r.map((s) => s.candidate.workerId).slice(0, 2), ['c', 'd']);
+  // One candidate: it; none: nothing.
+  assert.equal(new PowerOfTwoPolicy(draws(0.3)).rank(req([1]), [busy('a', 9)])[0]!.candidate.workerId, 'a');
+  assert.deepEqual(new PowerOfTwoPolicy(draws(0.3)).rank(req([1]), []), []);
+});
+
+test('power_of_two (seeded): the busiest of three never wins, the other two share the rest; equal loads spread evenly', () => {
+  const p = new PowerOfTwoPolicy(seeded(7));
+  const wins = new Map<string, number>();
+  for (let i = 0; i < 3000; i++) {
+    const w = p.rank(req([1]), [busy('a', 1), busy('b', 1), busy('c', 9)])[0]!.candidate.workerId;
+    wins.set(w, (wins.get(w) ?? 0) + 1);
+  }
+  assert.equal(wins.get('c') ?? 0, 0);
+  for (const id of ['a', 'b']) assert.ok(Math.abs(wins.get(id)! - 1500) < 150, JSON.stringify([...wins]));
+  const even = new PowerOfTwoPolicy(seeded(11));
+  const n = new Map<string, number>();
+  for (let i = 0; i < 3000; i++) {
+    const w = even.rank(req([1]), ['a', 'b', 'c'].map((id) => busy(id, 0)))[0]!.candidate.workerId;
+    n.set(w, (n.get(w) ?? 0) + 1);
+  }
+  for (const id of ['a', 'b', 'c']) assert.ok(Math.abs(n.get(id)! - 1000) < 150, JSON.stringify([...n]));
+});
+
+const PH = { prefix_tokens: 256, load_factor: 1.25, virtual_nodes: 150 };
+const EIGHT = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+const ownerOf = (p: PrefixHashPolicy, tokens: number[], ids: string[], salt: string | null = null) =>
+  p.rank(req(tokens, salt), ids.map((id) => busy(id, 0)))[0]!.candidate.workerId;
+
+test('prefix_hash: prompts sharing their first 256 tokens stick to one worker; distinct prefixes spread evenly', () => {
+  const p = new PrefixHashPolicy(PH);
+  const head = seq(256, 40_000);
+  const owner = ownerOf(p, [...head, ...seq(30, 1)], EIGHT);
+  for (let i = 0; i < 20; i++) assert.equal(ownerOf(p, [...head, ...seq(10 + i, 1000 * i)], EIGHT), owner);
+  // A different token inside the first 256 is another key (over many prompts, some land elsewhere).
+  const moved = Array.from({ length: 20 }, (_, i) => ownerOf(p, [...head.slice(0, 255), 7 + i, ...seq(30, 1)], EIGHT)).filter((w) => w !== owner);
+  assert.ok(moved.length > 0);
+  // The registry's order does not matter.
+  assert.equal(ownerOf(new PrefixHashPolicy(PH), [...head, 1], [...EIGHT].reverse()), owner);
+  const count = new Map<string, number>();
+  for (let i = 0; i < 4000; i++) {
+    const w = ownerOf(p, seq(300, 1_000 * i), EIGHT);
+    count.set(w, (count.get(w) ?? 0) + 1);
+  }
+  for (const id of EIGHT) assert.ok(count.get(id)! > 500 * 0.6 && count.get(id)! < 500 * 1.4, JSON.stringify([...count]));
+});
+
+test('prefix_hash: a worker leaving moves only its own prefixes (~1/N); the retry list walks the ring; it coming back restores them', () => {
+  const p = new PrefixHashPolicy(PH);
+  const prompts = Array.from({ length: 2000 }, (_, i) => seq(64, 7_000 * i));
+  const before = prompts.map((t) => p.rank(req(t), EIGHT.map((id) => busy(id, 0))));
+  const seven = EIGHT.filter((id) => id !== 'e');
+  let moved = 0;
+  prompts.forEach((t, i) => {
+    const was = before[i]!.map((s) => s.candidate.workerId);
+    const now = ownerOf(p, t, seven);
+    if (was[0] === 'e') {
+      moved++;
+      assert.equal(now, was[1]); // the next worker clockwise takes it: the owner's first retry
+    } else assert.equal(now, was[0]);
+  });
+  assert.ok(moved / prompts.length > 0.125 * 0.6 && moved / prompts.length < 0.125 * 1.4, `moved ${moved}`);
+  prompts.forEach((t, i) => assert.equal(ownerOf(p, t, EIGHT), before[i]![0]!.candidate.workerId));
+});
+
+test('prefix_hash: an owner over load_factor × the mean in flight yields to the least loaded; when all are over, the owner keeps it', () => {
+  const p = new PrefixHashPolicy(PH);
+  const t = seq(300, 123);
+  const ids = ['a', 'b', 'c', 'd'];
+  const walk = p.rank(req(t), ids.map((id) => busy(id, 0))).map((s) => s.candidate.workerId);
+  const owner = walk[0]!;
+  const loads = (m: Record<string, number>) => ids.map((id) => busy(id, m[id] ?? 0));
+  // 3 on the owner, 1 on each other: mean with this request (6 + 1) / 4, limit 2.19: over.
+  let r = p.rank(req(t), loads({ a: 1, b: 1, c: 1, d: 1, [owner]: 3 }));
+  assert.equal(r[0]!.candidate.workerId, walk[1]); // least loaded, ring order on ties
+  assert.equal(r.find((s) => s.candidate.workerId === owner)!.terms.owner_overloaded, 1);
+  // 2 on the owner, 1 on each other: limit (5 + 1) / 4 × 1.25 = 1.875: still over; 2 on two others too: limit 2.8, kept.
+  r = p.rank(req(t), loads({ a: 1, b: 1, c: 1, d: 1, [owner]: 2 }));
+  assert.notEqual(r[0]!.candidate.workerId, owner);
+  r = p.rank(req(t), loads({ [walk[1]!]: 2, [walk[2]!]: 2, [walk[3]!]: 1, [owner]: 2 }));
+  assert.equal(r[0]!.candidate.workerId, owner);
+  // The lightest one wins over ring order.
+  r = p.rank(req(t), loads({ [walk[1]!]: 2, [walk[2]!]: 2, [walk[3]!]: 0, [owner]: 9 }));
+  assert.equal(r[0]!.candidate.workerId, walk[3]);
+});
+
+test('prefix_hash: the cache salt is part of the key (blocks under another salt never match)', () => {
+  const p = new PrefixHashPolicy(PH);
+  const differ = Array.from({ length: 40 }, (_, i) => seq(100, 900 * i)).filter((t) => ownerOf(p, t, EIGHT, 'tenant-1') !== ownerOf(p, t, EIGHT, null));
+  assert.ok(differ.length > 20, `${differ.length}`);
 });

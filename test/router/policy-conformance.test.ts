@@ -129,3 +129,25 @@ test('cache_aware: the salt reaches the index on match and on the provisional ma
   p.commit!(r, fleet()[0]!);
   assert.deepEqual(seen, [{ walked: 159, salt: 's1', marked: undefined }, { walked: -1, salt: undefined, marked: 's1' }]);
 });
+
+test('every policy is selectable: `kv-router --policy NAME` parses to it, --help names it, createPolicy builds it', async () => {
+  const { parseCli, USAGE } = await import('../../router/cli.js');
+  for (const name of PolicyNameSchema.options) {
+    const cli = await parseCli(['--policy', name]);
+    assert.notEqual(cli, 'help');
+    if (cli !== 'help') assert.equal(cli.config.policy, name);
+    assert.match(USAGE, new RegExp(`\\b${name}\\b`));
+    assert.equal(make(name).policy.name, name);
+  }
+  await assert.rejects(parseCli(['--policy', 'prefix_hashing']), /policy/);
+});
+
+test('prefix_hash: its config block reaches the policy (prefix_tokens decides what sticks together)', () => {
+  const cfg = RouterConfigSchema.parse({ policy: 'prefix_hash', prefix_hash: { prefix_tokens: 4, virtual_nodes: 20 } });
+  const p = createPolicy(cfg, new PrefixIndex(), () => 0.5);
+  const cands = ['a', 'b', 'c', 'd', 'e', 'f'].map((id) => ({ ...fleet()[0]!, workerId: id, source: `${id}:0` }));
+  const owner = (t: number[]) => p.rank(req(t), cands)[0]!.candidate.source;
+  const first = owner([1, 2, 3, 4, 99]);
+  for (let i = 0; i < 10; i++) assert.equal(owner([1, 2, 3, 4, ...seq(20, 100 * i)]), first);
+  assert.throws(() => RouterConfigSchema.parse({ prefix_hash: { load_factor: 0.5 } }), /load_factor/);
+});
