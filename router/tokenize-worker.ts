@@ -1,8 +1,10 @@
 /** Worker-thread side of the tokenize pool: loads tokenizers on demand and answers encode requests. */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { Tokenizer } from '../src/tokenizer/tokenizer.js';
 import type { TokenizeJob, TokenizeReply, TokenizerFiles } from './tokenize-job.js';
 import { tokenizeWith } from './tokenize-job.js';
+
+if ((workerData as { crashOnStartForTest?: boolean } | undefined)?.crashOnStartForTest) throw new Error('tokenizer thread crashed on start (test)');
 
 const loaded = new Map<string, Promise<Tokenizer>>();
 
@@ -16,6 +18,12 @@ function load(files: TokenizerFiles | null): Promise<Tokenizer> {
   return p;
 }
 
+function injectFault(fault: NonNullable<TokenizeJob['faultForTest']>): void {
+  if (fault === 'exit') process.exit(3);
+  if (fault === 'throw') throw new Error('tokenizer thread fault (test)');
+  for (;;); // 'hang': busy forever, like a tokenizer stuck on pathological input
+}
+
 parentPort!.on('message', async (job: TokenizeJob) => {
   let reply: TokenizeReply;
   let tok: Tokenizer;
@@ -25,6 +33,7 @@ parentPort!.on('message', async (job: TokenizeJob) => {
     parentPort!.postMessage({ id: job.id, error: `cannot load the tokenizer: ${(e as Error).message}`, server: true } satisfies TokenizeReply);
     return;
   }
+  if (job.faultForTest) injectFault(job.faultForTest);
   try {
     reply = { id: job.id, tokens: tokenizeWith(tok, job.input) };
   } catch (e) {
@@ -32,3 +41,4 @@ parentPort!.on('message', async (job: TokenizeJob) => {
   }
   parentPort!.postMessage(reply);
 });
+parentPort!.postMessage({ ready: true } satisfies TokenizeReply);
