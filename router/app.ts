@@ -47,6 +47,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     log,
   });
   const metrics = new RouterMetrics(registry, load, index);
+  registry.membership.onLeave((w) => void metrics.forgetWorker(w.id));
   const pool = new TokenizePool(config.tokenizer_threads);
   const adminKey = config.admin_key ?? process.env.KV_ROUTER_ADMIN_KEY ?? null;
   const decisionLog = config.decision_log ? new DecisionLog(config.decision_log, log) : null;
