@@ -3,6 +3,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
+import { fakeUpstream, routerWith, waitHealthy } from './helpers.js';
 import { TokenizePool, TokenizeError, TokenizerCrashedError, TokenizeTimeoutError, TokenizerCrashLoopError, TokenizerUnavailableError } from '../../router/tokenize-pool.js';
 
 const pool = new TokenizePool(2);
@@ -91,5 +92,28 @@ test('threads that die as they start: after 3 in a row the pool stops respawning
     await assert.rejects(p.tokenize('default', { kind: 'text', text: 'y' }), TokenizerCrashLoopError);
   } finally {
     await p.close();
+  }
+});
+
+test('through a real router: a prompt whose tokenization kills the threads gets 503 tokenizer_unavailable; the next request is served', { timeout: 90_000 }, async () => {
+  const up = await fakeUpstream((_req, res) => res.end('{"ok":true}'));
+  const r = await routerWith({ workers: [{ id: 'w', url: up.url }] });
+  try {
+    await waitHealthy(r, 1);
+    const pool = r.service.pool;
+    const real = pool.tokenize.bind(pool);
+    pool.tokenize = (spec, input) => real(spec, input, { faultForTest: 'exit' });
+    const post = () => fetch(`${r.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"prompt":"hello"}' });
+    const res = await post();
+    assert.equal(res.status, 503);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'tokenizer_unavailable');
+    assert.match(body.error.message, /died twice/);
+    assert.equal(up.requests.length, 0, 'nothing was sent upstream');
+    pool.tokenize = real;
+    assert.equal((await post()).status, 200);
+  } finally {
+    await r.close();
+    await up.close();
   }
 });
