@@ -59,6 +59,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   });
   const cluster = shared && config.cluster ? new ClusterLink({ ...config.cluster, replica_id: replicaId! }, shared, index, log) : null;
   const metrics = new RouterMetrics(registry, load, index, cluster);
+  registry.membership.onLeave((w) => void metrics.forgetWorker(w.id));
   const pool = new TokenizePool(config.tokenizer_threads);
   const adminKey = config.admin_key ?? process.env.KV_ROUTER_ADMIN_KEY ?? null;
   const decisionLog = config.decision_log ? new DecisionLog(config.decision_log, log) : null;

@@ -1,17 +1,31 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
 import type { Scored } from './policies/policy.js';
 
 /**
  * `decision_log`: one JSON line per routed request — every candidate with its matched tokens,
  * load and cost terms, best first — to answer "why did it go there?" after the fact.
+ *
+ * Never blocks routing and never grows without bound: while the file lags more than
+ * `maxBufferedBytes` behind, lines are dropped and counted (`dropped`; `n` skips them, so a
+ * reader sees where lines are missing).
  */
 export class DecisionLog {
-  private readonly out: WriteStream;
+  private readonly out: Writable;
+  private readonly maxBufferedBytes: number;
   private seq = 0;
+  private droppedLines = 0;
 
-  constructor(path: string, onError: (msg: string) => void) {
-    this.out = createWriteStream(path, { flags: 'a' });
-    this.out.on('error', (e) => onError(`decision log ${path}: ${e.message}`));
+  constructor(target: string | Writable, onError: (msg: string) => void, opts: { maxBufferedBytes?: number } = {}) {
+    this.maxBufferedBytes = opts.maxBufferedBytes ?? 1024 * 1024;
+    this.out = typeof target === 'string' ? createWriteStream(target, { flags: 'a' }) : target;
+    const name = typeof target === 'string' ? target : 'stream';
+    this.out.on('error', (e) => onError(`decision log ${name}: ${e.message}`));
+  }
+
+  /** Lines dropped because the output lagged more than `maxBufferedBytes` behind. */
+  get dropped(): number {
+    return this.droppedLines;
   }
 
   write(policy: string, ranked: Scored[]): void {
@@ -29,7 +43,12 @@ export class DecisionLog {
         cost: Math.round(s.cost),
       })),
     };
-    this.out.write(JSON.stringify(line) + '\n');
+    const text = JSON.stringify(line) + '\n';
+    if (this.out.writableLength + Buffer.byteLength(text) > this.maxBufferedBytes) {
+      this.droppedLines++;
+      return;
+    }
+    this.out.write(text);
   }
 
   close(): Promise<void> {

@@ -14,6 +14,8 @@ export class RouterMetrics {
   readonly expectedCachedTokens: Counter<'worker'>;
   readonly promptTokens: Counter<'worker'>;
   readonly retries: Counter<'worker' | 'reason'>;
+  /** Per stream counter: each (worker, rank)'s cumulative value at the last scrape. */
+  private readonly streamSeen: Map<string, number>[] = [];
 
   constructor(workers: Registry, load: LoadView, index: IndexLike, cluster: ClusterLink | null = null) {
     const r = this.registry;
@@ -132,6 +134,7 @@ export class RouterMetrics {
       const s = stream(w, rank)?.lastSeq;
       return s === null || s === undefined ? null : Number(s);
     });
+    // Stream counts are cumulative per feed: exposed as counters fed with their increase at each scrape.
     for (const [key, what] of [
       ['batches', 'Event batches applied'],
       ['gaps', 'Sequence gaps seen'],
@@ -141,13 +144,45 @@ export class RouterMetrics {
       ['malformed', 'Malformed frames skipped'],
     ] as const) {
       const name = key === 'historyMissing' ? 'history_missing' : key;
-      perSource(`kv_router_stream_${name}`, what, (w, rank) => {
-        const h = stream(w, rank);
-        return h ? h[key] : null;
+      const seen = new Map<string, number>();
+      this.streamSeen.push(seen);
+      new Counter({
+        name: `kv_router_stream_${name}_total`,
+        help: what,
+        labelNames: ['worker', 'rank'],
+        registers: [r],
+        collect() {
+          for (const w of workers.list()) {
+            for (const rank of w.ranks) {
+              const h = stream(w, rank);
+              if (!h) continue;
+              const s = `${w.id}\u0000${rank}`;
+              this.inc({ worker: w.id, rank: String(rank) }, counterIncrease(seen.get(s), h[key]));
+              seen.set(s, h[key]);
+            }
+          }
+        },
       });
     }
     perSource('kv_router_tree_blocks', 'Blocks the index holds for the stream', (_w, _r, s) => index.stats(s).blocks);
     perSource('kv_router_tree_nodes', 'Distinct token-keyed nodes the index holds for the stream', (_w, _r, s) => index.stats(s).nodes);
     perSource('kv_router_tree_provisional_blocks', 'Provisional (predicted) blocks for the stream', (_w, _r, s) => index.stats(s).provisionalBlocks);
   }
+
+  /** A worker left: its series go (removed workers' labels would otherwise stay forever). */
+  async forgetWorker(id: string): Promise<void> {
+    for (const seen of this.streamSeen) for (const s of [...seen.keys()]) if (s.startsWith(`${id}\u0000`)) seen.delete(s);
+    for (const m of this.registry.getMetricsAsArray()) {
+      const labelled = m as unknown as { labelNames?: string[]; get(): Promise<{ values: { labels: Record<string, string | number> }[] }>; remove(labels: Record<string, string | number>): void };
+      if (!labelled.labelNames?.includes('worker')) continue;
+      const { values } = await labelled.get();
+      for (const v of values) if (v.labels.worker === id) labelled.remove(v.labels);
+    }
+  }
+}
+
+/** How much a cumulative count grew since the last look; a count that went down restarted from 0. */
+export function counterIncrease(previous: number | undefined, current: number): number {
+  if (previous === undefined || current < previous) return current;
+  return current - previous;
 }

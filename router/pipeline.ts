@@ -9,7 +9,7 @@ import { forward, type Attempt, type AttemptEnd, type AttemptFailure } from './p
 import type { Registry, WorkerEntry } from './registry.js';
 import { parseBody, type Endpoint, type PromptOf } from './requests.js';
 import { mayRetry, RetryBudget } from './retry.js';
-import { TokenizeError, type TokenizePool } from './tokenize-pool.js';
+import { TokenizeError, TokenizerUnavailableError, type TokenizePool } from './tokenize-pool.js';
 
 export const pathOf = (e: Endpoint) => (e === 'chat' ? '/v1/chat/completions' : '/v1/completions');
 
@@ -30,7 +30,7 @@ export class Rejected {
   constructor(
     readonly res: Response,
     /** The requests counter's outcome label. */
-    readonly outcome: 'bad_request' | 'no_worker' | 'model_not_found',
+    readonly outcome: 'bad_request' | 'no_worker' | 'model_not_found' | 'tokenizer_unavailable',
   ) {}
 }
 
@@ -120,6 +120,7 @@ export class RequestPipeline {
     } catch (e) {
       // Every tokenization settles before the answer (none is left unobserved).
       await Promise.allSettled(byKey.values());
+      if (e instanceof TokenizerUnavailableError) return new Rejected(openAIError(503, `the tokenizer is unavailable: ${e.message}`, 'service_unavailable', 'tokenizer_unavailable'), 'tokenizer_unavailable');
       if (e instanceof TokenizeError) return new Rejected(openAIError(400, `cannot tokenize the prompt: ${e.message}`), 'bad_request');
       throw e;
     }

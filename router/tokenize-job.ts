@@ -15,14 +15,21 @@ export type TokenizeInput =
   | { kind: 'text'; text: string }
   | ({ kind: 'chat'; messages: ChatTemplateInput['messages'] } & Partial<Omit<ChatTemplateInput, 'messages'>>);
 
+/** Tests only (never set from HTTP): make the thread die ('exit', 'throw') or never answer ('hang'). */
+export type ThreadFaultForTest = 'exit' | 'throw' | 'hang';
+
 export interface TokenizeJob {
   id: number;
   files: TokenizerFiles | null;
   input: TokenizeInput;
+  faultForTest?: ThreadFaultForTest;
 }
 
-/** `server`: the tokenizer itself failed (a 500), else the input could not be tokenized (a 400). */
-export type TokenizeReply = { id: number; tokens: number[] } | { id: number; error: string; server?: boolean };
+/**
+ * `server`: the tokenizer itself failed (a 500), else the input could not be tokenized (a 400).
+ * `ready`: the thread has booted and listens for jobs (sent once, first).
+ */
+export type TokenizeReply = { ready: true } | { id: number; tokens: number[] } | { id: number; error: string; server?: boolean };
 
 /** Exactly what the workers do: chat → the shared renderer (src/tokenizer/chat.ts) → encode without added special tokens. */
 export function tokenizeWith(tok: Tokenizer, input: TokenizeInput): number[] {

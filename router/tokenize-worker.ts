@@ -1,9 +1,11 @@
 /** Worker-thread side of the tokenize pool: loads tokenizers on demand and answers encode requests. */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { defaultTokenizerFiles } from '../src/tokenizer/tokenizer.js';
 import { loadFastTokenizer, type FastTokenizer } from '../src/tokenizer/fast.js';
 import type { TokenizeJob, TokenizeReply, TokenizerFiles } from './tokenize-job.js';
 import { tokenizeFast } from './tokenize-job.js';
+
+if ((workerData as { crashOnStartForTest?: boolean } | undefined)?.crashOnStartForTest) throw new Error('tokenizer thread crashed on start (test)');
 
 const loaded = new Map<string, Promise<FastTokenizer>>();
 
@@ -17,6 +19,12 @@ function load(files: TokenizerFiles | null): Promise<FastTokenizer> {
   return p;
 }
 
+function injectFault(fault: NonNullable<TokenizeJob['faultForTest']>): void {
+  if (fault === 'exit') process.exit(3);
+  if (fault === 'throw') throw new Error('tokenizer thread fault (test)');
+  for (;;); // 'hang': busy forever, like a tokenizer stuck on pathological input
+}
+
 parentPort!.on('message', async (job: TokenizeJob) => {
   let reply: TokenizeReply;
   let tok: FastTokenizer;
@@ -26,6 +34,7 @@ parentPort!.on('message', async (job: TokenizeJob) => {
     parentPort!.postMessage({ id: job.id, error: `cannot load the tokenizer: ${(e as Error).message}`, server: true } satisfies TokenizeReply);
     return;
   }
+  if (job.faultForTest) injectFault(job.faultForTest);
   try {
     reply = { id: job.id, tokens: await tokenizeFast(tok, job.input) };
   } catch (e) {
@@ -33,3 +42,4 @@ parentPort!.on('message', async (job: TokenizeJob) => {
   }
   parentPort!.postMessage(reply);
 });
+parentPort!.postMessage({ ready: true } satisfies TokenizeReply);
