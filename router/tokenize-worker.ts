@@ -25,7 +25,14 @@ function injectFault(fault: NonNullable<TokenizeJob['faultForTest']>): void {
   for (;;); // 'hang': busy forever, like a tokenizer stuck on pathological input
 }
 
-parentPort!.on('message', async (job: TokenizeJob) => {
+// Jobs run one at a time, in posting order (the native encoder is async): the pool relies on it, a
+// thread that dies is blamed on its oldest outstanding job and the others are retried innocent.
+let queue: Promise<void> = Promise.resolve();
+parentPort!.on('message', (job: TokenizeJob) => {
+  queue = queue.then(() => handle(job));
+});
+
+async function handle(job: TokenizeJob): Promise<void> {
   let reply: TokenizeReply;
   let tok: FastTokenizer;
   try {
@@ -41,5 +48,5 @@ parentPort!.on('message', async (job: TokenizeJob) => {
     reply = { id: job.id, error: (e as Error).message };
   }
   parentPort!.postMessage(reply);
-});
+}
 parentPort!.postMessage({ ready: true } satisfies TokenizeReply);
