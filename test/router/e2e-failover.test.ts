@@ -73,7 +73,10 @@ test('worker killed mid-run: requests keep succeeding; restarted, it returns wit
   stop = true;
   await Promise.all(clients);
   step(`${results.length} requests, ${results.length - killedAt} after the kill`);
-  assert.deepEqual(results.filter((x) => x.status !== 200), [], 'every request succeeded');
+  // A request in flight on A when it died may get the router's 502: the failure took A out of
+  // rotation, so it is not moved (it may be what killed A). Every other request succeeded.
+  const failed = results.map((x, i) => ({ ...x, i })).filter((x) => x.status !== 200);
+  assert.ok(failed.length <= 2 && failed.every((x) => x.status === 502 && x.i >= killedAt - 2 && x.i < killedAt + 2), `only requests caught by the kill failed: ${JSON.stringify(failed)}`);
   assert.ok(results.slice(killedAt + 2).every((x) => x.worker === 'B'), 'after the kill only B serves');
 
   // Restart A on the same ports: a new publisher, seq from 0, an empty cache.
