@@ -103,10 +103,30 @@ export class RequestPipeline {
     );
   }
 
+  /**
+   * A token id the candidates' tokenizers do not have (the worker would answer 400; /route must too).
+   * A tokenizer that cannot answer leaves the check to the worker: routing never waits on it failing.
+   */
+  private async outOfVocabulary(ids: number[], candidates: Candidate[]): Promise<{ id: number; vocabSize: number } | null> {
+    let max = -1;
+    for (const t of ids) if (t > max) max = t;
+    const specs = new Map<string, ReturnType<RequestPipeline['specOf']>>();
+    for (const c of candidates) if (!specs.has(c.tokenizerKey)) specs.set(c.tokenizerKey, this.specOf(c));
+    for (const spec of specs.values()) {
+      const vocabSize = await this.d.pool.vocabSize(spec).catch(() => Infinity);
+      if (max >= vocabSize) return { id: ids.find((t) => t >= vocabSize)!, vocabSize };
+    }
+    return null;
+  }
+
   /** tokenize: once per distinct tokenizer among the candidates (usually one). */
   async tokenize(parsed: Parsed, candidates: Candidate[]): Promise<RouteRequest | Rejected> {
     const prompt = parsed.prompt;
-    if (prompt.kind === 'ids') return { tokensFor: () => prompt.ids, lora: null, salt: parsed.salt };
+    if (prompt.kind === 'ids') {
+      const bad = await this.outOfVocabulary(prompt.ids, candidates);
+      if (bad) return new Rejected(openAIError(400, `token id ${bad.id} is out of range (vocabulary size ${bad.vocabSize})`, 'invalid_request_error', null, 'prompt'), 'bad_request');
+      return { tokensFor: () => prompt.ids, lora: null, salt: parsed.salt };
+    }
     // Not renderable as the engine would (non-text parts): no tokens, so every policy weighs load only.
     if (prompt.kind === 'unroutable') return { tokensFor: () => [], lora: null, salt: parsed.salt, loadOnly: prompt.reason };
     const byKey = new Map<string, Promise<number[]>>();

@@ -13,6 +13,8 @@ export interface TokenizerFiles {
  */
 export type TokenizeInput =
   | { kind: 'text'; text: string }
+  /** Not a prompt: asks for the vocabulary size (one number), to check token-id prompts. */
+  | { kind: 'vocab_size' }
   | ({ kind: 'chat'; messages: ChatTemplateInput['messages'] } & Partial<Omit<ChatTemplateInput, 'messages'>>);
 
 /** Tests only (never set from HTTP): make the thread die ('exit', 'throw') or never answer ('hang'). */
@@ -34,6 +36,7 @@ export type TokenizeReply = { ready: true } | { id: number; tokens: number[] } |
 /** Exactly what the workers do: chat → the shared renderer (src/tokenizer/chat.ts) → encode without added special tokens. */
 export function tokenizeWith(tok: Tokenizer, input: TokenizeInput): number[] {
   if (input.kind === 'text') return tok.encode(input.text);
+  if (input.kind === 'vocab_size') return [tok.vocabSize];
   return tok.encodeChat({
     messages: input.messages,
     tools: input.tools ?? null,
@@ -47,6 +50,7 @@ export function tokenizeWith(tok: Tokenizer, input: TokenizeInput): number[] {
 /** `tokenizeWith` through the fast encoder (native, prefix-cached): the same ids, asynchronously. */
 export async function tokenizeFast(fast: FastTokenizer, input: TokenizeInput): Promise<number[]> {
   if (input.kind === 'text') return fast.encoder.encode(input.text, true);
+  if (input.kind === 'vocab_size') return [fast.tokenizer.vocabSize];
   const text = fast.tokenizer.renderChat({
     messages: input.messages,
     tools: input.tools ?? null,

@@ -60,6 +60,7 @@ interface Thread {
 export class TokenizePool {
   private readonly threads: Thread[] = [];
   private readonly inline = new Map<string, Promise<Tokenizer>>();
+  private readonly vocabSizes = new Map<string, Promise<number>>();
   private readonly boot: string;
   private readonly deadlineMs: number;
   private readonly maxBootFailures: number;
@@ -93,6 +94,18 @@ export class TokenizePool {
       return;
     }
     await Promise.all(this.threads.map((t) => this.submit(t, { id: this.nextId++, files, input: { kind: 'text', text: 'warm' } })));
+  }
+
+  /** The vocabulary size of a tokenizer (asked once per tokenizer): token-id prompts are checked against it. */
+  vocabSize(spec: TokenizerSpec | undefined): Promise<number> {
+    const key = JSON.stringify(filesOf(spec));
+    let v = this.vocabSizes.get(key);
+    if (!v) {
+      v = this.tokenize(spec, { kind: 'vocab_size' }).then((r) => r[0]!);
+      v.catch(() => this.vocabSizes.delete(key));
+      this.vocabSizes.set(key, v);
+    }
+    return v;
   }
 
   tokenize(spec: TokenizerSpec | undefined, input: TokenizeInput, opts: TokenizeOptions = {}): Promise<number[]> {

@@ -89,6 +89,22 @@ test('prompt longer than max_model_len: 400 context_length_exceeded before routi
   assert.equal((await post(r, '/v1/completions', { model: 'm', prompt: long.slice(0, 63) })).status, 200);
 });
 
+test('a token id outside the vocabulary: 400 naming it on the request and on /route (the worker would refuse it); nothing is sent', async () => {
+  const a = await fakeWorker('m', 1_000_000);
+  const r = await routerOver([{ id: 'a', url: a.url }]);
+  // The default tokenizer (Qwen3) has 151,669 ids.
+  for (const path of ['/v1/completions', '/route']) {
+    const res = await post(r, path, { model: 'm', prompt: [1, 2, 151_669, 3] });
+    assert.equal(res.status, 400, path);
+    const e = ((await res.json()) as { error: { message: string; param: string } }).error;
+    assert.equal(e.param, 'prompt');
+    assert.match(e.message, /token id 151669 is out of range \(vocabulary size 151669\)/);
+  }
+  assert.equal(a.posts, 0);
+  assert.equal((await post(r, '/route', { model: 'm', prompt: [1, 2, 151_668] })).status, 200);
+  assert.equal((await post(r, '/v1/completions', { model: 'm', prompt: [1, 2, 151_668] })).status, 200);
+});
+
 test('body limit while the body streams in: a chunked body that never ends gets 413 as soon as it passes the limit', async () => {
   const a = await fakeWorker('m', 4096);
   const r = await routerOver([{ id: 'a', url: a.url }]);
