@@ -112,12 +112,14 @@ export class RouterMetrics {
         ['received_bytes', 'NATS payload bytes received'],
         ['malformed', 'NATS messages dropped as malformed'],
       ] as const) {
-        new Gauge({
+        let seen: number | undefined;
+        new Counter({
           name: `kv_router_cluster_${key}_total`,
           help,
           registers: [r],
           collect() {
-            this.set(cluster.counters[key]);
+            this.inc(counterIncrease(seen, cluster.counters[key]));
+            seen = cluster.counters[key];
           },
         });
       }
@@ -142,8 +144,9 @@ export class RouterMetrics {
       ['resets', 'Stream resets (publisher restarted)'],
       ['historyMissing', 'Times history was confirmed missing (tree cleared)'],
       ['malformed', 'Malformed frames skipped'],
+      ['silentWarnings', 'Warnings that requests were routed to a worker whose stream delivered nothing'],
     ] as const) {
-      const name = key === 'historyMissing' ? 'history_missing' : key;
+      const name = key === 'historyMissing' ? 'history_missing' : key === 'silentWarnings' ? 'silent_warnings' : key;
       const seen = new Map<string, number>();
       this.streamSeen.push(seen);
       new Counter({
@@ -164,6 +167,10 @@ export class RouterMetrics {
         },
       });
     }
+    perSource('kv_router_stream_silent', '1 while requests are routed to the worker and its stream delivers nothing (see /workers: silent)', (w, rank) => {
+      const h = stream(w, rank);
+      return h ? (h.silent ? 1 : 0) : null;
+    });
     perSource('kv_router_tree_blocks', 'Blocks the index holds for the stream', (_w, _r, s) => index.stats(s).blocks);
     perSource('kv_router_tree_nodes', 'Distinct token-keyed nodes the index holds for the stream', (_w, _r, s) => index.stats(s).nodes);
     perSource('kv_router_tree_provisional_blocks', 'Provisional (predicted) blocks for the stream', (_w, _r, s) => index.stats(s).provisionalBlocks);

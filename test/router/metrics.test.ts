@@ -49,7 +49,8 @@ test('stream counts are *_total counters that follow the stream; a removed worke
   for (let i = 0; i < 2; i++) assert.equal((await fetch(`${r.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"prompt":"hi"}' })).status, 200);
 
   const m1 = await scrape();
-  for (const name of ['batches', 'gaps', 'replays', 'resets', 'history_missing', 'malformed']) {
+  assert.match(m1, /^kv_router_stream_silent\{worker="a",rank="0"\} 0$/m, 'a stream that delivers is not silent');
+  for (const name of ['batches', 'gaps', 'replays', 'resets', 'history_missing', 'malformed', 'silent_warnings']) {
     assert.match(m1, new RegExp(`^# TYPE kv_router_stream_${name}_total counter$`, 'm'));
     assert.doesNotMatch(m1, new RegExp(`^kv_router_stream_${name}\\{`, 'm'), `the old gauge kv_router_stream_${name} is gone`);
   }
