@@ -33,31 +33,29 @@ export interface TokenizeJob {
  */
 export type TokenizeReply = { ready: true } | { id: number; tokens: number[] } | { id: number; error: string; server?: boolean };
 
-/** Exactly what the workers do: chat → the shared renderer (src/tokenizer/chat.ts) → encode without added special tokens. */
-export function tokenizeWith(tok: Tokenizer, input: TokenizeInput): number[] {
-  if (input.kind === 'text') return tok.encode(input.text);
-  if (input.kind === 'vocab_size') return [tok.vocabSize];
-  return tok.encodeChat({
+/** A chat job as the template reads it, with the engines' defaults. */
+function templateInput(input: Extract<TokenizeInput, { kind: 'chat' }>): ChatTemplateInput {
+  return {
     messages: input.messages,
     tools: input.tools ?? null,
     documents: input.documents ?? null,
     addGenerationPrompt: input.addGenerationPrompt ?? true,
     continueFinalMessage: input.continueFinalMessage ?? false,
     kwargs: input.kwargs ?? {},
-  });
+  };
+}
+
+/** Exactly what the workers do: chat → the shared renderer (src/tokenizer/chat.ts) → encode without added special tokens. */
+export function tokenizeWith(tok: Tokenizer, input: TokenizeInput): number[] {
+  if (input.kind === 'text') return tok.encode(input.text);
+  if (input.kind === 'vocab_size') return [tok.vocabSize];
+  return tok.encodeChat(templateInput(input));
 }
 
 /** `tokenizeWith` through the fast encoder (native, prefix-cached): the same ids, asynchronously. */
 export async function tokenizeFast(fast: FastTokenizer, input: TokenizeInput): Promise<number[]> {
   if (input.kind === 'text') return fast.encoder.encode(input.text, true);
   if (input.kind === 'vocab_size') return [fast.tokenizer.vocabSize];
-  const text = fast.tokenizer.renderChat({
-    messages: input.messages,
-    tools: input.tools ?? null,
-    documents: input.documents ?? null,
-    addGenerationPrompt: input.addGenerationPrompt ?? true,
-    continueFinalMessage: input.continueFinalMessage ?? false,
-    kwargs: input.kwargs ?? {},
-  });
+  const text = fast.tokenizer.renderChat(templateInput(input));
   return fast.encoder.encode(text, false);
 }

@@ -13,7 +13,7 @@ import { applyCurveClient, type CurveClientOptions } from './curve.js';
 import { decodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
 import { requestReplay, type ReplayedBatch } from './replay-client.js';
 import type { SharedSubscriber } from './shared-sub.js';
-import { payloadDigest, StreamState, type StreamAction, type StreamBatch, type StreamNotice } from './stream-state.js';
+import { payloadDigest, StreamState, type StreamAction, type StreamBatch, type StreamCounters, type StreamNotice } from './stream-state.js';
 import type { KVEventBatch } from './types.js';
 
 export type { HistoryMissingReason, StreamNotice } from './stream-state.js';
@@ -22,23 +22,14 @@ export type StreamItem =
   | { kind: 'batch'; seq: bigint; topic: string; batch: KVEventBatch; replayed: boolean }
   | { kind: 'notice'; notice: StreamNotice };
 
-export interface StreamHealth {
+/** The stream's counters (StreamCounters: probes are sync probes of the replay endpoint, and those that found something) and its state. */
+export interface StreamHealth extends StreamCounters {
   endpoint: string;
   replayEndpoint: string | null;
   topic: string;
   /** The applied history is known complete (from seq 0 or an AllBlocksCleared, nothing missing since). */
   trusted: boolean;
   lastSeq: bigint | null;
-  batches: number;
-  gaps: number;
-  replays: number;
-  resets: number;
-  historyMissing: number;
-  malformedFrames: number;
-  duplicates: number;
-  /** Sync probes of the replay endpoint (connect, reconnect, idle), and those that found something. */
-  probes: number;
-  probeFinds: number;
   /** now − ts of the last live batch applied, when it was applied. */
   lagMs: number | null;
   connected: boolean;
