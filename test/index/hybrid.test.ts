@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PrefixIndex } from '../../src/index/index.js';
 import type { BlockHash, BlockRemoved, BlockStored, KVEvent } from '../../src/events/types.js';
-import { batch, prng, randInt, range } from './helpers.js';
+import { batch, prng, randInt, range, stored } from './helpers.js';
 
 /** A BlockStored as vLLM's hybrid KV cache manager publishes it: one per KV cache group, tagged. */
 function groupStored(
@@ -14,14 +14,7 @@ function groupStored(
   blockSize: number,
 ): BlockStored {
   return {
-    type: 'BlockStored',
-    block_hashes: hashes,
-    parent_block_hash: parent,
-    token_ids: tokens,
-    block_size: blockSize,
-    lora_id: null,
-    medium: 'GPU',
-    lora_name: null,
+    ...stored(hashes, parent, tokens, blockSize, { medium: 'GPU' }),
     extra_keys: null,
     group_idx: group,
     kv_cache_spec_kind: spec.kind,

@@ -15,6 +15,7 @@ import { sortByCost } from '../../router/policies/policy.js';
 import { LoadTracker } from '../../router/load.js';
 import { RouterConfigSchema } from '../../router/config.js';
 import { HotPrefixes, prefixKey } from '../../router/policies/hot-prefixes.js';
+import { rng } from '../../bench/routing/workloads.js';
 
 const BS = 16;
 const W: CostWeights = { prefill_weight: 1, queued_prefill_weight: 1, decode_weight: 32, tie_tolerance: 0 };
@@ -355,18 +356,6 @@ const draws = (...xs: number[]) => {
   return () => xs[i++ % xs.length]!;
 };
 
-/** A seeded PRNG (mulberry32). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 test('power_of_two: the less loaded of its two samples wins, even when an unsampled one is idler; a tie goes to the first drawn', () => {
   const fleet = () => [busy('d', 0), busy('b', 2), busy('a', 5), busy('c', 0)];
   // Draws 0, 0 over a, b, c, d (source order): samples a then b.
@@ -385,7 +374,7 @@ test('power_of_two: the less loaded of its two samples wins, even when an unsamp
 });
 
 test('power_of_two (seeded): the busiest of three never wins, the other two share the rest; equal loads spread evenly', () => {
-  const p = new PowerOfTwoPolicy(seeded(7));
+  const p = new PowerOfTwoPolicy(rng(7));
   const wins = new Map<string, number>();
   for (let i = 0; i < 3000; i++) {
     const w = p.rank(req([1]), [busy('a', 1), busy('b', 1), busy('c', 9)])[0]!.candidate.workerId;
@@ -393,7 +382,7 @@ test('power_of_two (seeded): the busiest of three never wins, the other two shar
   }
   assert.equal(wins.get('c') ?? 0, 0);
   for (const id of ['a', 'b']) assert.ok(Math.abs(wins.get(id)! - 1500) < 150, JSON.stringify([...wins]));
-  const even = new PowerOfTwoPolicy(seeded(11));
+  const even = new PowerOfTwoPolicy(rng(11));
   const n = new Map<string, number>();
   for (let i = 0; i < 3000; i++) {
     const w = even.rank(req([1]), ['a', 'b', 'c'].map((id) => busy(id, 0)))[0]!.candidate.workerId;
