@@ -73,9 +73,38 @@ export function mergeReported(own: WorkerLoad, rep: Report | undefined, now: num
   };
 }
 
+/** The workers' last /load reports, each with the router's own count when it arrived (local and shared accounting both keep them). */
+export class WorkerReports {
+  private readonly reports = new Map<string, Report>();
+
+  record(source: string, r: Omit<ReportedLoad, 'at'>, own: WorkerLoad, at: number): void {
+    this.reports.set(source, { ...r, at, own: { ...own } });
+  }
+
+  /** `own` raised by the foreign part of a fresh report (see mergeReported). */
+  merge(source: string, own: WorkerLoad, now: number, maxAgeMs: number): WorkerLoad {
+    return mergeReported(own, this.reports.get(source), now, maxAgeMs);
+  }
+
+  of(source: string): ReportedLoad | undefined {
+    const r = this.reports.get(source);
+    if (!r) return undefined;
+    const { own: _own, ...rest } = r;
+    return rest;
+  }
+
+  forget(source: string): void {
+    this.reports.delete(source);
+  }
+
+  sources(): Iterable<string> {
+    return this.reports.keys();
+  }
+}
+
 export class LocalLoad implements LoadAccounting {
   private readonly loads = new Map<string, WorkerLoad>();
-  private readonly reported = new Map<string, Report>();
+  private readonly reported = new WorkerReports();
 
   constructor(private readonly maxReportAgeMs = 5000) {}
 
@@ -84,18 +113,15 @@ export class LocalLoad implements LoadAccounting {
   }
 
   effective(source: string): WorkerLoad {
-    return mergeReported(this.get(source), this.reported.get(source), Date.now(), this.maxReportAgeMs);
+    return this.reported.merge(source, this.get(source), Date.now(), this.maxReportAgeMs);
   }
 
   report(source: string, r: Omit<ReportedLoad, 'at'>): void {
-    this.reported.set(source, { ...r, at: Date.now(), own: { ...this.get(source) } });
+    this.reported.record(source, r, this.get(source), Date.now());
   }
 
   reportedOf(source: string): ReportedLoad | undefined {
-    const r = this.reported.get(source);
-    if (!r) return undefined;
-    const { own: _own, ...rest } = r;
-    return rest;
+    return this.reported.of(source);
   }
 
   start(source: string, prefillTokens: number): LoadTicket {
@@ -127,11 +153,11 @@ export class LocalLoad implements LoadAccounting {
 
   forget(source: string): void {
     this.loads.delete(source);
-    this.reported.delete(source);
+    this.reported.forget(source);
   }
 
   sources(): string[] {
-    return [...new Set([...this.loads.keys(), ...this.reported.keys()])];
+    return [...new Set([...this.loads.keys(), ...this.reported.sources()])];
   }
 }
 

@@ -1,4 +1,4 @@
-import { LocalLoad, mergeReported, type LoadAccounting, type LoadTicket, type ReportedLoad, type WorkerLoad } from '../load.js';
+import { LocalLoad, WorkerReports, type LoadAccounting, type LoadTicket, type ReportedLoad, type WorkerLoad } from '../load.js';
 import { RemoteShares } from './shares.js';
 
 const add = (a: WorkerLoad, b: WorkerLoad): WorkerLoad => ({
@@ -6,10 +6,6 @@ const add = (a: WorkerLoad, b: WorkerLoad): WorkerLoad => ({
   pendingPrefillTokens: a.pendingPrefillTokens + b.pendingPrefillTokens,
   activeDecodes: a.activeDecodes + b.activeDecodes,
 });
-
-interface Report extends ReportedLoad {
-  own: WorkerLoad;
-}
 
 /**
  * Load accounting shared by several replicas: this replica's own count (a LocalLoad) plus the live
@@ -20,7 +16,7 @@ interface Report extends ReportedLoad {
 export class SharedLoad implements LoadAccounting {
   readonly local: LocalLoad;
   readonly remote: RemoteShares;
-  private readonly reported = new Map<string, Report>();
+  private readonly reported = new WorkerReports();
   onChange: (source: string) => void = () => {};
 
   constructor(replicaId: string, private readonly maxReportAgeMs = 5000, private readonly now: () => number = Date.now) {
@@ -38,19 +34,16 @@ export class SharedLoad implements LoadAccounting {
   }
 
   effective(source: string): WorkerLoad {
-    return mergeReported(this.get(source), this.reported.get(source), this.now(), this.maxReportAgeMs);
+    return this.reported.merge(source, this.get(source), this.now(), this.maxReportAgeMs);
   }
 
   /** The worker's report counts every replica's requests: the part above all of ours is foreign. */
   report(source: string, r: Omit<ReportedLoad, 'at'>): void {
-    this.reported.set(source, { ...r, at: this.now(), own: this.get(source) });
+    this.reported.record(source, r, this.get(source), this.now());
   }
 
   reportedOf(source: string): ReportedLoad | undefined {
-    const r = this.reported.get(source);
-    if (!r) return undefined;
-    const { own: _own, ...rest } = r;
-    return rest;
+    return this.reported.of(source);
   }
 
   start(source: string, prefillTokens: number): LoadTicket {
@@ -77,10 +70,10 @@ export class SharedLoad implements LoadAccounting {
   forget(source: string): void {
     this.local.forget(source);
     this.remote.forget(source);
-    this.reported.delete(source);
+    this.reported.forget(source);
   }
 
   sources(): string[] {
-    return [...new Set([...this.local.sources(), ...this.reported.keys()])];
+    return [...new Set([...this.local.sources(), ...this.reported.sources()])];
   }
 }
