@@ -162,4 +162,3 @@ export class LocalLoad implements LoadAccounting {
 }
 
 /** The former name (tests, benches). */
-export { LocalLoad as LoadTracker };

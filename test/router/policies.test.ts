@@ -12,7 +12,7 @@ import { PowerOfTwoPolicy } from '../../router/policies/power-of-two.js';
 import { PrefixHashPolicy } from '../../router/policies/prefix-hash.js';
 import type { Candidate, CostWeights, RouteRequest } from '../../router/policies/policy.js';
 import { sortByCost } from '../../router/policies/policy.js';
-import { LoadTracker } from '../../router/load.js';
+import { LocalLoad } from '../../router/load.js';
 import { RouterConfigSchema } from '../../router/config.js';
 import { HotPrefixes, prefixKey } from '../../router/policies/hot-prefixes.js';
 import { rng } from '../../bench/routing/workloads.js';
@@ -43,7 +43,7 @@ function indexOf(opts?: ConstructorParameters<typeof PrefixIndex>[0]): PrefixInd
   return index;
 }
 
-function cand(workerId: string, load = new LoadTracker(), trusted = true): Candidate {
+function cand(workerId: string, load = new LocalLoad(), trusted = true): Candidate {
   const source = `${workerId}:0`;
   return { workerId, rank: 0, source, trusted, blockSize: BS, tokenizerKey: 'default', load: load.get(source) };
 }
@@ -81,7 +81,7 @@ test('cache_aware: a busy worker stops attracting requests even when it holds th
   const index = indexOf();
   const prefix = seq(2048, 1000);
   index.applyBatch('a:0', storeBatch(prefix));
-  const load = new LoadTracker();
+  const load = new LocalLoad();
   const p = new CacheAwarePolicy(index, W);
   const prompt = [...prefix, ...seq(64, 1)];
   assert.equal(p.rank(req(prompt), [cand('a', load), cand('b', load)])[0]!.candidate.workerId, 'a');
@@ -97,7 +97,7 @@ test('cache_aware: decode load alone also pushes requests away', () => {
   const index = indexOf();
   const prefix = seq(256, 1000);
   index.applyBatch('a:0', storeBatch(prefix));
-  const load = new LoadTracker();
+  const load = new LocalLoad();
   for (let i = 0; i < 10; i++) load.start('a:0', 0).prefillDone(); // 10 decoding requests
   const p = new CacheAwarePolicy(index, W);
   const ranked = p.rank(req(prefix), [cand('a', load), cand('b', load)]);
@@ -135,7 +135,7 @@ test('cache_aware: provisional marks count on a fresh (not yet trusted) stream, 
 
 test('cache_aware: ties spread load (fewest in flight first, then random)', () => {
   const index = indexOf();
-  const load = new LoadTracker();
+  const load = new LocalLoad();
   const p = new CacheAwarePolicy(index, { ...W, decode_weight: 0 });
   load.start('a:0', 0);
   const prompt = seq(100, 1);
@@ -147,7 +147,7 @@ test('cache_aware: ties spread load (fewest in flight first, then random)', () =
 });
 
 test('sortByCost: tolerance band groups near-equal costs', () => {
-  const load = new LoadTracker();
+  const load = new LocalLoad();
   load.start('a:0', 0);
   const mk = (id: string, cost: number) => ({ candidate: cand(id, load), matchedTokens: 0, indexMatchedTokens: 0, promptTokens: 0, terms: {}, cost });
   const out = sortByCost([mk('a', 100), mk('b', 105), mk('c', 300)], 10, () => 0.5);
@@ -180,7 +180,7 @@ test('random: uses every candidate, ranks them all', () => {
 });
 
 test('least_load: ignores cache, follows queued prefill and in-flight requests', () => {
-  const load = new LoadTracker();
+  const load = new LocalLoad();
   const p = new LeastLoadPolicy(W);
   const t = load.start('a:0', 500);
   assert.equal(p.rank(req(seq(100, 1)), [cand('a', load), cand('b', load)])[0]!.candidate.workerId, 'b');
@@ -212,8 +212,8 @@ test('approx_tree: bounded memory evicts leaves before their prefixes', () => {
   assert.equal(p.rank(req([...shared, 1]), [cand('a')])[0]!.matchedTokens, 320);
 });
 
-test('LoadTracker: tickets are idempotent and balance out', () => {
-  const l = new LoadTracker();
+test('LocalLoad: tickets are idempotent and balance out', () => {
+  const l = new LocalLoad();
   const t1 = l.start('w:0', 100);
   const t2 = l.start('w:0', 50);
   assert.deepEqual(l.get('w:0'), { inFlight: 2, pendingPrefillTokens: 150, activeDecodes: 0 });
@@ -231,7 +231,7 @@ test('LoadTracker: tickets are idempotent and balance out', () => {
 
 test('cache_aware: queued prefill computing a provisional prefix is shared work, so siblings follow it', () => {
   const index = indexOf({ provisionalTtlMs: 5000 });
-  const load = new LoadTracker();
+  const load = new LocalLoad();
   const p = new CacheAwarePolicy(index, W);
   const prefix = seq(1024, 50);
   const first = [...prefix, 1, 2, 3];
@@ -255,7 +255,7 @@ test('cache_aware (default weights): one prompt shared by everybody does not pil
   const serve = (weights: CostWeights, base: number): Record<string, number> => {
     const index = indexOf();
     index.applyBatch('a:0', storeBatch(shared));
-    const load = new LoadTracker();
+    const load = new LocalLoad();
     const cands = ['a', 'b', 'c', 'd'].map((id) => cand(id, load));
     const p = new CacheAwarePolicy(index, weights, () => 0.5);
     const counts: Record<string, number> = {};
@@ -285,7 +285,7 @@ test('cache_aware (default weights): a busy worker keeps a conversation whose pr
   const index = indexOf();
   const conversation = seq(8192, 300_000);
   index.applyBatch('a:0', storeBatch(conversation));
-  const load = new LoadTracker();
+  const load = new LocalLoad();
   for (let i = 0; i < 12; i++) load.start('a:0', 0).prefillDone(); // 12 decoding on a, the others idle
   const cands = () => ['a', 'b', 'c', 'd'].map((id) => cand(id, load));
   const p = new CacheAwarePolicy(index, defaults, () => 0.5);
@@ -340,7 +340,7 @@ test('ties: no match and no load anywhere → the candidate holding fewer blocks
   const empty = { ...cand('b'), heldBlocks: 10 };
   for (const order of [[full, empty], [empty, full]]) assert.equal(p.rank(req(seq(64, 1)), order)[0]!.candidate.workerId, 'b');
   // Load still comes first: one request in flight outweighs free room.
-  const load = new LoadTracker();
+  const load = new LocalLoad();
   load.start('b:0', 0);
   assert.equal(p.rank(req(seq(64, 1)), [full, { ...cand('b', load), heldBlocks: 10 }])[0]!.candidate.workerId, 'a');
 });

@@ -6,7 +6,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PrefixIndex } from '../../src/index/index.js';
-import { LoadTracker } from '../../router/load.js';
+import { LocalLoad } from '../../router/load.js';
 import { RouterConfigSchema, PolicyNameSchema, type PolicyName } from '../../router/config.js';
 import { createPolicy } from '../../router/policies/index.js';
 import type { Candidate, Policy, RouteRequest, Scored } from '../../router/policies/policy.js';
@@ -22,7 +22,7 @@ function make(name: PolicyName): { policy: Policy; index: PrefixIndex } {
   return { policy: createPolicy(cfg, index, () => 0.5), index };
 }
 
-function fleet(load = new LoadTracker()): Candidate[] {
+function fleet(load = new LocalLoad()): Candidate[] {
   return ['a', 'b', 'c'].map((id) => ({ workerId: id, rank: 0, source: `${id}:0`, trusted: true, blockSize: BS, tokenizerKey: 'default', load: load.get(`${id}:0`) }));
 }
 
