@@ -16,10 +16,15 @@ const file = join(dir, 'workers.json');
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Written as editors and ConfigMaps do: a new file renamed over the old one. */
-function writeWorkers(ws: FakeUpstream[], ids: string[]): void {
+/** Replaces the file at once (write + rename, as editors and ConfigMap updates do): the watcher never reads it half-written by us. */
+function replaceFile(text: string): void {
   const tmp = `${file}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ workers: ws.map((u, i) => ({ id: ids[i], url: u.url })) }));
+  writeFileSync(tmp, text);
   renameSync(tmp, file);
+}
+
+function writeWorkers(ws: FakeUpstream[], ids: string[]): void {
+  replaceFile(JSON.stringify({ workers: ws.map((u, i) => ({ id: ids[i], url: u.url })) }));
 }
 
 const completion = (res: ServerResponse) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 'x', object: 'text_completion', choices: [{ index: 0, text: 'ok', finish_reason: 'length' }], usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }));
@@ -95,9 +100,9 @@ test('wanted again while draining: back in rotation (same entry, event feed kept
     writeWorkers([s.A], ['A']);
     await waitUntil('A back', 5000, () => !entry.draining);
     assert.equal(s.reg.get('A'), entry);
-    writeFileSync(file, '{"workers": [ {"url": "http://127.0.0.1:1"}, '); // half-written
+    replaceFile('{"workers": [ {"url": "http://127.0.0.1:1"}, '); // saved broken
     await waitUntil('the bad edit is logged', 5000, () => s.logs.some((l) => l.includes('not valid JSON')));
-    writeFileSync(file, JSON.stringify({ workers: [{ id: 'A', url: s.A.url, dp_rank: 2 }] })); // a typo
+    replaceFile(JSON.stringify({ workers: [{ id: 'A', url: s.A.url, dp_rank: 2 }] })); // a typo
     await waitUntil('the typo is logged', 5000, () => s.logs.some((l) => l.includes('dp_rank')));
     const bad = s.logs.filter((l) => l.includes('keeping the last good set (1 worker(s))'));
     assert.equal(bad.length, 2, bad.join('\n'));
