@@ -14,6 +14,9 @@ import { freshTmp, launch, leftovers, root, waitUntil } from './procs.js';
 // Built here when missing (a fresh machine), so the test never skips.
 const modelFile = (await ensureDefaultModel()).modelPath;
 
+// The CI markers onnxruntime checks (found in libonnxruntime.so; `CI` itself is one of them).
+const ciVariables = ['CI', 'TF_BUILD', 'GITHUB_ACTIONS', 'GITLAB_CI', 'CIRCLECI', 'TRAVIS', 'JENKINS_URL', 'CODEBUILD_BUILD_ID', 'BUILDKITE', 'TEAMCITY_VERSION', 'SYSTEM_TEAMFOUNDATIONCOLLECTIONURI'];
+
 function filesUnder(dir: string): string[] {
   const out: string[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) if (!e.isDirectory()) out.push(relative(dir, join(e.parentPath, e.name)));
@@ -31,8 +34,11 @@ test('an onnx worker writes nothing outside the model cache and its temp dir', {
     const script = join(base, 'load.cjs');
     writeFileSync(script, `require(${JSON.stringify(join(root, 'node_modules', 'onnxruntime-node'))}).InferenceSession.create(${JSON.stringify(modelFile)}).then(() => {});`);
     const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, TMPDIR: tmp };
-    delete env.ORT_DISABLE_TELEMETRY;
-    spawnSync(process.execPath, [script], { env, timeout: 60_000 });
+    // onnxruntime also turns telemetry off by itself under CI (it reads these variables), so the
+    // control clears them; without that, the control sees nothing on a CI machine.
+    for (const k of ['ORT_DISABLE_TELEMETRY', ...ciVariables]) delete env[k];
+    const control = spawnSync(process.execPath, [script], { env, timeout: 60_000, encoding: 'utf8' });
+    assert.equal(control.status, 0, `control process failed: ${control.stderr}`);
     assert.ok(readdirSync(tmp).some((f) => f.startsWith('mat-debug-')), `control: telemetry wrote into TMPDIR: ${readdirSync(tmp).join(', ')}`);
     rmSync(script);
     for (const d of [home, tmp]) for (const f of readdirSync(d)) rmSync(join(d, f), { recursive: true, force: true });
@@ -42,7 +48,8 @@ test('an onnx worker writes nothing outside the model cache and its temp dir', {
       HOME: home,
       TMPDIR: tmp,
       KV_ROUTER_CACHE_DIR: cacheRoot(),
-      ORT_DISABLE_TELEMETRY: '',
+      // Unset (spawn drops undefined values): the worker must turn telemetry off by itself.
+      ...Object.fromEntries(['ORT_DISABLE_TELEMETRY', ...ciVariables].map((k) => [k, undefined])),
     });
     try {
       await waitUntil('the onnx worker to listen', 120_000, () => /listening on/.test(w.output()) || w.proc.exitCode !== null);
