@@ -38,6 +38,8 @@ export const WorkerConfigSchema = z
     /** max_tokens when a chat request gives none (completions default to 16, as OpenAI). */
     defaultMaxTokens: int(1).default(256),
     servedModelName: z.string().min(1).nullable().default(null),
+    /** LoRA adapters served by name (vLLM's --lora-modules): `NAME=PATH` (onnx: PATH is a PEFT-style adapter dir; sim: PATH optional, ignored). See adapters.ts. */
+    lora: z.array(z.string().min(1)).default([]),
     /**
      * On SIGTERM/SIGINT: new requests get 503, requests in flight get this long to finish; streams
      * still open then end with an SSE error event and the worker exits.
@@ -65,6 +67,7 @@ const FLAGS = {
   'max-waiting': 'maxWaiting',
   'default-max-tokens': 'defaultMaxTokens',
   'served-model-name': 'servedModelName',
+  lora: 'lora',
   'drain-timeout-ms': 'drainTimeoutMs',
 } as const;
 
@@ -72,7 +75,7 @@ export const USAGE = `usage: kv-worker --engine onnx|sim [--config FILE] [--host
   [--kv-events-config JSON] [--dp-rank R] [--block-size 16] [--num-blocks 1024]
   [--model DIR] [--tokenizer FILE] [--device cpu|cuda]
   [--prefill-tokens-per-s 20000] [--decode-step-ms 10] [--max-batch 32] [--max-waiting 256]
-  [--default-max-tokens 256] [--served-model-name NAME] [--drain-timeout-ms 30000] [-h|--help]`;
+  [--default-max-tokens 256] [--served-model-name NAME] [--lora NAME=PATH ...] [--drain-timeout-ms 30000] [-h|--help]`;
 
 /** The keys vLLM's KVEventsConfig knows (vllm/config/kv_events.py) plus ours; any other is a typo. */
 const KV_EVENTS_KEYS = new Set([...Object.keys(KVEventsConfigSchema.shape), 'enable_kv_cache_events']);
@@ -115,13 +118,13 @@ export function parseWorkerArgs(argv: string[]): WorkerConfig;
 export function parseWorkerArgs(argv: string[], opts: { allowHelp: true }): WorkerConfig | 'help';
 export function parseWorkerArgs(argv: string[], opts: { allowHelp?: boolean } = {}): WorkerConfig | 'help' {
   const options = {
-    ...Object.fromEntries([...Object.keys(FLAGS), 'config'].map((f) => [f, { type: 'string' as const }])),
+    ...Object.fromEntries([...Object.keys(FLAGS), 'config'].map((f) => [f, { type: 'string' as const, multiple: f === 'lora' }])),
     help: { type: 'boolean' as const, short: 'h' },
   };
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | string[] | boolean | undefined>;
   try {
     ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }) as {
-      values: Record<string, string | boolean | undefined>;
+      values: Record<string, string | string[] | boolean | undefined>;
     });
   } catch (err) {
     throw new ConfigError(`${(err as Error).message} (see kv-worker --help)`);

@@ -15,6 +15,7 @@ import { exitOnConfigError } from '../src/config/error.js';
 import { closeServer, HttpDrain } from '../src/http/drain.js';
 import { assertPortFree } from '../src/net/port-in-use.js';
 import { watchParent } from '../src/proc/parent.js';
+import { loraModules } from './adapters.js';
 import { modelName, parseWorkerArgs, USAGE, type WorkerConfig } from './config.js';
 import { SPEC_ENV, type ChildMsg, type Endpoints, type ParentMsg, type ProcSpec } from './proc.js';
 import { loadWorkerTokenizer } from './tokenizer.js';
@@ -31,6 +32,7 @@ try {
     process.exit(0);
   }
   config = parsed;
+  loraModules(config); // a bad --lora is one line and exit 2
   // Before any stage starts: a busy port is one line and exit 2, not a crash after the model loads.
   await assertPortFree(config.host, config.port);
 } catch (err) {
@@ -119,7 +121,7 @@ try {
   client = await PipelineClient.open(endpoints.scheduler, endpoints.api);
   const c = client;
   const metrics = new WorkerMetrics(async () => (await c.ctl('load')).load);
-  const app = createApp({ client, tokenizer, config, model: modelName(config), metrics, stopping: () => stopping });
+  const app = createApp({ client, tokenizer, config, model: modelName(config), adapters: loraModules(config), metrics, stopping: () => stopping });
   const port = await new Promise<number>((resolve, reject) => {
     server = serve({ fetch: drain.wrap(app.fetch), hostname: config.host, port: config.port }, (info) => resolve(info.port));
     server.once('error', reject);

@@ -4,6 +4,7 @@
  */
 import type { SamplingParams } from './engines/engine.js';
 import type { CachedBlockInfo } from './cache/block-pool.js';
+import type { LoraRef } from './adapters.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 
@@ -17,6 +18,8 @@ export interface GenerateRequest {
   stop: string[];
   /** vLLM's `cache_salt` (absent or null: unsalted): enters the first block's hash, so differently salted requests never share cache. */
   cacheSalt?: string | null;
+  /** The LoRA adapter the request's `model` named (absent or null: the base model): enters every block's hash. */
+  lora?: LoraRef | null;
 }
 
 export interface LoadInfo {

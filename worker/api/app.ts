@@ -1,5 +1,6 @@
 /** The worker's HTTP API (hono). */
 import { Hono, type Context } from 'hono';
+import { modelCards } from '../adapters.js';
 import { ApiError } from './errors.js';
 import { tokenizerFilesOf } from '../tokenizer.js';
 import { generate, type GenerateDeps } from './generate.js';
@@ -20,7 +21,7 @@ export function createApp(d: GenerateDeps): Hono {
     c.json({
       object: 'list',
       // vLLM's ModelCard: max_model_len is the longest prompt + completion one request may have.
-      data: [{ id: d.model, object: 'model', created: 0, owned_by: 'kv-router', root: d.model, parent: null, max_model_len: d.config.numBlocks * d.config.blockSize }],
+      data: modelCards(d.model, d.config.numBlocks * d.config.blockSize, d.adapters ?? []),
     }),
   );
   app.get('/health', (c) => (d.stopping() ? c.json({ status: 'stopping' }, 503) : c.json({ status: 'ok' })));

@@ -7,7 +7,7 @@ export class ApiError extends Error {
     message: string,
     readonly type = 'invalid_request_error',
     readonly param: string | null = null,
-    readonly code: string | null = null,
+    readonly code: string | number | null = null,
   ) {
     super(message);
   }

@@ -1,6 +1,7 @@
 /** POST /v1/completions and /v1/chat/completions: validate, tokenize, submit, answer whole or as SSE. */
 import { randomUUID } from 'node:crypto';
 import { parseChat, type Tokenizer } from '../../src/tokenizer/index.js';
+import { resolveModel, type LoraModule } from '../adapters.js';
 import type { WorkerConfig } from '../config.js';
 import type { GenerateRequest, TextOutput } from '../messages.js';
 import type { PipelineClient } from './client.js';
@@ -15,6 +16,8 @@ export interface GenerateDeps {
   tokenizer: Tokenizer;
   config: WorkerConfig;
   model: string;
+  /** The LoRA adapters served by name (--lora); absent: none. */
+  adapters?: LoraModule[];
   metrics: WorkerMetrics;
   stopping: () => boolean;
 }
@@ -55,6 +58,10 @@ async function encodeBounded(text: string, d: GenerateDeps, enc: PromptEncoder, 
 async function prepare(kind: Kind, raw: unknown, d: GenerateDeps, enc: PromptEncoder): Promise<Prepared> {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', null, 'invalid_value');
   rejectUnsupported(raw as Record<string, unknown>);
+  const model = (raw as Record<string, unknown>).model;
+  const lora = resolveModel(typeof model === 'string' ? model : null, d.model, d.adapters ?? []);
+  // vLLM's _check_model (serving_engine.py): the base model or a served adapter, else 404.
+  if (lora === undefined) throw new ApiError(404, `The model \`${String(model)}\` does not exist.`, 'NotFoundError', 'model', 404);
   let promptIds: number[];
   let body: CompletionBody | ChatBody;
   let maxTokens: number | null | undefined;
@@ -112,6 +119,7 @@ async function prepare(kind: Kind, raw: unknown, d: GenerateDeps, enc: PromptEnc
       ignoreEos: body.ignore_eos ?? false,
       stop: stop.filter((s) => s.length > 0),
       cacheSalt: body.cache_salt ?? null,
+      lora,
     },
     stream: body.stream ?? false,
     includeUsage: body.stream_options?.include_usage ?? false,
@@ -129,7 +137,8 @@ function admit(d: GenerateDeps): void {
 export async function generate(kind: Kind, raw: unknown, d: GenerateDeps, enc: PromptEncoder, signal: AbortSignal): Promise<Response> {
   const p = await prepare(kind, raw, d, enc);
   admit(d);
-  const meta = { id: p.req.rid, created: Math.floor(Date.now() / 1000), model: d.model };
+  // vLLM answers with the adapter's name for an adapter request.
+  const meta = { id: p.req.rid, created: Math.floor(Date.now() / 1000), model: p.req.lora?.name ?? d.model };
   const timer = d.metrics.start(kind);
   return p.stream ? streamResponse(kind, p, d, signal, meta, timer) : wholeResponse(kind, p, d, signal, meta, timer);
 }

@@ -10,6 +10,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import type { KVEvent } from '../../src/events/types.js';
+import type { LoraRef } from '../adapters.js';
 
 export interface CachedBlockInfo {
   /** Unsigned 64-bit block hash, decimal. */
@@ -19,6 +20,8 @@ export interface CachedBlockInfo {
   medium: string;
   /** This block's vLLM extra keys as a one-entry BlockStored.extra_keys list ([[salt]] on a salted chain's first block), when it has any. */
   extra_keys?: unknown[];
+  /** The LoRA adapter it was computed under (BlockStored.lora_name), when not the base model. */
+  lora_name?: string;
 }
 
 interface Block {
@@ -27,6 +30,7 @@ interface Block {
   parent: bigint | null;
   tokens: number[] | null;
   extra: unknown[] | null;
+  lora: LoraRef | null;
 }
 
 export class BlockPool {
@@ -44,7 +48,7 @@ export class BlockPool {
     readonly blockSize: number,
     readonly medium = 'GPU',
   ) {
-    this.blocks = Array.from({ length: numBlocks }, () => ({ ref: 0, hash: null, parent: null, tokens: null, extra: null }));
+    this.blocks = Array.from({ length: numBlocks }, () => ({ ref: 0, hash: null, parent: null, tokens: null, extra: null, lora: null }));
     // Popped from the end: block 0 is handed out first.
     this.free = Array.from({ length: numBlocks }, (_, i) => numBlocks - 1 - i);
     this.evictable = new LRUCache<number, number>({ max: numBlocks });
@@ -132,9 +136,10 @@ export class BlockPool {
    * stands for it: `id` itself (newly stored, a BlockStored is queued) or an already cached block
    * with the same hash, on which the caller now holds a reference instead of `id` (`id` is released).
    * `extraKeys` are the block's vLLM extra keys (see hash.ts blockExtraKeys: the salt on block 0),
-   * published in the BlockStored's `extra_keys`, one entry per block, as vLLM does.
+   * published in the BlockStored's `extra_keys`, one entry per block, as vLLM does; `lora` is
+   * the adapter it was computed under (BlockStored lora_id / lora_name, as vLLM's block_pool).
    */
-  commit(id: number, hash: bigint, parent: bigint | null, tokens: number[], extraKeys: unknown[] | null = null): number {
+  commit(id: number, hash: bigint, parent: bigint | null, tokens: number[], extraKeys: unknown[] | null = null, lora: LoraRef | null = null): number {
     const existing = this.registry.get(hash);
     if (existing === id) return id;
     if (existing !== undefined) {
@@ -147,9 +152,10 @@ export class BlockPool {
     b.parent = parent;
     b.tokens = tokens;
     b.extra = extraKeys;
+    b.lora = lora;
     this.registry.set(hash, id);
     const last = this.events.at(-1);
-    if (last?.type === 'BlockStored' && last.block_hashes.at(-1) === parent) {
+    if (last?.type === 'BlockStored' && last.block_hashes.at(-1) === parent && last.lora_name === (lora?.name ?? null)) {
       const extra = last.extra_keys as (unknown[] | null)[] | undefined;
       if (extra !== undefined) extra.push(extraKeys);
       else if (extraKeys !== null) last.extra_keys = [...last.block_hashes.map(() => null), extraKeys];
@@ -162,9 +168,9 @@ export class BlockPool {
         parent_block_hash: parent,
         token_ids: [...tokens],
         block_size: this.blockSize,
-        lora_id: null,
+        lora_id: lora?.id ?? null,
         medium: this.medium,
-        lora_name: null,
+        lora_name: lora?.name ?? null,
         ...(extraKeys !== null ? { extra_keys: [extraKeys] } : {}),
       });
     }
@@ -178,7 +184,7 @@ export class BlockPool {
     this.registry.clear();
     this.free.length = 0;
     for (let i = this.numBlocks - 1; i >= 0; i--) {
-      Object.assign(this.blocks[i]!, { hash: null, parent: null, tokens: null, extra: null });
+      Object.assign(this.blocks[i]!, { hash: null, parent: null, tokens: null, extra: null, lora: null });
       this.free.push(i);
     }
     this.events.push({ type: 'AllBlocksCleared' });
@@ -196,6 +202,7 @@ export class BlockPool {
         token_ids: b.tokens!,
         medium: this.medium,
         ...(b.extra !== null ? { extra_keys: [b.extra] } : {}),
+        ...(b.lora !== null ? { lora_name: b.lora.name } : {}),
       });
     }
     return out;
@@ -212,7 +219,7 @@ export class BlockPool {
     const b = this.blocks[id]!;
     const hash = b.hash!;
     this.registry.delete(hash);
-    Object.assign(b, { hash: null, parent: null, tokens: null, extra: null });
+    Object.assign(b, { hash: null, parent: null, tokens: null, extra: null, lora: null });
     const last = this.events.at(-1);
     if (last?.type === 'BlockRemoved') last.block_hashes.push(hash);
     else this.events.push({ type: 'BlockRemoved', block_hashes: [hash], medium: this.medium });

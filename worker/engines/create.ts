@@ -1,3 +1,4 @@
+import { loraModules } from '../adapters.js';
 import type { WorkerConfig } from '../config.js';
 import type { TokenizerFacts } from '../tokenizer.js';
 import type { Engine } from './engine.js';
@@ -22,5 +23,6 @@ export async function createEngine(cfg: WorkerConfig, tokenizer: TokenizerFacts)
     device: cfg.device,
     modelDir: cfg.model ?? undefined,
     eosTokenIds: tokenizer.eosTokenIds,
+    adapters: loraModules(cfg).map((a) => ({ name: a.name, path: a.path! })),
   });
 }

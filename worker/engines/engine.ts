@@ -24,6 +24,8 @@ export interface SequenceStep {
   /** Physical block ids covering positions [0, startPos + newTokens.length). */
   blockTable: number[];
   sampling: SamplingParams;
+  /** The LoRA adapter (by name) the sequence runs under; null or absent: the base model. */
+  lora?: string | null;
 }
 
 export interface Engine {

@@ -1,7 +1,7 @@
 /**
  * The sim engine: the scheduler and cache run for real, the network is a timing model.
  * A step sleeps  prefill tokens / prefillTokensPerS  +  decodeStepMs × (1 + (batch − 1) / 16)
- * and returns pseudo-random tokens that depend only on (seed, position, previous token), so a
+ * and returns pseudo-random tokens that depend only on (seed, adapter, position, previous token), so a
  * prompt gives the same output whether or not its prefix was cached. EOS is never produced.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -47,7 +47,7 @@ export class SimEngine implements Engine {
     const ms = this.stepMs(seqs);
     if (ms >= 1) await sleep(ms);
     else await new Promise((r) => setImmediate(r));
-    return seqs.map((s) => this.token(s.sampling.seed ?? 0, s.startPos + s.newTokens.length, s.newTokens.at(-1)!));
+    return seqs.map((s) => this.token((s.sampling.seed ?? 0) ^ adapterSeed(s.lora ?? null), s.startPos + s.newTokens.length, s.newTokens.at(-1)!));
   }
 
   /** A deterministic token for (seed, position, previous token), never an EOS id. */
@@ -61,6 +61,14 @@ export class SimEngine implements Engine {
   }
 
   async close(): Promise<void> {}
+}
+
+/** A named adapter changes the sim's output as real weights would: its name perturbs the seed (0 for the base model). */
+function adapterSeed(lora: string | null): number {
+  if (lora === null) return 0;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < lora.length; i++) h = mix32(h ^ lora.charCodeAt(i));
+  return h | 1;
 }
 
 /** murmur3's 32-bit finalizer: a cheap, well-spread integer hash (unsigned result). */

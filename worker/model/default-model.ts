@@ -36,8 +36,11 @@ export const DEFAULT_MODEL: Omit<DefaultModelSpec, 'vocabSize'> = {
 
 const EPS = 1e-6;
 
-/** Builds the ONNX graph; returns the serialised model as chunks. */
-export function buildDefaultModel(spec: DefaultModelSpec): Uint8Array[] {
+/** Changes a projection's weight in place before it is written ([din, dout], row-major): how a LoRA adapter is merged (lora.ts). */
+export type WeightHook = (name: string, weight: Float32Array, din: number, dout: number) => void;
+
+/** Builds the ONNX graph; returns the serialised model as chunks. `adapt` sees every projection weight (q/k/v/o, gate/up/down, output). */
+export function buildDefaultModel(spec: DefaultModelSpec, adapt?: WeightHook): Uint8Array[] {
   const { vocabSize: V, hiddenSize: D, numLayers: L, numHeads: H, headDim: HD, ffnSize: F } = spec;
   if (H * HD !== D) throw new Error('numHeads * headDim must equal hiddenSize');
   const rnd = new SeededNormal(spec.seed);
@@ -93,8 +96,11 @@ export function buildDefaultModel(spec: DefaultModelSpec): Uint8Array[] {
     const normed = g.op('Div', [t, g.op('Sqrt', [g.op('Add', [ms, c.eps])])]);
     return g.op('Mul', [normed, g.f32(name, [D], ones(D))]);
   };
-  const linear = (t: string, name: string, din: number, dout: number, std: number) =>
-    g.op('MatMul', [t, g.f32(name, [din, dout], rnd.tensor(din * dout, std))]);
+  const linear = (t: string, name: string, din: number, dout: number, std: number) => {
+    const w = rnd.tensor(din * dout, std);
+    adapt?.(name, w, din, dout);
+    return g.op('MatMul', [t, g.f32(name, [din, dout], w)]);
+  };
   const heads = (t: string) => g.op('Transpose', [g.op('Reshape', [t, c.splitHeads])], { perm: [0, 2, 1, 3] });
   const rotate = (t: string) => {
     const lo = g.op('Slice', [t, c.start0, c.half, c.ax3]);

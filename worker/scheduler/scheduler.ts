@@ -109,6 +109,7 @@ export class Scheduler {
       startPos: s.numComputed,
       blockTable: [...s.blocks],
       sampling: s.req.sampling,
+      lora: s.lora?.name ?? null,
     }));
     const next = await this.engine.step(steps);
     if (next.length !== batch.length) throw new Error(`engine returned ${next.length} tokens for ${batch.length} sequences`);
@@ -189,7 +190,7 @@ export class Scheduler {
     const full = Math.floor(seq.numComputed / bs);
     for (let k = seq.numCommitted; k < full; k++) {
       const parent = k === 0 ? null : seq.blockHash(k - 1);
-      seq.blocks[k] = this.pool.commit(seq.blocks[k]!, seq.blockHash(k), parent, seq.tokens.slice(k * bs, (k + 1) * bs), blockExtraKeys(k, seq.cacheSalt));
+      seq.blocks[k] = this.pool.commit(seq.blocks[k]!, seq.blockHash(k), parent, seq.tokens.slice(k * bs, (k + 1) * bs), blockExtraKeys(k, seq.cacheSalt, seq.lora?.name ?? null), seq.lora);
     }
     seq.numCommitted = Math.max(seq.numCommitted, full);
   }

@@ -1,4 +1,5 @@
 import { hashBlock } from '../cache/hash.js';
+import type { LoraRef } from '../adapters.js';
 import type { GenerateRequest } from '../messages.js';
 
 /** One request inside the scheduler: its tokens (prompt, then generated) and the blocks holding their keys/values. */
@@ -17,6 +18,8 @@ export class Sequence {
   startSent = false;
   /** vLLM's cache_salt: part of block 0's hash (and so of every block chained to it). */
   readonly cacheSalt: string | null;
+  /** The LoRA adapter it runs under (null: the base model): part of every block's hash. */
+  readonly lora: LoraRef | null;
   private readonly hashes: bigint[] = [];
 
   constructor(readonly req: GenerateRequest, readonly blockSize: number) {
@@ -24,6 +27,7 @@ export class Sequence {
     this.tokens = [...req.promptIds];
     this.promptLen = req.promptIds.length;
     this.cacheSalt = req.cacheSalt ?? null;
+    this.lora = req.lora ?? null;
   }
 
   get numGenerated(): number {
@@ -37,7 +41,7 @@ export class Sequence {
     while (this.hashes.length <= k) {
       const i = this.hashes.length;
       // The salt enters block 0 only (vLLM: cache_salt is an extra key of the first block).
-      this.hashes.push(hashBlock(i === 0 ? null : this.hashes[i - 1]!, this.tokens.slice(i * bs, (i + 1) * bs), i === 0 ? this.cacheSalt : null));
+      this.hashes.push(hashBlock(i === 0 ? null : this.hashes[i - 1]!, this.tokens.slice(i * bs, (i + 1) * bs), i === 0 ? this.cacheSalt : null, this.lora?.name ?? null));
     }
     return this.hashes[k]!;
   }

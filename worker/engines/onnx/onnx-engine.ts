@@ -3,7 +3,7 @@ import './no-telemetry.js';
 import * as ort from 'onnxruntime-node';
 import type { Engine, SequenceStep } from '../engine.js';
 import { sampleToken } from '../sampler.js';
-import { ensureDefaultModel, loadModelDir, type ModelConfig } from '../../model/index.js';
+import { buildDefaultModel, DEFAULT_MODEL, ensureDefaultModel, loadLoraAdapter, loadModelDir, mergeHook, type ModelConfig } from '../../model/index.js';
 import { executionProviders, type Device } from './device.js';
 import { discoverModelIo, type ModelIo } from './model-io.js';
 import { KvPool } from './kv-pool.js';
@@ -29,6 +29,8 @@ export interface OnnxEngineOptions {
    * logits memory). Default 2048, or 256 when the model returns logits for every position.
    */
   prefillChunk?: number;
+  /** LoRA adapters served by name (--lora NAME=PATH): each merged into its own session of the default model. */
+  adapters?: { name: string; path: string }[];
 }
 
 interface RunItem {
@@ -43,6 +45,8 @@ export class OnnxEngine implements Engine {
 
   private constructor(
     private readonly session: ort.InferenceSession,
+    /** Adapter name → its merged session (same I/O as the base one; the KV pool is shared, block hashes keep adapters apart). */
+    private readonly adapterSessions: Map<string, ort.InferenceSession>,
     readonly io: ModelIo,
     readonly config: Partial<ModelConfig>,
     readonly blockSize: number,
@@ -60,23 +64,39 @@ export class OnnxEngine implements Engine {
     const model = opts.modelDir
       ? await loadModelDir(opts.modelDir).then((m) => ({ modelPath: m.modelPath, config: m.hints }))
       : await ensureDefaultModel({ cacheDir: opts.cacheDir });
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      executionProviders: providers,
+      intraOpNumThreads: opts.threads ?? Math.min(2, availableParallelism()),
+      interOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+      // The worker's other processes share these few cores: idle ORT threads must sleep, not spin.
+      extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+    };
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(model.modelPath, {
-        executionProviders: providers,
-        intraOpNumThreads: opts.threads ?? Math.min(2, availableParallelism()),
-        interOpNumThreads: 1,
-        graphOptimizationLevel: 'all',
-        // The worker's other processes share these few cores: idle ORT threads must sleep, not spin.
-        extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
-      });
+      session = await ort.InferenceSession.create(model.modelPath, sessionOptions);
     } catch (e) {
       throw new Error(`cannot load ${model.modelPath} on ${opts.device ?? 'cpu'}: ${(e as Error).message}`);
+    }
+    const adapters = opts.adapters ?? [];
+    if (adapters.length > 0 && opts.modelDir) throw new Error(`--lora needs the generated default model: merging an adapter into --model ${opts.modelDir} is not supported`);
+    const adapterSessions = new Map<string, ort.InferenceSession>();
+    for (const a of adapters) {
+      const merge = mergeHook(await loadLoraAdapter(a.path), a.path);
+      const vocabSize = model.config.vocabSize;
+      if (vocabSize === undefined) throw new Error('the default model config has no vocabSize');
+      const bytes = concat(buildDefaultModel({ ...DEFAULT_MODEL, vocabSize }, merge.hook));
+      merge.done();
+      try {
+        adapterSessions.set(a.name, await ort.InferenceSession.create(bytes, sessionOptions));
+      } catch (e) {
+        throw new Error(`cannot load the default model merged with LoRA adapter ${a.name} (${a.path}): ${(e as Error).message}`);
+      }
     }
     const io = discoverModelIo(session, model.config);
     const eos = opts.eosTokenIds ?? model.config.eosTokenIds ?? [];
     const chunk = opts.prefillChunk ?? (io.logitsAllPositions ? 256 : 2048);
-    return new OnnxEngine(session, io, model.config, opts.blockSize ?? 16, opts.numBlocks ?? 1024, eos, model.modelPath, chunk);
+    return new OnnxEngine(session, adapterSessions, io, model.config, opts.blockSize ?? 16, opts.numBlocks ?? 1024, eos, model.modelPath, chunk);
   }
 
   /** Not re-entrant: the scheduler awaits one step before the next (they share the pool). */
@@ -93,10 +113,17 @@ export class OnnxEngine implements Engine {
       }
       (seq.newTokens.length === 1 && canBatch ? decodes : singles).push({ seq, index });
     });
-    // Decodes (one new token each) share one run, pasts padded to the longest; each prefill runs alone.
-    if (decodes.length) {
-      const tokens = await this.run(decodes.map((d) => d.seq));
-      decodes.forEach((d, i) => (out[d.index] = tokens[i]));
+    // Decodes (one new token each) of one adapter share one run, pasts padded to the longest; each prefill runs alone.
+    const byAdapter = new Map<string | null, RunItem[]>();
+    for (const d of decodes) {
+      const k = d.seq.lora ?? null;
+      const group = byAdapter.get(k);
+      if (group) group.push(d);
+      else byAdapter.set(k, [d]);
+    }
+    for (const group of byAdapter.values()) {
+      const tokens = await this.run(group.map((d) => d.seq));
+      group.forEach((d, i) => (out[d.index] = tokens[i]));
     }
     for (const { seq, index } of singles) out[index] = await this.prefill(seq);
     return out;
@@ -143,7 +170,7 @@ export class OnnxEngine implements Engine {
       }
     }
 
-    const result = await this.session.run(feeds);
+    const result = await this.sessionFor(seqs[0].lora ?? null).run(feeds);
     try {
       for (let l = 0; l < L; l++) {
         for (const [kind, pool] of [['key', this.pool.keys[l]], ['value', this.pool.values[l]]] as const) {
@@ -160,13 +187,31 @@ export class OnnxEngine implements Engine {
     }
   }
 
+  private sessionFor(lora: string | null): ort.InferenceSession {
+    if (lora === null) return this.session;
+    const s = this.adapterSessions.get(lora);
+    if (!s) throw new Error(`no LoRA adapter ${lora} is loaded (loaded: ${[...this.adapterSessions.keys()].join(', ') || 'none'})`);
+    return s;
+  }
+
   copyBlock(src: number, dst: number): void {
     this.pool.copyBlock(src, dst);
   }
 
   async close(): Promise<void> {
     await this.session.release();
+    for (const s of this.adapterSessions.values()) await s.release();
   }
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
 }
 
 /** Row `b`'s logits at the last position, whether the model returns [B, V], [B, 1, V] or [B, S, V]. */
