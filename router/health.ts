@@ -1,6 +1,7 @@
 import type { RouterConfig } from './config.js';
 import type { LoadAccounting } from './load.js';
-import { sourceId, type Membership, type ServedModel, type WorkerEntry } from './membership.js';
+import { sourceId, type Membership, type WorkerEntry } from './membership.js';
+import { parseModelList } from './models.js';
 
 export interface HealthOptions {
   membership: Membership;
@@ -133,7 +134,7 @@ export class Health {
         if (res.status === 404 && this.opts.membership.isCurrent(w)) w.models = [];
         return;
       }
-      const models = parseModels(await res.json());
+      const models = parseModelList(await res.json());
       if (models && this.opts.membership.isCurrent(w)) w.models = models;
     } catch {
       /* unknown until it next returns to rotation */
@@ -194,20 +195,6 @@ export class Health {
 /** The abort reason of an attempt whose worker left rotation while it waited. */
 export class OutOfRotation extends Error {
   override name = 'OutOfRotation';
-}
-
-/** GET /v1/models as OpenAI servers answer it ({data: [{id, max_model_len?}]}); null if it is not that shape. */
-export function parseModels(j: unknown): ServedModel[] | null {
-  const data = (j as { data?: unknown })?.data;
-  if (!Array.isArray(data)) return null;
-  const out: ServedModel[] = [];
-  for (const m of data) {
-    const id = (m as { id?: unknown })?.id;
-    if (typeof id !== 'string' || id === '') continue;
-    const len = (m as { max_model_len?: unknown }).max_model_len;
-    out.push({ id, maxModelLen: typeof len === 'number' && Number.isInteger(len) && len > 0 ? len : null });
-  }
-  return out;
 }
 
 function errText(e: unknown): string {

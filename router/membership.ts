@@ -10,6 +10,8 @@ export interface ServedModel {
   id: string;
   /** vLLM's max_model_len (prompt + output tokens); null when the worker does not say. */
   maxModelLen: number | null;
+  /** A LoRA adapter's base model (vLLM's ModelCard.parent); null for a base model. */
+  parent?: string | null;
 }
 
 export interface WorkerEntry {

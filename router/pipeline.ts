@@ -3,6 +3,7 @@ import type { DecisionLog } from './decision-log.js';
 import { openAIError } from './errors.js';
 import type { ClusterLink } from './cluster/link.js';
 import type { LoadAccounting } from './load.js';
+import { adapterOf } from './models.js';
 import type { RouterMetrics } from './metrics.js';
 import type { Candidate, Policy, RouteRequest, Scored } from './policies/policy.js';
 import { forward, type Attempt, type AttemptEnd, type AttemptFailure } from './proxy.js';
@@ -122,13 +123,14 @@ export class RequestPipeline {
   /** tokenize: once per distinct tokenizer among the candidates (usually one). */
   async tokenize(parsed: Parsed, candidates: Candidate[]): Promise<RouteRequest | Rejected> {
     const prompt = parsed.prompt;
+    const lora = adapterOf(parsed.model, candidates, (c) => this.worker(c)?.models);
     if (prompt.kind === 'ids') {
       const bad = await this.outOfVocabulary(prompt.ids, candidates);
       if (bad) return new Rejected(openAIError(400, `token id ${bad.id} is out of range (vocabulary size ${bad.vocabSize})`, 'invalid_request_error', null, 'prompt'), 'bad_request');
-      return { tokensFor: () => prompt.ids, lora: null, salt: parsed.salt };
+      return { tokensFor: () => prompt.ids, lora, salt: parsed.salt };
     }
     // Not renderable as the engine would (non-text parts): no tokens, so every policy weighs load only.
-    if (prompt.kind === 'unroutable') return { tokensFor: () => [], lora: null, salt: parsed.salt, loadOnly: prompt.reason };
+    if (prompt.kind === 'unroutable') return { tokensFor: () => [], lora, salt: parsed.salt, loadOnly: prompt.reason };
     const byKey = new Map<string, Promise<number[]>>();
     const t0 = performance.now();
     for (const c of candidates) {
@@ -145,7 +147,7 @@ export class RequestPipeline {
       throw e;
     }
     this.d.metrics.tokenizeSeconds.observe((performance.now() - t0) / 1000);
-    return { tokensFor: (c) => tokens.get(c.tokenizerKey) ?? [], lora: null, salt: parsed.salt };
+    return { tokensFor: (c) => tokens.get(c.tokenizerKey) ?? [], lora, salt: parsed.salt };
   }
 
   /**

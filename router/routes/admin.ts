@@ -83,7 +83,7 @@ export function adminRoutes(app: Hono, d: AdminRoutesDeps): void {
       last_probe_at: w.lastProbeAt,
       stalls: w.stalls,
       stalled_until: w.stalledUntil > Date.now() ? w.stalledUntil : null,
-      models: w.models?.map((m) => ({ id: m.id, max_model_len: m.maxModelLen })) ?? null,
+      models: w.models?.map((m) => ({ id: m.id, max_model_len: m.maxModelLen, parent: m.parent ?? null })) ?? null,
       reported_load: load.reportedOf(`${w.id}:${w.ranks[0]}`) ?? null,
       ranks: w.ranks.map((r) => {
         const source = `${w.id}:${r}`;

@@ -46,6 +46,7 @@ export function openAIRoutes(app: Hono, d: OpenAIRoutesDeps): void {
       endpoint: pathOf(endpoint),
       prompt_tokens: pick.promptTokens,
       load_only: dec.req.loadOnly ?? null,
+      lora: dec.req.lora,
       pick: { worker: pick.candidate.workerId, rank: pick.candidate.rank, source: pick.candidate.source, expected_cached_tokens: pick.matchedTokens, cost: pick.cost },
       candidates: dec.ranked.map((s) => ({
         worker: s.candidate.workerId,

@@ -4,6 +4,7 @@ import type { RouterMetrics } from '../metrics.js';
 import type { Policy } from '../policies/policy.js';
 import type { Registry } from '../registry.js';
 import type { ClusterLink } from '../cluster/link.js';
+import { mergeModelLists } from '../models.js';
 
 export interface OpsRoutesDeps {
   registry: Registry;
@@ -30,19 +31,18 @@ export function opsRoutes(app: Hono, d: OpsRoutesDeps): void {
   app.get('/v1/models', async () => {
     const healthy = d.registry.list().filter((w) => w.state === 'healthy');
     if (healthy.length === 0) return openAIError(503, 'no healthy worker', 'service_unavailable', 'no_healthy_worker');
-    const seen = new Map<string, unknown>();
-    await Promise.all(
-      healthy.map(async (w) => {
+    const lists = await Promise.all(
+      healthy.map(async (w): Promise<unknown[]> => {
         try {
           const r = await fetch(`${w.url}/v1/models`, { signal: AbortSignal.timeout(d.modelsTimeoutMs) });
-          if (!r.ok) return;
-          const j = (await r.json()) as { data?: { id?: string }[] };
-          for (const m of j.data ?? []) if (m.id && !seen.has(m.id)) seen.set(m.id, m);
+          if (!r.ok) return [];
+          const j = (await r.json()) as { data?: unknown };
+          return Array.isArray(j.data) ? j.data : [];
         } catch {
-          /* skip that worker */
+          return []; // skip that worker
         }
       }),
     );
-    return new Response(JSON.stringify({ object: 'list', data: [...seen.values()] }), { headers: { 'content-type': 'application/json' } });
+    return new Response(JSON.stringify({ object: 'list', data: mergeModelLists(lists) }), { headers: { 'content-type': 'application/json' } });
   });
 }
