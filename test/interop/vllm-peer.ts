@@ -28,6 +28,8 @@ export interface ServerOpts {
   /** PUB endpoint form; default tcp://*:<pub> (binds). */
   events?: (pubPort: number) => string;
   replay?: (replayPort: number) => string;
+  /** vLLM's --lora-modules name=path. */
+  loraModules?: string[];
 }
 
 export interface ServerCache {
@@ -78,6 +80,7 @@ export class VllmServer {
       '--num-blocks', String(o.numBlocks ?? 64),
       '--block-size', '16',
       '--dp', String(o.dp ?? 1),
+      ...(o.loraModules?.length ? ['--lora-modules', ...o.loraModules] : []),
     ]);
     await this.child.waitFor((j) => j.ready === true, 30_000, `vllm_server ${o.id} ready`);
   }

@@ -111,15 +111,18 @@ def external_hash(h: bytes) -> int:
     return int.from_bytes(h[-8:], "big")
 
 
-def extra_keys_for(block_idx: int, cache_salt: str | None) -> tuple | None:
-    return (cache_salt,) if block_idx == 0 and cache_salt else None
+def extra_keys_for(block_idx: int, cache_salt: str | None, lora_name: str | None = None) -> tuple | None:
+    # generate_block_hash_extra_keys: the LoRA name (_gen_lora_extra_hash_keys) on every block,
+    # then the salt on the block starting at token 0.
+    keys = ([lora_name] if lora_name else []) + ([cache_salt] if block_idx == 0 and cache_salt else [])
+    return tuple(keys) if keys else None
 
 
-def request_block_hashes(root: bytes, tokens: list[int], block_size: int, salt: str | None) -> list[bytes]:
+def request_block_hashes(root: bytes, tokens: list[int], block_size: int, salt: str | None, lora_name: str | None = None) -> list[bytes]:
     out: list[bytes] = []
     parent = root
     for i in range(len(tokens) // block_size):
-        parent = hash_block_tokens(parent, tokens[i * block_size:(i + 1) * block_size], extra_keys_for(i, salt))
+        parent = hash_block_tokens(parent, tokens[i * block_size:(i + 1) * block_size], extra_keys_for(i, salt, lora_name))
         out.append(parent)
     return out
 
@@ -191,7 +194,8 @@ class BlockPool:
             self.evictions += 1
         b.block_hash, b.token_ids, b.parent_hash, b.extra_keys = None, [], None, None
 
-    def cache_full_blocks(self, blocks: list[Block], tokens: list[int], hashes: list[bytes], start: int, end: int, salt: str | None) -> None:
+    def cache_full_blocks(self, blocks: list[Block], tokens: list[int], hashes: list[bytes], start: int, end: int, salt: str | None,
+                          lora: "LoRARequest | None" = None) -> None:
         """Blocks [start, end) have become full: cache them (copies allowed) and announce them in one BlockStored."""
         if start >= end:
             return
@@ -201,10 +205,10 @@ class BlockPool:
         for i in range(start, end):
             if i >= len(hashes):
                 prev = hashes[i - 1] if i > 0 else self.root
-                hashes.append(hash_block_tokens(prev, tokens[i * bs:(i + 1) * bs], extra_keys_for(i, salt)))
+                hashes.append(hash_block_tokens(prev, tokens[i * bs:(i + 1) * bs], extra_keys_for(i, salt, lora and lora.name)))
             b = blocks[i]
             b.block_hash, b.token_ids = hashes[i], tokens[i * bs:(i + 1) * bs]
-            b.parent_hash, b.extra_keys = (hashes[i - 1] if i > 0 else None), extra_keys_for(i, salt)
+            b.parent_hash, b.extra_keys = (hashes[i - 1] if i > 0 else None), extra_keys_for(i, salt, lora and lora.name)
             self.cached.setdefault(b.block_hash, {})[b.block_id] = b
             new_hashes.append(external_hash(b.block_hash))
             extra.append(b.extra_keys)
@@ -213,9 +217,9 @@ class BlockPool:
             parent_block_hash=None if parent is None else external_hash(parent),
             token_ids=tokens[start * bs:end * bs],
             block_size=bs,
-            lora_id=None,
+            lora_id=lora.id if lora else None,  # lora_request.adapter_id (lora_int_id)
             medium="GPU",
-            lora_name=None,
+            lora_name=lora.name if lora else None,
             extra_keys=extra if any(e is not None for e in extra) else None,
         ))
 
@@ -429,6 +433,13 @@ class ChatRenderer:
 # ------------------------------------------------------------------ engine
 
 
+class LoRARequest:
+    """serving_models.py load_lora_adapter: --lora-modules name=path, lora_int_id counting from 1."""
+
+    def __init__(self, name: str, path: str, lora_id: int) -> None:
+        self.name, self.path, self.id = name, path, lora_id
+
+
 class Rank:
     def __init__(self, pool: BlockPool, publisher: Publisher) -> None:
         self.pool = pool
@@ -441,6 +452,10 @@ class Engine:
         self.block_size = a.block_size
         self.max_model_len = (a.num_blocks - 1) * a.block_size
         self.model = a.model
+        self.loras: dict[str, LoRARequest] = {}
+        for spec in a.lora_modules:
+            name, _, path = spec.partition("=")
+            self.loras[name] = LoRARequest(name, path, len(self.loras) + 1)
         self.ranks = [Rank(BlockPool(a.num_blocks, a.block_size), Publisher(ctx, a.events, a.replay, a.topic, r, a.buffer_steps))
                       for r in range(a.dp)]
         self.rr = 0
@@ -471,7 +486,7 @@ class Engine:
             return list(p)
         raise BadRequest("prompt must be a string or a list of token ids (one prompt)")
 
-    def run(self, rank: Rank, prompt: list[int], max_tokens: int, salt: str | None) -> tuple[int, list[int]]:
+    def run(self, rank: Rank, prompt: list[int], max_tokens: int, salt: str | None, lora: LoRARequest | None = None) -> tuple[int, list[int]]:
         """Schedules the request to completion; returns (cached prompt tokens, output ids)."""
         n = len(prompt)
         if n == 0:
@@ -484,16 +499,16 @@ class Engine:
         bs = self.block_size
         with rank.lock:
             pool = rank.pool
-            hashes = request_block_hashes(pool.root, prompt, bs, salt)
+            hashes = request_block_hashes(pool.root, prompt, bs, salt, lora and lora.name)
             hit = pool.longest_hit(hashes, n - 1)
             pool.touch(hit)
             # Prefill: slots for the whole prompt, its full blocks cached at once.
             blocks = hit + pool.new_blocks(-(-n // bs) - len(hit))
-            pool.cache_full_blocks(blocks, tokens, hashes, len(hit), n // bs, salt)
+            pool.cache_full_blocks(blocks, tokens, hashes, len(hit), n // bs, salt, lora)
             # Decode: the KV of every token but the last sampled one gets computed.
             computed = n + max_tokens - 1
             blocks += pool.new_blocks(max(0, -(-computed // bs) - len(blocks)))
-            pool.cache_full_blocks(blocks, tokens, hashes, n // bs, computed // bs, salt)
+            pool.cache_full_blocks(blocks, tokens, hashes, n // bs, computed // bs, salt, lora)
             pool.free_blocks(blocks)
             events, pool.events = pool.events, []
             rank.publisher.publish(events)
@@ -530,7 +545,10 @@ def make_handler(engine: Engine):
             elif u.path == "/v1/models":
                 self.send_json(200, {"object": "list", "data": [{
                     "id": engine.model, "object": "model", "created": int(time.time()), "owned_by": "vllm",
-                    "root": engine.model, "parent": None, "max_model_len": engine.max_model_len, "permission": []}]})
+                    "root": engine.model, "parent": None, "max_model_len": engine.max_model_len, "permission": []}] + [{
+                    # show_available_models: adapter cards have no max_model_len.
+                    "id": lr.name, "object": "model", "created": int(time.time()), "owned_by": "vllm",
+                    "root": lr.path, "parent": engine.model, "max_model_len": None, "permission": []} for lr in engine.loras.values()]})
             elif u.path == "/cache":
                 try:
                     r = engine.ranks[int(parse_qs(u.query).get("rank", ["0"])[0])]
@@ -595,8 +613,14 @@ def make_handler(engine: Engine):
             salt = body.get("cache_salt")
             if salt is not None and (not isinstance(salt, str) or not salt):
                 raise BadRequest("cache_salt must be a non-empty string")
+            model = body.get("model")
+            lora = engine.loras.get(model) if isinstance(model, str) else None
+            if model and model != engine.model and lora is None:  # serving_engine.py _check_model
+                return self.send_json(404, {"object": "error", "message": f"The model `{model}` does not exist.",
+                                            "type": "NotFoundError", "param": "model", "code": 404})
+            name = lora.name if lora else engine.model  # model_name(lora_request)
             prompt = engine.prompt_tokens(body, chat)
-            cached, out = engine.run(rank, prompt, max_tokens, salt)
+            cached, out = engine.run(rank, prompt, max_tokens, salt, lora)
             text = engine.tokenizer.decode(out)
             usage = {"prompt_tokens": len(prompt), "total_tokens": len(prompt) + len(out), "completion_tokens": len(out),
                      "prompt_tokens_details": {"cached_tokens": cached}}
@@ -607,7 +631,7 @@ def make_handler(engine: Engine):
                            "finish_reason": "length", "stop_reason": None} if chat else
                           {"index": 0, "text": text, "logprobs": None, "finish_reason": "length", "stop_reason": None})
                 return self.send_json(200, {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-                                            "model": engine.model, "choices": [choice], "usage": usage})
+                                            "model": name, "choices": [choice], "usage": usage})
             obj = "chat.completion.chunk" if chat else "text_completion"
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
@@ -620,7 +644,7 @@ def make_handler(engine: Engine):
 
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             if chat:
-                chunk({"id": rid, "object": obj, "created": created, "model": engine.model,
+                chunk({"id": rid, "object": obj, "created": created, "model": name,
                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]})
             for i, tok in enumerate(out):
                 piece = engine.tokenizer.decode([tok])
@@ -628,12 +652,12 @@ def make_handler(engine: Engine):
                 choice = ({"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": "length" if last else None}
                           if chat else {"index": 0, "text": piece, "logprobs": None, "finish_reason": "length" if last else None,
                                         "stop_reason": None})
-                c = {"id": rid, "object": obj, "created": created, "model": engine.model, "choices": [choice]}
+                c = {"id": rid, "object": obj, "created": created, "model": name, "choices": [choice]}
                 if include_usage:
                     c["usage"] = None
                 chunk(c)
             if include_usage:
-                chunk({"id": rid, "object": obj, "created": created, "model": engine.model, "choices": [], "usage": usage})
+                chunk({"id": rid, "object": obj, "created": created, "model": name, "choices": [], "usage": usage})
             chunk("[DONE]")
             self.wfile.write(b"0\r\n\r\n")
 
@@ -652,6 +676,7 @@ def main() -> None:
     ap.add_argument("--dp", type=int, default=1)
     ap.add_argument("--buffer-steps", type=int, default=10_000)
     ap.add_argument("--model", default="Qwen/Qwen3-0.6B")
+    ap.add_argument("--lora-modules", nargs="*", default=[], help="name=path adapters, as vLLM's --lora-modules")
     ap.add_argument("--tokenizer-dir", default=str(DEFAULT_TOKENIZER_DIR))
     a = ap.parse_args()
 
