@@ -178,6 +178,8 @@ export const RouterConfigSchema = z.object({
      * end, so they are bounded by upstream_header_timeout_ms instead.
      */
     stall_timeout_ms: z.number().int().min(0).default(60_000),
+    /** GET /v1/models is read again this often while a worker is in rotation (adapters loaded at runtime, e.g. vLLM's /v1/load_lora_adapter); 0: only on entering rotation. */
+    models_refresh_ms: z.number().int().min(0).default(10_000),
   }).strict().prefault({}),
   retry: z.object({
     /** Total attempts per request, first one included. */

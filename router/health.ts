@@ -42,7 +42,7 @@ export class Health {
 
   /** Maps kept per worker (tests: nothing outlives a removed worker). */
   trackedWorkers(): string[] {
-    return [...new Set([...this.noLoadEndpoint, ...this.pending.keys(), ...this.progressAt.keys()])];
+    return [...new Set([...this.noLoadEndpoint, ...this.pending.keys(), ...this.progressAt.keys(), ...this.modelsAskedAt.keys()])];
   }
 
   /**
@@ -113,17 +113,25 @@ export class Health {
     w.lastError = null;
     // What it serves (and its context length), learned in the background on every return to
     // rotation: a hung engine behind a live /health must not hold up the probe loop.
-    if (w.state !== 'healthy' || w.models === null) void this.learnModels(w, t);
+    if (w.state !== 'healthy' || w.models === null || this.modelsStale(w)) void this.learnModels(w, t);
     if (w.state !== 'healthy') this.log(`worker ${w.id} healthy`);
     w.state = 'healthy';
     if (this.opts.health.poll_load && w.ranks.length === 1 && !this.noLoadEndpoint.has(w.id)) await this.pollLoad(w, t);
   }
 
   private readonly learning = new Set<WorkerEntry>();
+  /** When each worker's /v1/models was last asked for (refreshed every health.models_refresh_ms). */
+  private readonly modelsAskedAt = new Map<string, number>();
+
+  private modelsStale(w: WorkerEntry): boolean {
+    const every = this.opts.health.models_refresh_ms;
+    return every > 0 && Date.now() - (this.modelsAskedAt.get(w.id) ?? 0) >= every;
+  }
 
   private async learnModels(w: WorkerEntry, timeoutMs: number): Promise<void> {
     if (this.learning.has(w)) return;
     this.learning.add(w);
+    this.modelsAskedAt.set(w.id, Date.now());
     // Until it answers, it does not say (requests are not checked against it).
     if (w.models === null) w.models = [];
     try {
@@ -187,6 +195,7 @@ export class Health {
 
   private forget(id: string): void {
     this.progressAt.delete(id);
+    this.modelsAskedAt.delete(id);
     this.noLoadEndpoint.delete(id);
     this.pending.delete(id);
   }

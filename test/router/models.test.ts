@@ -1,6 +1,9 @@
 // The fleet's models and adapters: parsing vLLM's /v1/models cards, merging them, and which adapter a request names.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { routerWith, waitHealthy, waitUntil } from './helpers.js';
 import { adapterOf, mergeModelLists, parseModelList } from '../../router/models.js';
 import type { Candidate } from '../../router/policies/policy.js';
 
@@ -38,4 +41,36 @@ test('mergeModelLists: one card per id, first worker wins, base models before ad
     [{ id: 'base', parent: null, root: 'second' }, { id: 'other', parent: null }, { id: 'y', parent: 'other' }, { nope: true }],
   ]);
   assert.deepEqual(merged, [{ id: 'base', parent: null, root: 'first' }, { id: 'other', parent: null }, { id: 'x', parent: 'base' }, { id: 'y', parent: 'other' }]);
+});
+
+test('an adapter loaded at runtime is learned from /v1/models while the worker stays in rotation', { timeout: 60_000 }, async () => {
+  const cards: object[] = [{ id: 'base', object: 'model', parent: null, max_model_len: 4096 }];
+  const server = createServer((req, res) => {
+    if (req.url === '/health') return res.end('{}');
+    if (req.url === '/v1/models') return res.end(JSON.stringify({ object: 'list', data: cards }));
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const router = await routerWith({ workers: [{ id: 'w', url }], health: { interval_ms: 50, timeout_ms: 2000, failure_threshold: 3, models_refresh_ms: 100 } });
+  try {
+    await waitHealthy(router, 1);
+    await waitUntil('models learned', 10_000, () => (router.service.registry.get('w')!.models?.length ?? 0) > 0);
+    const route = () => fetch(`${router.url}/route`, { method: 'POST', body: JSON.stringify({ model: 'late-lora', prompt: [1, 2, 3] }) });
+    assert.equal((await route()).status, 404);
+    cards.push({ id: 'late-lora', object: 'model', parent: 'base', root: '/a/late', max_model_len: null });
+    let body: { lora?: string | null } = {};
+    await waitUntil('the runtime adapter is routable', 20_000, async () => {
+      const r = await route();
+      if (r.status !== 200) return false;
+      body = (await r.json()) as { lora?: string | null };
+      return true;
+    });
+    assert.equal(body.lora, 'late-lora');
+    assert.deepEqual(router.service.registry.get('w')!.models!.find((m) => m.id === 'late-lora'), { id: 'late-lora', maxModelLen: 4096, parent: 'base' });
+  } finally {
+    await router.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
 });
