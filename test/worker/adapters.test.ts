@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { loraModules, modelCards, resolveModel } from '../../worker/adapters.js';
 import { BlockPool } from '../../worker/cache/block-pool.js';
 import { blockExtraKeys, hashBlock, hashFullBlocks } from '../../worker/cache/hash.js';
-import { parseWorkerArgs } from '../../worker/config.js';
+import { parseWorkerArgs, parseWorkerConfig } from '../../worker/config.js';
 import { BIN } from './helpers.js';
 
 test('--lora NAME=PATH is repeatable; ids count from 1 as vLLM\'s lora_int_id; bad values are named', () => {
@@ -25,6 +25,8 @@ test('--lora NAME=PATH is repeatable; ids count from 1 as vLLM\'s lora_int_id; b
   bad(['--engine', 'sim', '--lora', '=/x'], /expected NAME=PATH/);
   // A config file names it `lora` too (a list).
   assert.deepEqual(parseWorkerArgs(['--engine', 'sim']).lora, []);
+  assert.deepEqual(loraModules(parseWorkerConfig({ engine: 'sim', lora: ['c=/p/c'] })), [{ name: 'c', path: '/p/c', id: 1 }]);
+  assert.throws(() => parseWorkerConfig({ engine: 'sim', lora: 'c=/p/c' }), /--lora \(lora\)/);
 });
 
 test('the adapter enters every block hash; an adapter name never hashes like a salt', () => {
