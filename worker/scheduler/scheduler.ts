@@ -111,6 +111,8 @@ export class Scheduler {
   async step(): Promise<SeqOutput[]> {
     const plan = this.plan();
     for (const rid of plan.preempted) this.preempt(this.running.find((s) => s.rid === rid)!);
+    // Cached prefixes are taken before any allocation, which could otherwise evict them.
+    for (const p of plan.admitted) this.pool.acquire(p.cachedBlocks);
     const batch: { seq: Sequence; n: number }[] = [];
     for (const p of plan.running) {
       const seq = this.running.find((s) => s.rid === p.id)!;
@@ -120,7 +122,6 @@ export class Scheduler {
     for (const p of plan.admitted) {
       const seq = this.waiting.shift()!;
       if (seq.rid !== p.id) throw new Error(`scheduler: admitted ${p.id} but ${seq.rid} heads the queue`);
-      this.pool.acquire(p.cachedBlocks);
       seq.blocks = [...p.cachedBlocks, ...this.pool.allocate(p.newBlocks)!];
       seq.numCommitted = p.cachedBlocks.length;
       seq.numComputed = p.cachedBlocks.length * this.pool.blockSize;
