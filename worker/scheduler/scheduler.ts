@@ -94,8 +94,11 @@ export class Scheduler {
   load(): LoadInfo {
     let pending = 0;
     for (const s of this.waiting) pending += s.tokens.length - this.pool.match(s.reusableHashes()).length * this.pool.blockSize;
-    // Running requests still in chunked prefill: the rest of their prompt (a decode's own token is not prefill).
-    for (const s of this.running) pending += Math.max(0, s.tokens.length - s.numComputed - 1);
+    // Running requests still in chunked prefill: the tokens left (a decode's one token is not prefill).
+    for (const s of this.running) {
+      const left = s.tokens.length - s.numComputed;
+      if (left > 1) pending += left;
+    }
     return {
       running: this.running.length,
       waiting: this.waiting.length,
