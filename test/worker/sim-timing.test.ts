@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { ConfigError, parseWorkerArgs } from '../../worker/config.js';
 import { LEGACY_DEFAULTS, PROFILE, profileStepMs, stepTimer } from '../../worker/engines/sim-timing.js';
 
 const decode = (ctx: number) => ({ newTokens: 1, startPos: ctx });
@@ -40,5 +41,20 @@ describe('sim step time', () => {
     assert.equal(stepTimer({ speedFactor: 0.5, decodeStepMs: 10 })(work), stepTimer({ decodeStepMs: 10 })(work) * 2);
     assert.throws(() => stepTimer({ speedFactor: 0 }), /speed factor/);
     assert.throws(() => stepTimer({ prefillTokensPerS: 0, decodeStepMs: 1 }), /prefill tokens per second/);
+  });
+
+  it('the worker options: profile by default, timing flags as overrides, speed factor and step budget validated', () => {
+    const d = parseWorkerArgs(['--engine', 'sim']);
+    assert.deepEqual([d.prefillTokensPerS, d.decodeStepMs, d.speedFactor, d.maxNumBatchedTokens], [null, null, 1, 2048]);
+    const c = parseWorkerArgs(['--engine', 'sim', '--speed-factor', '2', '--max-num-batched-tokens', '512', '--decode-step-ms', '5']);
+    assert.deepEqual([c.prefillTokensPerS, c.decodeStepMs, c.speedFactor, c.maxNumBatchedTokens], [null, 5, 2, 512]);
+    for (const [argv, re] of [
+      [['--speed-factor', '0'], /--speed-factor \(speedFactor\)/],
+      [['--speed-factor', 'fast'], /--speed-factor/],
+      [['--max-num-batched-tokens', '0'], /--max-num-batched-tokens \(maxNumBatchedTokens\)/],
+      [['--max-num-batched-tokens', '1.5'], /--max-num-batched-tokens/],
+    ] as [string[], RegExp][]) {
+      assert.throws(() => parseWorkerArgs(['--engine', 'sim', ...argv]), (e: unknown) => e instanceof ConfigError && re.test(e.message), argv.join(' '));
+    }
   });
 });
