@@ -28,11 +28,15 @@ export const WorkerConfigSchema = z
     /** A tokenizer.json (tokenizer_config.json next to it is used when present); default: Qwen3's. */
     tokenizer: z.string().min(1).nullable().default(null),
     device: z.enum(['cpu', 'cuda']).default('cpu'),
-    /** sim engine: prefill throughput. */
-    prefillTokensPerS: positive().default(20000),
-    /** sim engine: decode step time at batch 1 (grows with batch size). */
-    decodeStepMs: z.coerce.number().min(0).default(10),
+    /** sim engine: prefill throughput; set (or decodeStepMs) = the older linear timing model instead of the profile. */
+    prefillTokensPerS: positive().nullable().default(null),
+    /** sim engine: decode step time at batch 1 (grows with batch size); set = the older linear timing model. */
+    decodeStepMs: z.coerce.number().min(0).nullable().default(null),
+    /** sim engine: divides every step time (2 = twice as fast), for mixed fleets. */
+    speedFactor: positive().default(1),
     maxBatch: int(1).default(32),
+    /** vLLM's max_num_batched_tokens: tokens computed per step (decodes 1 each, prefill chunks the rest). */
+    maxNumBatchedTokens: int(1).default(2048),
     /** Requests allowed to wait for a batch slot or cache blocks; beyond that: 429. */
     maxWaiting: int(0).default(256),
     /** max_tokens when a chat request gives none (completions default to 16, as OpenAI). */
@@ -63,7 +67,9 @@ const FLAGS = {
   device: 'device',
   'prefill-tokens-per-s': 'prefillTokensPerS',
   'decode-step-ms': 'decodeStepMs',
+  'speed-factor': 'speedFactor',
   'max-batch': 'maxBatch',
+  'max-num-batched-tokens': 'maxNumBatchedTokens',
   'max-waiting': 'maxWaiting',
   'default-max-tokens': 'defaultMaxTokens',
   'served-model-name': 'servedModelName',
@@ -74,7 +80,8 @@ const FLAGS = {
 export const USAGE = `usage: kv-worker --engine onnx|sim [--config FILE] [--host 127.0.0.1] [--port 8100]
   [--kv-events-config JSON] [--dp-rank R] [--block-size 16] [--num-blocks 1024]
   [--model DIR] [--tokenizer FILE] [--device cpu|cuda]
-  [--prefill-tokens-per-s 20000] [--decode-step-ms 10] [--max-batch 32] [--max-waiting 256]
+  [--prefill-tokens-per-s X] [--decode-step-ms MS] [--speed-factor 1] [--max-batch 32]
+  [--max-num-batched-tokens 2048] [--max-waiting 256]
   [--default-max-tokens 256] [--served-model-name NAME] [--lora NAME=PATH ...] [--drain-timeout-ms 30000] [-h|--help]`;
 
 /** The keys vLLM's KVEventsConfig knows (vllm/config/kv_events.py) plus ours; any other is a typo. */

@@ -95,7 +95,7 @@ export class BlockPool {
   }
 
   /** Takes a reference on each block (a cached block leaves the LRU while referenced). */
-  acquire(ids: number[]): void {
+  acquire(ids: readonly number[]): void {
     for (const id of ids) {
       const b = this.blocks[id]!;
       if (b.ref === 0 && b.hash !== null) this.evictable.delete(id);

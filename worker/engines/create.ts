@@ -14,6 +14,7 @@ export async function createEngine(cfg: WorkerConfig, tokenizer: TokenizerFacts)
       vocabSize: tokenizer.vocabSize,
       prefillTokensPerS: cfg.prefillTokensPerS,
       decodeStepMs: cfg.decodeStepMs,
+      speedFactor: cfg.speedFactor,
     });
   }
   const { OnnxEngine } = await import('./onnx/index.js');

@@ -1,11 +1,14 @@
 /**
  * The sim engine: the scheduler and cache run for real, the network is a timing model.
- * A step sleeps  prefill tokens / prefillTokensPerS  +  decodeStepMs × (1 + (batch − 1) / 16)
- * and returns pseudo-random tokens that depend only on (seed, adapter, position, previous token), so a
- * prompt gives the same output whether or not its prefix was cached. EOS is never produced.
+ * A step sleeps for the time sim-timing.ts gives it (by default a profile of Llama-3-8B on an
+ * A100; --prefill-tokens-per-s / --decode-step-ms select the older linear model; --speed-factor
+ * divides it) and returns pseudo-random tokens that depend only on (seed, adapter, position,
+ * previous token), so a prompt gives the same output whether or not its prefix was cached,
+ * however it is chunked. EOS is never produced.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Engine, SequenceStep } from './engine.js';
+import { stepTimer, type StepTimer } from './sim-timing.js';
 
 export interface SimEngineOptions {
   blockSize: number;
@@ -13,12 +16,13 @@ export interface SimEngineOptions {
   eosTokenIds: number[];
   /** Tokens are drawn from [0, vocabSize) minus the EOS ids. */
   vocabSize: number;
-  prefillTokensPerS: number;
-  decodeStepMs: number;
+  /** Override of the profile model (see sim-timing.ts); null or absent = the profile. */
+  prefillTokensPerS?: number | null;
+  /** Override of the profile model (see sim-timing.ts); null or absent = the profile. */
+  decodeStepMs?: number | null;
+  /** Divides every step time (2 = twice as fast); default 1. */
+  speedFactor?: number;
 }
-
-/** How much a step slows down per extra sequence in the batch (1/16 of the batch-1 step each). */
-const BATCH_SLOWDOWN = 1 / 16;
 
 export class SimEngine implements Engine {
   readonly kind = 'sim' as const;
@@ -26,10 +30,12 @@ export class SimEngine implements Engine {
   readonly numBlocks: number;
   readonly eosTokenIds: number[];
   private readonly opts: SimEngineOptions;
+  private readonly timer: StepTimer;
 
   constructor(opts: SimEngineOptions) {
     if (opts.vocabSize <= opts.eosTokenIds.length) throw new Error('sim engine: vocabulary too small');
     this.opts = opts;
+    this.timer = stepTimer(opts);
     this.blockSize = opts.blockSize;
     this.numBlocks = opts.numBlocks;
     this.eosTokenIds = opts.eosTokenIds;
@@ -37,10 +43,7 @@ export class SimEngine implements Engine {
 
   /** Simulated duration of a step, in ms. */
   stepMs(seqs: SequenceStep[]): number {
-    let prefill = 0;
-    for (const s of seqs) if (s.newTokens.length > 1) prefill += s.newTokens.length;
-    const decode = seqs.length === 0 ? 0 : this.opts.decodeStepMs * (1 + (seqs.length - 1) * BATCH_SLOWDOWN);
-    return (prefill / this.opts.prefillTokensPerS) * 1000 + decode;
+    return this.timer(seqs.map((s) => ({ newTokens: s.newTokens.length, startPos: s.startPos })));
   }
 
   async step(seqs: SequenceStep[]): Promise<number[]> {

@@ -31,7 +31,7 @@ function publish(events: KVEvent[]): void {
   }
 }
 
-const scheduler = new Scheduler({ engine, maxBatch: config.maxBatch, publish });
+const scheduler = new Scheduler({ engine, maxBatch: config.maxBatch, maxNumBatchedTokens: config.maxNumBatchedTokens, publish });
 const inbox = await PullQueue.bind<SchedulerInMsg>(endpoints.scheduler);
 const toDetok = PushQueue.connect<DetokInMsg>(endpoints.detokenizer);
 

@@ -1,24 +1,32 @@
 /**
- * Continuous batching over the paged cache. A step: give every running sequence room for
- * its next token (preempting the newest if the pool is full), admit waiting requests while
- * the batch and the pool allow, run one engine step (prefills of the uncached suffix and one
- * decode token per running sequence, mixed), register newly full blocks, emit outputs, free
- * finished sequences, and hand the step's KV events to `publish` as one batch.
+ * Continuous batching over the paged cache, scheduled like vLLM's v1 scheduler (see plan.ts):
+ * a token budget per step, running requests first (a decode takes one token, a partial prefill
+ * its next chunk), then chunked prefill of waiting requests from what is left; the newest
+ * running request is preempted (recomputed later) when blocks run out. A step applies the
+ * plan, runs one engine step, registers newly full blocks, emits outputs (a prefill chunk that
+ * does not finish its prompt emits nothing), frees finished sequences, and hands the step's KV
+ * events to `publish` as one batch.
  */
 import type { KVEvent } from '../../src/events/types.js';
 import { BlockPool } from '../cache/block-pool.js';
 import { blockExtraKeys } from '../cache/hash.js';
 import type { Engine, SequenceStep } from '../engines/engine.js';
 import type { FinishReason, GenerateRequest, LoadInfo, SeqOutput } from '../messages.js';
+import { planStep, type StepPlan } from './plan.js';
 import { Sequence } from './sequence.js';
 
 export interface SchedulerOptions {
   engine: Engine;
   maxBatch: number;
-  /** Upper bound of prompt tokens prefilled in one step (the first admitted request always goes). */
-  maxPrefillTokens?: number;
+  /** vLLM's max_num_batched_tokens: tokens computed per step, all requests together (default 2048). */
+  maxNumBatchedTokens?: number;
   publish: (events: KVEvent[]) => void;
+  /** Called with each step's plan after the engine ran it (tests and diagnostics). */
+  onStep?: (plan: StepPlan) => void;
 }
+
+/** vLLM's default max_num_batched_tokens for the OpenAI server on an A100 (EngineArgs.get_batch_defaults). */
+export const DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048;
 
 /** Tokens kept for the detokenizer's context. */
 const PROMPT_TAIL = 5;
@@ -29,7 +37,8 @@ export class Scheduler {
   private readonly running: Sequence[] = [];
   private readonly engine: Engine;
   private readonly maxBatch: number;
-  private readonly maxPrefillTokens: number;
+  private readonly maxNumBatchedTokens: number;
+  private readonly onStep: ((plan: StepPlan) => void) | undefined;
   private readonly publish: (events: KVEvent[]) => void;
   /** Counters for metrics: prompt tokens seen at first admission and how many of them hit the cache. */
   readonly stats = { promptTokens: 0, cachedTokens: 0, preemptions: 0, steps: 0 };
@@ -38,7 +47,9 @@ export class Scheduler {
     this.engine = opts.engine;
     this.pool = new BlockPool(opts.engine.numBlocks, opts.engine.blockSize);
     this.maxBatch = opts.maxBatch;
-    this.maxPrefillTokens = opts.maxPrefillTokens ?? 8192;
+    this.maxNumBatchedTokens = opts.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS;
+    if (!Number.isInteger(this.maxNumBatchedTokens) || this.maxNumBatchedTokens < 1) throw new Error(`maxNumBatchedTokens must be a positive integer, got ${this.maxNumBatchedTokens}`);
+    this.onStep = opts.onStep;
     this.publish = opts.publish;
   }
 
@@ -83,6 +94,11 @@ export class Scheduler {
   load(): LoadInfo {
     let pending = 0;
     for (const s of this.waiting) pending += s.tokens.length - this.pool.match(s.reusableHashes()).length * this.pool.blockSize;
+    // Running requests still in chunked prefill: the tokens left (a decode's one token is not prefill).
+    for (const s of this.running) {
+      const left = s.tokens.length - s.numComputed;
+      if (left > 1) pending += left;
+    }
     return {
       running: this.running.length,
       waiting: this.waiting.length,
@@ -96,29 +112,53 @@ export class Scheduler {
 
   /** One scheduler step; returns the outputs it produced (nothing when idle). */
   async step(): Promise<SeqOutput[]> {
-    this.reserveDecodeSlots();
-    this.admit();
-    if (this.running.length === 0) {
+    const plan = this.plan();
+    for (const rid of plan.preempted) this.preempt(this.running.find((s) => s.rid === rid)!);
+    // Cached prefixes are taken before any allocation, which could otherwise evict them.
+    for (const p of plan.admitted) this.pool.acquire(p.cachedBlocks);
+    const batch: { seq: Sequence; n: number }[] = [];
+    for (const p of plan.running) {
+      const seq = this.running.find((s) => s.rid === p.id)!;
+      if (p.newBlocks > 0) seq.blocks.push(...this.pool.allocate(p.newBlocks)!);
+      batch.push({ seq, n: p.numNewTokens });
+    }
+    for (const p of plan.admitted) {
+      const seq = this.waiting.shift()!;
+      if (seq.rid !== p.id) throw new Error(`scheduler: admitted ${p.id} but ${seq.rid} heads the queue`);
+      seq.blocks = [...p.cachedBlocks, ...this.pool.allocate(p.newBlocks)!];
+      seq.numCommitted = p.cachedBlocks.length;
+      seq.numComputed = p.cachedBlocks.length * this.pool.blockSize;
+      if (seq.cachedTokens < 0) {
+        seq.cachedTokens = seq.numComputed;
+        this.stats.promptTokens += seq.promptLen;
+        this.stats.cachedTokens += seq.cachedTokens;
+      }
+      this.running.push(seq);
+      batch.push({ seq, n: p.numNewTokens });
+    }
+    if (batch.length === 0) {
       this.flushEvents();
       return [];
     }
-    const batch = [...this.running];
-    const steps: SequenceStep[] = batch.map((s) => ({
-      seqId: s.rid,
-      newTokens: s.tokens.slice(s.numComputed),
-      startPos: s.numComputed,
-      blockTable: [...s.blocks],
-      sampling: s.req.sampling,
-      lora: s.lora?.name ?? null,
+    const steps: SequenceStep[] = batch.map(({ seq, n }) => ({
+      seqId: seq.rid,
+      newTokens: seq.tokens.slice(seq.numComputed, seq.numComputed + n),
+      startPos: seq.numComputed,
+      blockTable: [...seq.blocks],
+      sampling: seq.req.sampling,
+      lora: seq.lora?.name ?? null,
     }));
     const next = await this.engine.step(steps);
     if (next.length !== batch.length) throw new Error(`engine returned ${next.length} tokens for ${batch.length} sequences`);
     this.stats.steps++;
+    this.onStep?.(plan);
 
     const outs: SeqOutput[] = [];
-    batch.forEach((seq, i) => {
-      seq.numComputed = seq.tokens.length;
+    batch.forEach(({ seq, n }, i) => {
+      seq.numComputed += n;
       this.commitFullBlocks(seq);
+      // A prefill chunk that leaves prompt tokens uncomputed samples nothing (its token is dropped).
+      if (seq.numComputed < seq.tokens.length) return;
       const tok = next[i]!;
       seq.tokens.push(tok);
       const finish = this.finishReason(seq, tok);
@@ -132,19 +172,18 @@ export class Scheduler {
     return outs;
   }
 
-  /** Every running sequence gets a slot for its newest token; when the pool is short, the newest sequences are preempted (recomputed later). */
-  private reserveDecodeSlots(): void {
-    for (const seq of [...this.running]) {
-      if (!this.running.includes(seq)) continue;
-      const need = seq.blocksNeeded() - seq.blocks.length;
-      if (need <= 0) continue;
-      while (!this.pool.canAllocate(need)) {
-        const victim = this.running.at(-1)!;
-        this.preempt(victim);
-        if (victim === seq) break;
-      }
-      if (this.running.includes(seq)) seq.blocks.push(...this.pool.allocate(need)!);
-    }
+  /** This step's decision from the current queues and pool (nothing is changed). */
+  plan(): StepPlan {
+    return planStep({
+      tokenBudget: this.maxNumBatchedTokens,
+      maxRunning: this.maxBatch,
+      blockSize: this.pool.blockSize,
+      freeBlocks: this.pool.available,
+      running: this.running.map((s) => ({ id: s.rid, numTokens: s.tokens.length, numComputed: s.numComputed, blocks: s.blocks })),
+      waiting: this.waiting.map((s) => ({ id: s.rid, numTokens: s.tokens.length, seq: s })),
+      refCount: (b) => this.pool.refCount(b),
+      cachedPrefix: (w) => this.pool.match(w.seq.reusableHashes()),
+    });
   }
 
   private preempt(seq: Sequence): void {
@@ -155,33 +194,6 @@ export class Scheduler {
     seq.numCommitted = 0;
     this.waiting.unshift(seq);
     this.stats.preemptions++;
-  }
-
-  /** FIFO admission: the head waits until the batch and the pool can take it. */
-  private admit(): void {
-    let budget = this.maxPrefillTokens;
-    let admitted = 0;
-    while (this.waiting.length > 0 && this.running.length < this.maxBatch) {
-      const seq = this.waiting[0]!;
-      const matched = this.pool.match(seq.reusableHashes());
-      const prefill = seq.tokens.length - matched.length * this.pool.blockSize;
-      if (admitted > 0 && prefill > budget) break;
-      const need = seq.blocksNeeded() - matched.length;
-      if (!this.pool.canAllocate(need, matched)) break;
-      this.pool.acquire(matched);
-      seq.blocks = [...matched, ...this.pool.allocate(need)!];
-      seq.numCommitted = matched.length;
-      seq.numComputed = matched.length * this.pool.blockSize;
-      if (seq.cachedTokens < 0) {
-        seq.cachedTokens = seq.numComputed;
-        this.stats.promptTokens += seq.promptLen;
-        this.stats.cachedTokens += seq.cachedTokens;
-      }
-      this.waiting.shift();
-      this.running.push(seq);
-      budget -= prefill;
-      admitted++;
-    }
   }
 
   /** Registers blocks that became full in this step (a block already cached under the same hash replaces ours). */
