@@ -20,6 +20,9 @@ import { TokenizePool } from './tokenize-pool.js';
 import { openAIRoutes } from './routes/openai.js';
 import { opsRoutes } from './routes/ops.js';
 import { adminRoutes } from './routes/admin.js';
+import { dashboardRoutes } from './routes/dashboard.js';
+import { promReader } from './dashboard/metric-values.js';
+import { RecentDecisions } from './observe/recent-decisions.js';
 import { DiscoveryController, discoverySources } from './discovery/index.js';
 
 export interface RouterService {
@@ -32,6 +35,8 @@ export interface RouterService {
   metrics: RouterMetrics;
   pool: TokenizePool;
   pipeline: RequestPipeline;
+  /** The last routing decisions (the dashboard reads them; the pipeline is to fill them). */
+  decisions: RecentDecisions;
   /** Keeps the membership equal to the discovered workers (static `workers`, discovery.*). */
   discovery: DiscoveryController;
   /** The NATS link when config.cluster is set. */
@@ -63,6 +68,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   const pool = new TokenizePool(config.tokenizer_threads);
   const adminKey = config.admin_key ?? process.env.KV_ROUTER_ADMIN_KEY ?? null;
   const decisionLog = config.decision_log ? new DecisionLog(config.decision_log, log) : null;
+  const decisions = new RecentDecisions();
   const pipeline = new RequestPipeline({ config, registry, load, policy, pool, metrics, decisionLog, cluster });
 
   const discovery = new DiscoveryController({
@@ -77,6 +83,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   openAIRoutes(app, { pipeline, policy, maxBodyBytes: config.max_body_bytes, adminKey });
   opsRoutes(app, { registry, metrics, policy, cluster, modelsTimeoutMs: config.health.timeout_ms * 2 });
   adminRoutes(app, { registry, load, index, adminKey, cluster });
+  dashboardRoutes(app, { registry, load, index, metrics: promReader(metrics.registry), decisions, policy, adminKey });
   app.notFound(() => openAIError(404, 'no such route', 'not_found_error'));
   app.onError((err) => {
     log(`internal error: ${err.stack ?? err.message}`);
@@ -93,6 +100,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     metrics,
     pool,
     pipeline,
+    decisions,
     discovery,
     cluster,
     async start() {
