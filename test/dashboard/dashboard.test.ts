@@ -91,6 +91,16 @@ test('the live page lists every worker, follows real traffic, and turns a killed
   // The charts drew something: the requests/s series has a point above zero.
   await waitUntil('requests/s chart shows traffic', 10_000, () => page.evaluate(() => document.querySelectorAll('#chart-rps canvas').length === 1));
 
+  // Prefixes shared by several turns show as a hash and a length, with where their copies are; the prompt text never.
+  await waitUntil('a hot prefix listed', 10_000, () => page.evaluate(() => document.querySelectorAll('#hot tbody tr td:nth-child(4)').length > 0));
+  const hot = await page.$$eval('#hot tbody tr', (trs) => trs.map((tr) => [...(tr as HTMLTableRowElement).cells].map((c) => c.textContent ?? '')));
+  assert.ok(hot.some(([hash, length, requests, on]) => /^[0-9a-z]{4,10}$/.test(hash!) && Number(length!.replace(/,/g, '')) >= 16 && Number(requests) >= 2 && /worker-\d:0/.test(on!)), JSON.stringify(hot));
+  assert.ok(!(await page.content()).includes('conv0w1'), 'no prompt text in the page');
+
+  const shot = process.env.DASHBOARD_SCREENSHOT;
+  // For the README picture only: some steady traffic so the charts have a history.
+  for (let t0 = Date.now(), i = 0; shot && Date.now() - t0 < 20_000; i++) await Promise.all([0, 1, 2].map((c) => complete(`${convo(c + 3 * (i % 4))} more ${i}`)));
+
   const victim = workers[2]!;
   victim.proc.kill('SIGKILL');
   await victim.exited;
@@ -102,7 +112,6 @@ test('the live page lists every worker, follows real traffic, and turns a killed
   const after = await fleet(page);
   for (const id of ids.slice(0, 2)) assert.equal(after[id]!.state, 'healthy');
 
-  const shot = process.env.DASHBOARD_SCREENSHOT;
   if (shot) await page.screenshot({ path: shot, fullPage: true });
   assert.deepEqual(errors, [], 'no error in the page');
   await page.close();
