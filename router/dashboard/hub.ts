@@ -1,7 +1,8 @@
 import { buildSnapshot, type Snapshot, type SnapshotState } from './snapshot.js';
 import { collectInput, type DashboardSources } from './collect.js';
 
-type Listener = (s: Snapshot) => void;
+/** A snapshot, or null once the hub is closed (the router is stopping: end the stream). */
+type Listener = (s: Snapshot | null) => void;
 
 /**
  * Takes a snapshot every `intervalMs` while someone watches (SSE clients), and on demand
@@ -13,6 +14,7 @@ export class DashboardHub {
   private readonly listeners = new Set<Listener>();
   private timer: NodeJS.Timeout | null = null;
   private taking: Promise<Snapshot> | null = null;
+  private closed = false;
 
   constructor(
     private readonly sources: DashboardSources,
@@ -38,8 +40,16 @@ export class DashboardHub {
     return this.timer && this.last ? Promise.resolve(this.last) : this.take();
   }
 
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   /** Every snapshot from now on; returns the unsubscribe function. */
   subscribe(l: Listener): () => void {
+    if (this.closed) {
+      l(null);
+      return () => {};
+    }
     this.listeners.add(l);
     if (!this.timer) {
       this.timer = setInterval(() => void this.take().catch(() => {}), this.intervalMs);
@@ -54,5 +64,13 @@ export class DashboardHub {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+  }
+
+  /** The router stops: live streams end now (a graceful drain would otherwise wait for them until its deadline). */
+  close(): void {
+    this.closed = true;
+    this.stop();
+    for (const l of [...this.listeners]) l(null);
+    this.listeners.clear();
   }
 }

@@ -27,14 +27,16 @@ export function dashboardRoutes(app: Hono, d: DashboardRoutesDeps): DashboardHub
     streamSSE(c, async (stream) => {
       let wake: (() => void) | null = null;
       let next: Snapshot | null = null;
+      let ended = false;
       const off = hub.subscribe((s) => {
-        next = s;
+        if (s === null) ended = true;
+        else next = s;
         wake?.();
       });
       stream.onAbort(() => wake?.());
       try {
-        next = await hub.take();
-        while (!stream.aborted) {
+        if (!ended) next = await hub.take();
+        while (!stream.aborted && !ended) {
           if (next) {
             const s: Snapshot = next;
             next = null;

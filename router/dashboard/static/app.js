@@ -151,6 +151,8 @@ function connect() {
   es.addEventListener('error', () => {
     conn.textContent = 'reconnecting';
     conn.className = 'conn conn-down';
+    // The browser gives up after a refused reconnect (router restarting): try again ourselves.
+    if (es.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
   });
 }
 
