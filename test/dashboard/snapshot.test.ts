@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildSnapshot, SERIES_POINTS, type SnapshotInput, type WorkerInput } from '../../router/dashboard/snapshot.js';
 import { quantileBetween } from '../../router/dashboard/metric-values.js';
+import { trustReason } from '../../router/dashboard/trust.js';
 import { RecentDecisions, type DecisionRecord } from '../../router/observe/recent-decisions.js';
 import type { StreamHealth } from '../../router/streams.js';
 
@@ -84,4 +85,12 @@ test('decisions are copied field by field (newest first) and hot prefixes show a
   const text = JSON.stringify(snapshot);
   assert.ok(!text.includes('secret text') && !text.includes('token_ids'));
   assert.deepEqual(snapshot.hot_prefixes, [{ hash: 'abc12def34', length: 128, requests: 7, holders: ['a:0'] }]);
+});
+
+test('an untrusted stream says why', () => {
+  assert.equal(trustReason(stream({ trusted: false, connected: false })), 'not connected to the publisher');
+  assert.equal(trustReason(stream({ trusted: false, batches: 0 })), 'no event batch received yet');
+  assert.equal(trustReason(stream({ trusted: false, gaps: 2 })), 'resyncing after a gap or reset');
+  assert.equal(trustReason(stream({ trusted: false, gaps: 0, resets: 0 })), 'waiting for the replay of missed batches');
+  assert.equal(trustReason(stream({ silent: 'no batch in 10 s while 5 requests were routed' })), 'no batch in 10 s while 5 requests were routed');
 });
