@@ -37,11 +37,11 @@ export function formatStatus(s: Snapshot, color = false): string {
     out.push(r.state !== 'healthy' ? paint('31', text) : r.trusted === false ? paint('33', text) : text);
   });
   if (s.fleet.length === 0) out.push('(no workers)');
-  const notes = s.fleet.filter((r) => r.state !== 'healthy' || r.trusted !== true);
-  if (notes.length > 0) out.push('');
-  for (const r of notes) {
-    const why = r.state !== 'healthy' && r.last_error ? `${r.state}: ${r.last_error}` : r.trust_reason;
-    out.push(`${r.worker}:${r.rank}: ${why}`);
+  const notes: string[] = [];
+  for (const r of s.fleet) {
+    if (r.state !== 'healthy' || r.trusted !== true) notes.push(`${r.worker}:${r.rank}: ${r.state !== 'healthy' && r.last_error ? `${r.state}: ${r.last_error}` : r.trust_reason}`);
+    if (r.prediction_warning) notes.push(`${r.worker}:${r.rank}: prediction: ${r.prediction_warning}`);
   }
+  if (notes.length > 0) out.push('', ...notes);
   return out.join('\n') + '\n';
 }

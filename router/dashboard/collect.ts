@@ -13,6 +13,14 @@ export interface DashboardSources {
   metrics: MetricReader;
   decisions: RecentDecisions;
   policy: { name: string; hotPrefixes?(n: number): HotPrefixInput[] };
+  /** The `prediction` object /workers shows per worker (accuracy loop); its `warning` string is shown. */
+  predictionOf?: (workerId: string) => unknown;
+}
+
+function warningOf(p: unknown): string | null {
+  const w = p !== null && typeof p === 'object' ? (p as { warning?: unknown }).warning : undefined;
+  if (typeof w === 'string') return w;
+  return w !== null && typeof w === 'object' && typeof (w as { message?: unknown }).message === 'string' ? (w as { message: string }).message : null;
 }
 
 export const HOT_PREFIXES_SHOWN = 10;
@@ -45,6 +53,7 @@ export async function collectInput(s: DashboardSources, now = Date.now()): Promi
     state: w.state,
     draining: w.draining,
     last_error: w.lastError,
+    prediction_warning: warningOf(s.predictionOf?.(w.id)),
     ranks: w.ranks.map((rank) => {
       const source = sourceId(w.id, rank);
       const st = s.index.stats(source);

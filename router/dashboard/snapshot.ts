@@ -32,6 +32,8 @@ export interface WorkerInput {
   state: string;
   draining: boolean;
   last_error: string | null;
+  /** The accuracy loop's warning for this worker (its actual hits fall short of predicted), if any. */
+  prediction_warning: string | null;
   ranks: RankInput[];
 }
 
@@ -80,6 +82,7 @@ export interface FleetRow {
   predicted_hit_rate: number | null;
   actual_hit_rate: number | null;
   prediction_accuracy: number | null;
+  prediction_warning: string | null;
   lag_ms: number | null;
   gaps: number | null;
   replays: number | null;
@@ -159,6 +162,7 @@ export function buildSnapshot(input: SnapshotInput, prev: SnapshotState | null):
         predicted_hit_rate: predicted ? ratio(predicted[w.id], prompt[w.id]) : null,
         actual_hit_rate: actual ? ratio(actual[w.id], prompt[w.id]) : null,
         prediction_accuracy: accuracy?.[w.id] ?? null,
+        prediction_warning: w.prediction_warning,
         lag_ms: s?.lagMs ?? null,
         gaps: s?.gaps ?? null,
         replays: s?.replays ?? null,

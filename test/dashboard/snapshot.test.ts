@@ -12,7 +12,7 @@ const stream = (over: Partial<StreamHealth> = {}): StreamHealth => ({
 });
 
 const worker = (id: string, state: string, over: Partial<WorkerInput['ranks'][number]> = {}): WorkerInput => ({
-  id, url: `http://127.0.0.1/${id}`, state, draining: false, last_error: null,
+  id, url: `http://127.0.0.1/${id}`, state, draining: false, last_error: null, prediction_warning: null,
   ranks: [{ rank: 0, source: `${id}:0`, stream: stream(), blocks: 10, blocks_by_tier: { GPU: 10 }, provisional_blocks: 1, capacity_blocks: 40, in_flight: 2, queued_prefill_tokens: 64, ...over }],
 });
 
@@ -93,4 +93,12 @@ test('an untrusted stream says why', () => {
   assert.equal(trustReason(stream({ trusted: false, gaps: 2 })), 'resyncing after a gap or reset');
   assert.equal(trustReason(stream({ trusted: false, gaps: 0, resets: 0 })), 'waiting for the replay of missed batches');
   assert.equal(trustReason(stream({ silent: 'no batch in 10 s while 5 requests were routed' })), 'no batch in 10 s while 5 requests were routed');
+});
+
+test('a worker\'s prediction warning reaches its rows and the terminal table', async () => {
+  const { formatStatus } = await import('../../router/status-table.js');
+  const w = { ...worker('a', 'healthy'), prediction_warning: 'actual hits 10% of predicted: different tokenizer or chat template?' };
+  const { snapshot } = buildSnapshot({ ...input(0, {}), workers: [w] }, null);
+  assert.equal(snapshot.fleet[0]!.prediction_warning, w.prediction_warning);
+  assert.match(formatStatus(snapshot), /^a:0: prediction: actual hits 10% of predicted/m);
 });

@@ -42,6 +42,12 @@ function tiers(r) {
   return `${main} (${t.map(([k, v]) => `${k} ${fmt.int(v)}`).join(', ')})`;
 }
 
+function accuracyCell(r) {
+  const td = el('td', `${r.prediction_warning ? '⚠ ' : ''}${fmt.pct(r.prediction_accuracy)}`, r.prediction_warning ? 'untrusted' : '');
+  if (r.prediction_warning) td.title = r.prediction_warning;
+  return td;
+}
+
 function renderFleet(s) {
   const rows = s.fleet.map((r) => {
     const stateText = r.draining ? 'draining' : r.state;
@@ -60,7 +66,7 @@ function renderFleet(s) {
       fmt.int(r.queued_prefill_tokens),
       fmt.num(r.requests_per_s),
       `${fmt.pct(r.predicted_hit_rate)} / ${fmt.pct(r.actual_hit_rate)}`,
-      fmt.pct(r.prediction_accuracy),
+      accuracyCell(r),
       fmt.ms(r.lag_ms),
       fmt.int(r.gaps),
       fmt.int(r.replays),
