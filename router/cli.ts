@@ -4,6 +4,7 @@ import { ConfigError, loadRouterConfigFile, parseRouterConfig, type RouterConfig
 export const USAGE = `kv-router: cache-aware router for LLM inference workers (OpenAI API)
 
 usage: kv-router [--config FILE] [options]
+       kv-router status [URL] [--key KEY]   the fleet table in the terminal (kv-router status --help)
 
   --config FILE            router config (JSON; see configs/router*.json)
   --host HOST              bind address (default 127.0.0.1)

@@ -167,6 +167,7 @@ export class Health {
         running: n('running'),
         waiting: n('waiting'),
         pendingPrefillTokens: n('pending_prefill_tokens'),
+        ...(typeof j.num_blocks === 'number' ? { numBlocks: j.num_blocks } : {}),
       });
     } catch {
       /* load is advisory */

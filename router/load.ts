@@ -18,6 +18,8 @@ export interface ReportedLoad {
   running: number;
   waiting: number;
   pendingPrefillTokens: number;
+  /** The worker's KV cache size in blocks, when it says (dashboard: cache fill). */
+  numBlocks?: number;
   at: number;
 }
 

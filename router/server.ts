@@ -39,6 +39,7 @@ export async function startRouter(config: RouterConfig, log: (msg: string) => vo
     drained: () => drained,
     close(drainTimeoutMs = config.drain_timeout_ms) {
       closing ??= (async () => {
+        service.dashboard.close();
         const result = await drain.drain(drainTimeoutMs);
         if (result.finished + result.ended > 0) log(`drained: ${result.finished} request(s) finished, ${result.ended} ended at the ${drainTimeoutMs} ms drain timeout`);
         await closeServer(server);

@@ -2,7 +2,7 @@ import type { Candidate, CostWeights, Policy, RouteRequest, Scored } from './pol
 import { costTerms, demoteOverloaded, sortByCost } from './policy.js';
 import type { MatchIndex, MatchResult, PromptKeysRef } from './match-index.js';
 import { mediumRecord, provisionalOf } from './match-index.js';
-import { HotPrefixes, prefixKey } from './hot-prefixes.js';
+import { HotPrefixes, prefixKey, type HotPrefixView } from './hot-prefixes.js';
 
 /**
  * Event-driven: matched prefix from the index (built from the workers' KV events), weighed
@@ -13,7 +13,7 @@ export class CacheAwarePolicy implements Policy {
   readonly name = 'cache_aware';
   private readonly hot: HotPrefixes;
   /** The matched-prefix key of each ranked request, counted when it is committed (a memo: no answer depends on it). */
-  private readonly keys = new WeakMap<RouteRequest, string>();
+  private readonly keys = new WeakMap<RouteRequest, { key: string; holders: string[] }>();
   private readonly promptKeys = new WeakMap<number[], PromptKeysRef>();
 
   constructor(
@@ -63,11 +63,17 @@ export class CacheAwarePolicy implements Policy {
     // small shared head (or the same prefix everywhere) leaves the choice to the load terms.
     if (best.matchedTokens - least < 0.5 * best.promptTokens) return ranked;
     const key = prefixKey(req.tokensFor(best.candidate), best.matchedTokens);
-    this.keys.set(req, key);
+    const holders = ranked.filter((s) => s.indexMatchedTokens >= best.matchedTokens).map((s) => s.candidate.source);
+    this.keys.set(req, { key, holders });
     const sharing = this.hot.count(key) + 1;
     for (const s of ranked) s.terms.prefix_requests = sharing;
     if (sharing < (this.w.hot_prefix_requests ?? 1)) return ranked;
     return demoteOverloaded(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold);
+  }
+
+  /** The hottest matched prefixes (dashboard). */
+  hotPrefixes(n: number): HotPrefixView[] {
+    return this.hot.top(n);
   }
 
   /** The prompt's block keys, hashed once per request and shared by rank and commit (a cache, not state). */
@@ -84,8 +90,8 @@ export class CacheAwarePolicy implements Policy {
   commit(req: RouteRequest, pick: Candidate): void {
     const tokens = req.tokensFor(pick);
     if (tokens.length >= pick.blockSize) this.index.markProvisional(pick.source, this.keysOf(req, tokens, pick.blockSize), pick.blockSize, req.lora, req.salt);
-    const key = this.keys.get(req);
-    if (key !== undefined) this.hot.add(key);
+    const k = this.keys.get(req);
+    if (k !== undefined) this.hot.add(k.key, Date.now(), k.holders.includes(pick.source) ? k.holders : [...k.holders, pick.source]);
     this.keys.delete(req); // a retry of the same request is not another request
   }
 }

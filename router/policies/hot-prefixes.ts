@@ -4,8 +4,17 @@
  * that holds it is a hot spot, and copying it to another worker pays for itself. A prefix one
  * conversation owns is not: its next turn is worth waiting for.
  */
+/** One hot prefix as the dashboard shows it: its key (length and hash, never token ids), its count, where copies were. */
+export interface HotPrefixView {
+  key: string;
+  requests: number;
+  /** Sources that held it when it was last routed (plus the one it went to). */
+  holders: string[];
+}
+
 export class HotPrefixes {
   private readonly seen = new Map<string, number[]>();
+  private readonly holders = new Map<string, string[]>();
   private sweepAt = 0;
 
   constructor(
@@ -22,7 +31,8 @@ export class HotPrefixes {
     return ts.length;
   }
 
-  add(key: string, now = Date.now()): void {
+  add(key: string, now = Date.now(), holders?: string[]): void {
+    if (holders) this.holders.set(key, holders);
     let ts = this.seen.get(key);
     if (!ts) {
       if (this.seen.size >= this.maxKeys) this.sweep(now, true);
@@ -34,15 +44,30 @@ export class HotPrefixes {
     if (now >= this.sweepAt) this.sweep(now, false);
   }
 
+  /** The `n` prefixes with the most requests in the window, most first. */
+  top(n: number, now = Date.now()): HotPrefixView[] {
+    const out: HotPrefixView[] = [];
+    for (const key of this.seen.keys()) {
+      const requests = this.count(key, now);
+      if (requests > 0) out.push({ key, requests, holders: this.holders.get(key) ?? [] });
+    }
+    return out.sort((a, b) => b.requests - a.requests).slice(0, n);
+  }
+
   private sweep(now: number, full: boolean): void {
     this.sweepAt = now + this.windowMs;
     const from = now - this.windowMs;
-    for (const [k, ts] of this.seen) if (ts.length === 0 || ts.at(-1)! < from) this.seen.delete(k);
+    for (const [k, ts] of this.seen) if (ts.length === 0 || ts.at(-1)! < from) this.drop(k);
     // Still full of live keys: drop the oldest inserted (Map order) to stay bounded.
     if (full) for (const k of this.seen.keys()) {
       if (this.seen.size < this.maxKeys) break;
-      this.seen.delete(k);
+      this.drop(k);
     }
+  }
+
+  private drop(key: string): void {
+    this.seen.delete(key);
+    this.holders.delete(key);
   }
 }
 

@@ -50,6 +50,8 @@ export interface Policy {
   commit?(req: RouteRequest, pick: Candidate): void;
   /** A source left (worker removed): forget it. */
   forget?(source: string): void;
+  /** The hottest matched prefixes, for the dashboard (policies that track them). */
+  hotPrefixes?(n: number): { key: string; requests: number; holders: string[] }[];
 }
 
 export interface CostWeights {
