@@ -31,8 +31,17 @@ export function clientWantsUsage(json: unknown): boolean {
   return so !== null && typeof so === 'object' && so.include_usage === true;
 }
 
-/** The body to forward with `stream_options.include_usage: true` set (other stream_options kept). */
-export function requestUsage(json: Record<string, unknown>): Uint8Array {
+/**
+ * The body to forward with `stream_options.include_usage: true`. Without stream_options the member
+ * is added to the raw text (every other byte as the client sent it, big integers included); with
+ * stream_options (include_usage false or absent) the object is re-serialised with it set.
+ */
+export function requestUsage(raw: Uint8Array, json: Record<string, unknown>): Uint8Array {
+  if (json.stream_options === undefined) {
+    const text = new TextDecoder().decode(raw);
+    const end = text.lastIndexOf('}');
+    if (end > 0) return new TextEncoder().encode(`${text.slice(0, end)},"stream_options":{"include_usage":true}${text.slice(end)}`);
+  }
   const so = json.stream_options && typeof json.stream_options === 'object' ? (json.stream_options as Record<string, unknown>) : {};
   return new TextEncoder().encode(JSON.stringify({ ...json, stream_options: { ...so, include_usage: true } }));
 }
