@@ -248,7 +248,14 @@ export class RouterMetrics {
       const labelled = m as unknown as { labelNames?: string[]; get(): Promise<{ values: { labels: Record<string, string | number> }[] }>; remove(labels: Record<string, string | number>): void };
       if (!labelled.labelNames?.includes('worker')) continue;
       const { values } = await labelled.get();
-      for (const v of values) if (v.labels.worker === id) labelled.remove(v.labels);
+      // A histogram's values carry its buckets' `le`: the series is removed by its own labels, once.
+      const own = new Map<string, Record<string, string | number>>();
+      for (const v of values) {
+        if (v.labels.worker !== id) continue;
+        const labels = Object.fromEntries(Object.entries(v.labels).filter(([k]) => labelled.labelNames!.includes(k)));
+        own.set(JSON.stringify(labels), labels);
+      }
+      for (const labels of own.values()) labelled.remove(labels);
     }
   }
 }
