@@ -85,6 +85,7 @@ export class JsonUsageTap implements UsageTap {
 }
 
 /** `"usage":null` as a JSON member, with the comma that joins it to its neighbour. */
+const USAGE_OBJECT = /"usage"\s*:\s*\{/;
 const NULL_USAGE = /,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?/;
 
 /**
@@ -94,6 +95,8 @@ const NULL_USAGE = /,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,?/;
 export function filterEvent(event: string, strip: boolean, seen: (cached: number) => void): string | null {
   const data = dataOf(event);
   if (data === null || !data.includes('"usage"')) return event;
+  // The common chunk once usage is asked for: `"usage":null`, nothing to read; removed as text.
+  if (!USAGE_OBJECT.test(data) && NULL_USAGE.test(data)) return strip ? event.replace(NULL_USAGE, '') : event;
   let obj: unknown;
   try {
     obj = JSON.parse(data);
