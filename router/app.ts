@@ -23,8 +23,11 @@ import { adminRoutes } from './routes/admin.js';
 import { dashboardRoutes } from './routes/dashboard.js';
 import type { DashboardHub } from './dashboard/hub.js';
 import { promReader } from './dashboard/metric-values.js';
-import { RecentDecisions } from './observe/recent-decisions.js';
 import { DiscoveryController, discoverySources } from './discovery/index.js';
+import { PredictionAccuracy } from './observe/accuracy.js';
+import { evidenceOf } from './observe/evidence.js';
+import { TokenParity, tapBatches } from './observe/parity.js';
+import { RecentDecisions } from './observe/recent-decisions.js';
 
 export interface RouterService {
   app: Hono;
@@ -36,14 +39,15 @@ export interface RouterService {
   metrics: RouterMetrics;
   pool: TokenizePool;
   pipeline: RequestPipeline;
-  /** The last routing decisions (the dashboard reads them; the pipeline is to fill them). */
-  decisions: RecentDecisions;
   /** The dashboard's live updates (closed first on shutdown: its streams would hold the drain). */
   dashboard: DashboardHub;
   /** Keeps the membership equal to the discovered workers (static `workers`, discovery.*). */
   discovery: DiscoveryController;
   /** The NATS link when config.cluster is set. */
   cluster: ClusterLink | null;
+  recentDecisions: RecentDecisions;
+  accuracy: PredictionAccuracy;
+  parity: TokenParity;
   /** Adds the configured workers, warms the tokenizer, starts health probes. */
   start(): Promise<void>;
   /** goodbye=false: leave as a crashed replica would (tests: the share must expire by TTL). */
@@ -57,8 +61,9 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   const shared = replicaId !== null ? new SharedLoad(replicaId) : null;
   const load: LoadAccounting = shared ?? new LocalLoad();
   const policy = createPolicy(config, index);
+  const parity = new TokenParity(log);
   const registry = new Registry({
-    index,
+    index: tapBatches(index, (s, b) => parity.onBatch(s, b)),
     load,
     health: config.health,
     onSourceRemoved: (s) => policy.forget?.(s),
@@ -66,13 +71,18 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     log,
   });
   const cluster = shared && config.cluster ? new ClusterLink({ ...config.cluster, replica_id: replicaId! }, shared, index, log) : null;
-  const metrics = new RouterMetrics(registry, load, index, cluster);
-  registry.membership.onLeave((w) => void metrics.forgetWorker(w.id));
+  const accuracy = new PredictionAccuracy((id) => evidenceOf(registry, parity, id), log);
+  const recentDecisions = new RecentDecisions();
+  const metrics = new RouterMetrics(registry, load, index, cluster, (id) => accuracy.accuracy(id));
+  registry.membership.onLeave((w) => {
+    void metrics.forgetWorker(w.id);
+    accuracy.forget(w.id);
+    parity.forget(w.id);
+  });
   const pool = new TokenizePool(config.tokenizer_threads);
   const adminKey = config.admin_key ?? process.env.KV_ROUTER_ADMIN_KEY ?? null;
   const decisionLog = config.decision_log ? new DecisionLog(config.decision_log, log) : null;
-  const decisions = new RecentDecisions();
-  const pipeline = new RequestPipeline({ config, registry, load, policy, pool, metrics, decisionLog, cluster });
+  const pipeline = new RequestPipeline({ config, registry, load, policy, pool, metrics, decisionLog, cluster, recentDecisions, accuracy, parity });
 
   const discovery = new DiscoveryController({
     registry,
@@ -85,8 +95,8 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   const app = new Hono();
   openAIRoutes(app, { pipeline, policy, maxBodyBytes: config.max_body_bytes, adminKey });
   opsRoutes(app, { registry, metrics, policy, cluster, modelsTimeoutMs: config.health.timeout_ms * 2 });
-  adminRoutes(app, { registry, load, index, adminKey, cluster });
-  const dashboard = dashboardRoutes(app, { registry, load, index, metrics: promReader(metrics.registry), decisions, policy, adminKey });
+  adminRoutes(app, { registry, load, index, adminKey, cluster, prediction: (id) => accuracy.view(id) });
+  const dashboard = dashboardRoutes(app, { registry, load, index, metrics: promReader(metrics.registry), decisions: recentDecisions, policy, predictionOf: (id) => accuracy.view(id), adminKey });
   app.notFound(() => openAIError(404, 'no such route', 'not_found_error'));
   app.onError((err) => {
     log(`internal error: ${err.stack ?? err.message}`);
@@ -103,10 +113,12 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
     metrics,
     pool,
     pipeline,
-    decisions,
     dashboard,
     discovery,
     cluster,
+    recentDecisions,
+    accuracy,
+    parity,
     async start() {
       const specs = new Map<string, TokenizerSpec>([[JSON.stringify(config.tokenizer), config.tokenizer]]);
       for (const w of config.workers) if (w.tokenizer) specs.set(JSON.stringify(w.tokenizer), w.tokenizer);

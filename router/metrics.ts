@@ -11,13 +11,23 @@ export class RouterMetrics {
   readonly requests: Counter<'worker' | 'outcome' | 'endpoint'>;
   readonly decisionSeconds: Histogram<'policy'>;
   readonly tokenizeSeconds: Histogram;
-  readonly expectedCachedTokens: Counter<'worker'>;
+  readonly predictedCachedTokens: Counter<'worker'>;
+  readonly actualCachedTokens: Counter<'worker'>;
+  readonly predictionErrorTokens: Histogram<'worker'>;
+  readonly addedLatencySeconds: Histogram;
+  readonly ttfbSeconds: Histogram<'worker'>;
+  readonly upstreamSeconds: Histogram<'worker'>;
+  readonly upstreamErrors: Counter<'worker' | 'status'>;
   readonly promptTokens: Counter<'worker'>;
   readonly retries: Counter<'worker' | 'reason'>;
   /** Per stream counter: each (worker, rank)'s cumulative value at the last scrape. */
   private readonly streamSeen: Map<string, number>[] = [];
 
-  constructor(workers: Registry, load: LoadView, index: IndexLike, cluster: ClusterLink | null = null) {
+  /**
+   * accuracy: the worker's prediction accuracy over its sliding window (see observe/accuracy.ts),
+   * null while unknown; the gauge shows the workers that have one.
+   */
+  constructor(workers: Registry, load: LoadView, index: IndexLike, cluster: ClusterLink | null = null, accuracy: ((worker: string) => number | null) | null = null) {
     const r = this.registry;
     this.requests = new Counter({
       name: 'kv_router_requests_total',
@@ -38,12 +48,67 @@ export class RouterMetrics {
       buckets: [1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1],
       registers: [r],
     });
-    this.expectedCachedTokens = new Counter({
-      name: 'kv_router_expected_cached_tokens_total',
-      help: 'Prompt tokens the router expected the chosen worker to hold',
+    this.predictedCachedTokens = new Counter({
+      name: 'kv_router_predicted_cached_tokens_total',
+      help: 'Prompt tokens the router predicted the chosen worker holds (requests answered 2xx)',
       labelNames: ['worker'],
       registers: [r],
     });
+    this.actualCachedTokens = new Counter({
+      name: 'kv_router_actual_cached_tokens_total',
+      help: 'Prompt tokens the worker reported cached (usage.prompt_tokens_details.cached_tokens)',
+      labelNames: ['worker'],
+      registers: [r],
+    });
+    this.predictionErrorTokens = new Histogram({
+      name: 'kv_router_prediction_error_tokens',
+      help: 'Predicted minus actual cached tokens per request (positive: the router expected hits the worker did not have)',
+      labelNames: ['worker'],
+      buckets: [-4096, -1024, -256, -64, -16, -1, 0, 16, 64, 256, 1024, 4096],
+      registers: [r],
+    });
+    const latency = [1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+    this.addedLatencySeconds = new Histogram({
+      name: 'kv_router_added_latency_seconds',
+      help: 'What the router adds before the first byte: time from the request reaching the pipeline to the first upstream byte, minus that attempt\'s upstream TTFB (tokenize, rank, failed attempts and backoff included)',
+      buckets: latency,
+      registers: [r],
+    });
+    this.ttfbSeconds = new Histogram({
+      name: 'kv_router_ttfb_seconds',
+      help: 'Time from sending to the worker to its first response body byte',
+      labelNames: ['worker'],
+      buckets: [...latency, 30, 60],
+      registers: [r],
+    });
+    this.upstreamSeconds = new Histogram({
+      name: 'kv_router_upstream_seconds',
+      help: 'The whole upstream exchange of the attempt that answered: send to the last body byte',
+      labelNames: ['worker'],
+      buckets: [...latency, 30, 60, 120, 300],
+      registers: [r],
+    });
+    this.upstreamErrors = new Counter({
+      name: 'kv_router_upstream_errors_total',
+      help: 'Upstream attempts that failed: status is the HTTP status code, or refused/connect/timeout/body/out_of_rotation/stream_error when there was none',
+      labelNames: ['worker', 'status'],
+      registers: [r],
+    });
+    if (accuracy) {
+      new Gauge({
+        name: 'kv_router_prediction_accuracy',
+        help: 'Share of predicted cached tokens the worker reported cached over its sliding window (sum of min(actual, predicted) / sum of predicted, last 200 answered requests within 5 min)',
+        labelNames: ['worker'],
+        registers: [r],
+        collect() {
+          this.reset();
+          for (const w of workers.list()) {
+            const a = accuracy(w.id);
+            if (a !== null) this.set({ worker: w.id }, a);
+          }
+        },
+      });
+    }
     this.promptTokens = new Counter({
       name: 'kv_router_prompt_tokens_total',
       help: 'Prompt tokens routed to each worker',
@@ -183,7 +248,14 @@ export class RouterMetrics {
       const labelled = m as unknown as { labelNames?: string[]; get(): Promise<{ values: { labels: Record<string, string | number> }[] }>; remove(labels: Record<string, string | number>): void };
       if (!labelled.labelNames?.includes('worker')) continue;
       const { values } = await labelled.get();
-      for (const v of values) if (v.labels.worker === id) labelled.remove(v.labels);
+      // A histogram's values carry its buckets' `le`: the series is removed by its own labels, once.
+      const own = new Map<string, Record<string, string | number>>();
+      for (const v of values) {
+        if (v.labels.worker !== id) continue;
+        const labels = Object.fromEntries(Object.entries(v.labels).filter(([k]) => labelled.labelNames!.includes(k)));
+        own.set(JSON.stringify(labels), labels);
+      }
+      for (const labels of own.values()) labelled.remove(labels);
     }
   }
 }

@@ -11,6 +11,12 @@ import type { Registry, WorkerEntry } from './registry.js';
 import { parseBody, type Endpoint, type PromptOf } from './requests.js';
 import { mayRetry, RetryBudget } from './retry.js';
 import { TokenizeError, TokenizerUnavailableError, type TokenizePool } from './tokenize-pool.js';
+import { randomUUID } from 'node:crypto';
+import type { PredictionAccuracy } from './observe/accuracy.js';
+import type { TokenParity } from './observe/parity.js';
+import type { RecentDecisions } from './observe/recent-decisions.js';
+import { RequestTrace } from './observe/trace.js';
+import { clientWantsUsage, requestUsage } from './observe/usage.js';
 
 export const pathOf = (e: Endpoint) => (e === 'chat' ? '/v1/chat/completions' : '/v1/completions');
 
@@ -24,6 +30,12 @@ export interface PipelineDeps {
   decisionLog: DecisionLog | null;
   /** Shares this replica's provisional prefixes with the others (cluster mode). */
   cluster?: ClusterLink | null;
+  /** The last decisions, for the dashboard. */
+  recentDecisions?: RecentDecisions | null;
+  /** Predicted against reported cached tokens, per worker. */
+  accuracy?: PredictionAccuracy | null;
+  /** The router's token ids against the chosen worker's BlockStored events. */
+  parity?: TokenParity | null;
 }
 
 /** A step said no: the client gets this response. */
@@ -42,6 +54,10 @@ export interface Parsed {
   model: string | undefined;
   stream: boolean;
   salt: string | null;
+  /** What goes to the worker: `raw`, or for a stream whose client did not ask for usage, raw asking for it. */
+  upstreamBody: Uint8Array;
+  /** The router asked for the usage chunk: it is stripped from what the client gets. */
+  stripUsage: boolean;
 }
 
 /** A request ranked and ready: the same object for /route (explained) and the real request (sent). */
@@ -74,7 +90,9 @@ export class RequestPipeline {
     }
     const p = parseBody(endpoint, json);
     if (!p.ok) return new Rejected(openAIError(400, p.message, 'invalid_request_error', null, p.param), 'bad_request');
-    return { endpoint, raw, prompt: p.prompt, model: p.model, stream: p.stream, salt: p.cacheSalt };
+    const stripUsage = p.stream && !clientWantsUsage(json);
+    const upstreamBody = stripUsage ? requestUsage(raw, json as Record<string, unknown>) : raw;
+    return { endpoint, raw, prompt: p.prompt, model: p.model, stream: p.stream, salt: p.cacheSalt, upstreamBody, stripUsage };
   }
 
   /** The candidates that can serve this model (404 naming the fleet's models when none does). */
@@ -216,14 +234,15 @@ export class RequestPipeline {
    * commit: the request goes to `s` now. Recorded synchronously (no await since rank): the load,
    * the policy's memory (provisional prefix, own tree, rotation), the decision log.
    */
-  commit(dec: Decision, s: Scored, attempt: number, ac: AbortController): Attempt {
+  commit(dec: Decision, s: Scored, attempt: number, ac: AbortController, trace?: RequestTrace): Attempt {
     const d = this.d;
     const c = s.candidate;
     const ticket = d.load.start(c.source, s.promptTokens - s.matchedTokens);
     d.policy.commit?.(dec.req, c);
     if (d.cluster && !dec.req.loadOnly) d.cluster.routed(c.source, dec.req.tokensFor(c), c.blockSize, dec.req.lora, dec.req.salt);
     d.registry.get(c.workerId)?.streams.get(c.rank)?.noteRouted();
-    if (attempt === 0) d.decisionLog?.write(d.policy.name, dec.ranked);
+    this.watchParity(dec, s);
+    trace?.begin(s);
     const untrack = d.registry.trackPending(c.workerId, ac, dec.parsed.stream);
     const endpoint = pathOf(dec.parsed.endpoint);
     let done = false;
@@ -236,6 +255,7 @@ export class RequestPipeline {
     };
     return {
       failed: (f: AttemptFailure) => {
+        trace?.failed(f);
         const tookOut = f.reason === 'status' || f.reason === 'out_of_rotation' ? false : d.registry.reportFailure(c.workerId, f.error);
         d.metrics.retries.inc({ worker: c.workerId, reason: f.status !== undefined ? String(f.status) : f.reason === 'refused' ? 'connect' : f.reason });
         end('retry');
@@ -245,15 +265,34 @@ export class RequestPipeline {
         untrack();
         d.registry.progress(c.workerId);
         ticket.prefillDone();
+        trace?.firstByte(status);
         if (status >= 200 && status < 300) {
-          d.metrics.expectedCachedTokens.inc({ worker: c.workerId }, s.matchedTokens);
+          d.metrics.predictedCachedTokens.inc({ worker: c.workerId }, s.matchedTokens);
           d.metrics.promptTokens.inc({ worker: c.workerId }, s.promptTokens);
         }
       },
       progress: () => d.registry.progress(c.workerId),
-      ended: (e: AttemptEnd) => end(e),
-      aborted: () => end('aborted'),
+      ended: (e: AttemptEnd) => {
+        end(e);
+        trace?.ended(e);
+      },
+      aborted: () => {
+        end('aborted');
+        trace?.finish('aborted');
+      },
+      tap: (sse, status) => trace?.tap(sse, status) ?? null,
     };
+  }
+
+  /** Tokenization parity: a cold prompt alone on the worker gets its BlockStored events compared. */
+  private watchParity(dec: Decision, s: Scored): void {
+    const parity = this.d.parity;
+    if (!parity) return;
+    const c = s.candidate;
+    const text = dec.parsed.prompt.kind === 'tokenize';
+    const cold = text && !dec.req.loadOnly && s.matchedTokens === 0 && c.load.inFlight === 0;
+    const spec = this.specOf(c);
+    parity.committed(c.source, c.workerId, dec.req.tokensFor(c), c.blockSize, cold, (ids) => this.d.pool.decode(spec, ids));
   }
 
   /** The whole way: decide, then commit and forward (attempts walk down the ranking). */
@@ -264,9 +303,16 @@ export class RequestPipeline {
     const dec = this.decideNow(prep);
     if (dec instanceof Rejected) return dec.res;
     this.budget.deposit();
+    const trace = new RequestTrace(
+      { metrics: this.d.metrics, decisionLog: this.d.decisionLog, recentDecisions: this.d.recentDecisions ?? null, accuracy: this.d.accuracy ?? null, policy: this.d.policy.name },
+      headers['x-request-id'] || randomUUID(),
+      dec.ranked,
+      dec.parsed.stripUsage,
+      dec.parsed.salt !== null,
+    );
     const r = await forward({
       path: pathOf(endpoint),
-      body: dec.parsed.raw,
+      body: dec.parsed.upstreamBody,
       ranked: dec.ranked,
       signal,
       maxAttempts: this.d.config.retry.max_attempts,
@@ -276,11 +322,12 @@ export class RequestPipeline {
         const w = this.d.registry.get(id);
         return w ? { url: w.url, ranks: w.ranks.length } : undefined;
       },
-      begin: (s, attempt, ac) => this.commit(dec, s, attempt, ac),
+      begin: (s, attempt, ac) => this.commit(dec, s, attempt, ac, trace),
       headers,
     });
     if (r.kind === 'aborted' && r.worker === null) this.d.metrics.requests.inc({ worker: 'none', outcome: 'aborted', endpoint: pathOf(endpoint) });
     if (r.kind === 'exhausted') this.d.metrics.requests.inc({ worker: dec.ranked[0]?.candidate.workerId ?? 'none', outcome: 'no_worker', endpoint: pathOf(endpoint) });
+    if (r.kind !== 'response') trace.finish(r.kind === 'exhausted' ? 'no_worker' : 'aborted');
     return r.res;
   }
 

@@ -1,6 +1,7 @@
 import type { Scored } from './policies/policy.js';
 import { openAIError } from './errors.js';
 import { postUpstream, type UpstreamResponse } from './upstream.js';
+import type { UsageTap } from './observe/usage.js';
 
 /** Why an attempt failed before its first byte. */
 export type FailureReason =
@@ -42,6 +43,8 @@ export interface Attempt {
   ended(end: AttemptEnd): void;
   /** The client went away before the first byte. */
   aborted(): void;
+  /** After firstByte: a filter the response body passes through (reads usage; may strip what the router added). */
+  tap?(sse: boolean, status: number): UsageTap | null;
 }
 
 export interface ForwardTarget {
@@ -183,34 +186,51 @@ export async function forward(o: ForwardOptions): Promise<ForwardResult> {
       return { kind: 'response', res: new Response(null, { status: res.status, headers: outHeaders }), attempts: made };
     }
 
-    const firstChunk = first.value;
+    const tap = attempt.tap?.(sse, res.status) ?? null;
+    let held: Buffer | null = first.value;
     const up = res;
-    let sentFirst = false;
     const body = new ReadableStream<Uint8Array>({
       async pull(ctrl) {
-        if (!sentFirst) {
-          sentFirst = true;
-          ctrl.enqueue(firstChunk);
-          return;
-        }
-        try {
-          const r = await up.chunks.next();
-          attempt.progress();
-          if (r.done) {
-            finish(outcome);
-            ctrl.close();
-          } else ctrl.enqueue(r.value);
-        } catch (e) {
-          if (o.signal.aborted) {
-            finish('aborted');
+        // Loops until something is sent: a tap may hold a chunk back or drop it.
+        for (;;) {
+          let chunk: Buffer;
+          if (held !== null) {
+            chunk = held;
+            held = null;
+          } else {
+            let r: IteratorResult<Buffer>;
+            try {
+              r = await up.chunks.next();
+              attempt.progress();
+            } catch (e) {
+              if (o.signal.aborted) {
+                finish('aborted');
+                return;
+              }
+              const rest = tap?.flush();
+              if (rest && rest.length > 0) ctrl.enqueue(rest);
+              finish('stream_error');
+              if (sse) {
+                const err = { error: { message: `upstream worker ${c.workerId} failed mid-stream: ${errText(e)}`, type: 'upstream_error', param: null, code: 'upstream_stream_error' } };
+                ctrl.enqueue(new TextEncoder().encode(`data: ${JSON.stringify(err)}\n\n`));
+                ctrl.close();
+              } else ctrl.error(e);
+              return;
+            }
+            if (r.done) {
+              const rest = tap?.flush();
+              if (rest && rest.length > 0) ctrl.enqueue(rest);
+              finish(outcome);
+              ctrl.close();
+              return;
+            }
+            chunk = r.value;
+          }
+          const out = tap ? tap.push(chunk) : chunk;
+          if (out.length > 0) {
+            ctrl.enqueue(out);
             return;
           }
-          finish('stream_error');
-          if (sse) {
-            const err = { error: { message: `upstream worker ${c.workerId} failed mid-stream: ${errText(e)}`, type: 'upstream_error', param: null, code: 'upstream_stream_error' } };
-            ctrl.enqueue(new TextEncoder().encode(`data: ${JSON.stringify(err)}\n\n`));
-            ctrl.close();
-          } else ctrl.error(e);
         }
       },
       cancel() {

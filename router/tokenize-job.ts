@@ -15,6 +15,8 @@ export type TokenizeInput =
   | { kind: 'text'; text: string }
   /** Not a prompt: asks for the vocabulary size (one number), to check token-id prompts. */
   | { kind: 'vocab_size' }
+  /** Not a prompt: decodes `ids` (the text comes back as its code points, in the tokens field). */
+  | { kind: 'decode'; ids: number[] }
   | ({ kind: 'chat'; messages: ChatTemplateInput['messages'] } & Partial<Omit<ChatTemplateInput, 'messages'>>);
 
 /** Tests only (never set from HTTP): make the thread die ('exit', 'throw') or never answer ('hang'). */
@@ -49,6 +51,7 @@ function templateInput(input: Extract<TokenizeInput, { kind: 'chat' }>): ChatTem
 export function tokenizeWith(tok: Tokenizer, input: TokenizeInput): number[] {
   if (input.kind === 'text') return tok.encode(input.text);
   if (input.kind === 'vocab_size') return [tok.vocabSize];
+  if (input.kind === 'decode') return codePoints(tok.decode(input.ids));
   return tok.encodeChat(templateInput(input));
 }
 
@@ -56,6 +59,11 @@ export function tokenizeWith(tok: Tokenizer, input: TokenizeInput): number[] {
 export async function tokenizeFast(fast: FastTokenizer, input: TokenizeInput): Promise<number[]> {
   if (input.kind === 'text') return fast.encoder.encode(input.text, true);
   if (input.kind === 'vocab_size') return [fast.tokenizer.vocabSize];
+  if (input.kind === 'decode') return codePoints(fast.tokenizer.decode(input.ids));
   const text = fast.tokenizer.renderChat(templateInput(input));
   return fast.encoder.encode(text, false);
+}
+
+function codePoints(text: string): number[] {
+  return Array.from(text, (ch) => ch.codePointAt(0)!);
 }

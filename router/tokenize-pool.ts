@@ -108,6 +108,11 @@ export class TokenizePool {
     return v;
   }
 
+  /** The text of `ids` as that tokenizer decodes it (the parity check shows tokens with it). */
+  async decode(spec: TokenizerSpec | undefined, ids: number[]): Promise<string> {
+    return String.fromCodePoint(...(await this.tokenize(spec, { kind: 'decode', ids })));
+  }
+
   tokenize(spec: TokenizerSpec | undefined, input: TokenizeInput, opts: TokenizeOptions = {}): Promise<number[]> {
     if (this.closed) return Promise.reject(new Error('tokenize pool closed'));
     if (this.broken) return Promise.reject(this.broken);

@@ -18,6 +18,8 @@ export interface AdminRoutesDeps {
   index: AdminIndex;
   adminKey: string | null;
   cluster?: ClusterLink | null;
+  /** The worker's prediction accuracy (observe/accuracy.ts). */
+  prediction?: (workerId: string) => unknown;
 }
 
 /** /workers: list, describe (with ?dump, the trees), add, remove; behind a bearer key when one is configured. */
@@ -85,6 +87,7 @@ export function adminRoutes(app: Hono, d: AdminRoutesDeps): void {
       stalled_until: w.stalledUntil > Date.now() ? w.stalledUntil : null,
       models: w.models?.map((m) => ({ id: m.id, max_model_len: m.maxModelLen, parent: m.parent ?? null })) ?? null,
       reported_load: load.reportedOf(`${w.id}:${w.ranks[0]}`) ?? null,
+      prediction: d.prediction?.(w.id) ?? null,
       ranks: w.ranks.map((r) => {
         const source = `${w.id}:${r}`;
         const feed = w.streams.get(r);

@@ -202,7 +202,7 @@ test('/metrics shows requests by worker and outcome, streams and trees', { skip,
   assert.match(m, /kv_router_stream_last_seq\{worker="A",rank="0"\} \d+/);
   assert.match(m, /kv_router_stream_trusted\{worker="B",rank="0"\} 1/);
   assert.match(m, /kv_router_tree_blocks\{worker="A",rank="0"\} [1-9]/);
-  assert.match(m, /kv_router_expected_cached_tokens_total\{worker="[AB]"\} [1-9]/);
+  assert.match(m, /kv_router_predicted_cached_tokens_total\{worker="[AB]"\} [1-9]/);
   assert.match(m, /kv_router_in_flight\{worker="A",rank="0"\} 0/);
 });
 

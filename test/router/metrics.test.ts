@@ -69,3 +69,40 @@ test('stream counts are *_total counters that follow the stream; a removed worke
   const m3 = await scrape();
   assert.ok(sample(m3, 'kv_router_requests_total', 'b') !== null, 'b keeps its series');
 });
+
+test('upstream errors by status code (retried and passed through) and mid-stream; histograms; a removed worker\'s histogram series are gone', { timeout: 60_000 }, async () => {
+  const busy = await fakeUpstream((_req, res) => res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":{"message":"busy"}}'));
+  const picky = await fakeUpstream((_req, res) => res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":{"message":"bad"}}'));
+  const breaks = await fakeUpstream((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: {"choices":[{"index":0,"text":"a"}]}\n\n');
+    setImmediate(() => res.destroy());
+  });
+  closers.push(() => busy.close(), () => picky.close(), () => breaks.close());
+  const r = await routerWith({ policy: 'round_robin', workers: [{ id: 'a', url: busy.url }, { id: 'b', url: picky.url }] });
+  closers.push(() => r.close());
+  await waitUntil('healthy', 10_000, () => r.service.registry.healthyCount() === 2);
+  for (let i = 0; i < 4; i++) {
+    const res = await fetch(`${r.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: [1, 2, 3], max_tokens: 1 }) });
+    assert.equal(res.status, 400, 'b answers every request, after a\'s 503 when a came first');
+    await res.text();
+  }
+  const m = await (await fetch(`${r.url}/metrics`)).text();
+  assert.ok((sample(m, 'kv_router_upstream_errors_total', 'a') ?? 0) >= 1, m.split('\n').filter((l) => l.includes('upstream_errors')).join('\n'));
+  assert.match(m, /kv_router_upstream_errors_total\{worker="a",status="503"\} [1-9]/);
+  assert.match(m, /kv_router_upstream_errors_total\{worker="b",status="400"\} 4/);
+  assert.match(m, /kv_router_ttfb_seconds_count\{worker="b"\} 4/);
+  assert.match(m, /kv_router_upstream_seconds_count\{worker="b"\} 4/);
+  assert.match(m, /kv_router_added_latency_seconds_count 4/);
+
+  await r.service.registry.add({ ...r.service.config.workers[0]!, id: 'c', url: breaks.url });
+  await r.service.registry.remove('a');
+  await r.service.registry.remove('b');
+  await waitUntil('c healthy', 10_000, () => r.service.registry.healthyCount() === 1);
+  const res = await fetch(`${r.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: [1, 2, 3], max_tokens: 1, stream: true }) });
+  assert.match(await res.text(), /upstream_stream_error/);
+  await waitUntil('stream error counted', 5000, async () => /kv_router_upstream_errors_total\{worker="c",status="stream_error"\} 1/.test(await (await fetch(`${r.url}/metrics`)).text()));
+  const after = await (await fetch(`${r.url}/metrics`)).text();
+  await waitUntil('removed workers forgotten', 5000, async () => !/worker="[ab]"/.test(await (await fetch(`${r.url}/metrics`)).text()));
+  assert.ok(after.includes('worker="c"'));
+});
