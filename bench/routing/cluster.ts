@@ -35,6 +35,8 @@ export interface ClusterWatch {
   /** Counts since the last reset. */
   snapshot(): ClusterTraffic;
   reset(): void;
+  /** Resolves with performance.now() when the next provisional message reaches the bench (null after `ms`). */
+  nextProvisional(ms: number): Promise<number | null>;
   close(): Promise<void>;
 }
 
@@ -42,14 +44,17 @@ export async function watchCluster(natsUrl: string, prefix: string): Promise<Clu
   const nc: NatsConnection = await connect({ servers: natsUrl, name: 'kv-bench watcher', timeout: 5000 });
   const sub = nc.subscribe(`${prefix}.>`);
   let t = emptyTraffic();
+  const waiting: ((at: number) => void)[] = [];
   const done = (async () => {
     for await (const m of sub) {
+      const at = performance.now();
       const n = m.data.byteLength + m.subject.length;
       const k = messageKind(m.subject, prefix, m.data);
       t.messages++;
       t.bytes += n;
       t.by_kind[k].messages++;
       t.by_kind[k].bytes += n;
+      if (k === 'provisional') for (const w of waiting.splice(0)) w(at);
     }
   })();
   // The subscription is registered on the server before any traffic is counted.
@@ -59,6 +64,19 @@ export async function watchCluster(natsUrl: string, prefix: string): Promise<Clu
     reset: () => {
       t = emptyTraffic();
     },
+    nextProvisional: (ms) =>
+      new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          const i = waiting.indexOf(got);
+          if (i >= 0) waiting.splice(i, 1);
+          resolve(null);
+        }, ms);
+        const got = (at: number) => {
+          clearTimeout(timer);
+          resolve(at);
+        };
+        waiting.push(got);
+      }),
     async close() {
       await nc.drain().catch(() => {});
       await done.catch(() => {});
@@ -93,6 +111,9 @@ export interface PropagationResult {
   load_missed: number;
   /** Mean time of one /route poll on B (the resolution of the figures). */
   poll_ms: number;
+  /** Send on A → A's provisional message reaches the bench's own NATS subscriber (no polling: what NATS adds, plus A's routing). */
+  nats_p50_ms?: number;
+  nats_p99_ms?: number;
 }
 
 interface RouteView {
@@ -113,7 +134,8 @@ const inFlight = (v: RouteView) => v.candidates.reduce((s, c) => s + c.load.in_f
  * `/route` for the same prompt is polled back to back until both effects show (or `boundMs`).
  * The delay includes A's own parse and rank (well under a millisecond for token ids) and half a poll.
  */
-export async function probePropagation(routerUrls: string[], o: { probes: number; promptTokens: number; maxTokens: number; boundMs?: number; seed?: number }): Promise<PropagationResult> {
+export async function probePropagation(routerUrls: string[], o: { probes: number; promptTokens: number; maxTokens: number; boundMs?: number; seed?: number; watch?: ClusterWatch }): Promise<PropagationResult> {
+  const viaNats: number[] = [];
   const prov: number[] = [];
   const load: number[] = [];
   let provMissed = 0;
@@ -127,6 +149,7 @@ export async function probePropagation(routerUrls: string[], o: { probes: number
     const owner = 0x6000_0000 + ((o.seed ?? 0) & 0xfff) * 0x10000 + i;
     const prompt = Array.from({ length: o.promptTokens }, (_, p) => tokenOf(owner, p));
     const before = inFlight(await routeView(b, prompt));
+    const heard = o.watch?.nextProvisional(o.boundMs ?? 3000);
     const t0 = performance.now();
     const sent = fetch(`${a}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt, max_tokens: o.maxTokens, ignore_eos: true }), signal: AbortSignal.timeout(30_000) }).then((r) => r.text());
     let tProv: number | null = null;
@@ -151,6 +174,8 @@ export async function probePropagation(routerUrls: string[], o: { probes: number
     if (tLoad === null) loadMissed++;
     else load.push(tLoad);
     await sent.catch(() => {});
+    const at = await heard;
+    if (typeof at === 'number') viaNats.push(at - t0);
   }
   const s = (xs: number[]) => [...xs].sort((x, y) => x - y);
   const r1 = (x: number) => (Number.isFinite(x) ? Math.round(x * 10) / 10 : x);
@@ -163,5 +188,6 @@ export async function probePropagation(routerUrls: string[], o: { probes: number
     provisional_missed: provMissed,
     load_missed: loadMissed,
     poll_ms: r1(polls ? pollTime / polls : NaN),
+    ...(o.watch ? { nats_p50_ms: r1(percentile(s(viaNats), 50)), nats_p99_ms: r1(percentile(s(viaNats), 99)) } : {}),
   };
 }

@@ -534,7 +534,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
         bar.end();
         if (watch) {
           extra.nats = perRequest(watch.snapshot(), wl.requests.length, run.replicas);
-          if (o.probes > 0 && run.replicas > 1) extra.propagation = await probePropagation(fleet.routerUrls, { probes: o.probes, promptTokens: 16 * o.blockSize, maxTokens: 8, seed: r });
+          if (o.probes > 0 && run.replicas > 1) extra.propagation = await probePropagation(fleet.routerUrls, { probes: o.probes, promptTokens: 16 * o.blockSize, maxTokens: 8, seed: r, watch });
           await watch.close();
           watch = null;
         }
@@ -635,7 +635,7 @@ function extraLines(e: RunExtras): string[] {
   if (e.nats) l.push(`NATS ${e.nats.messages_per_request} messages, ${e.nats.bytes_per_request} bytes published per request (${Object.entries(e.nats.by_kind_bytes_per_request).map(([k, v]) => `${k} ${v} B`).join(', ')}); delivered to every replica: ${e.nats.delivered_bytes_per_request} B`);
   if (e.propagation) {
     const q = e.propagation;
-    l.push(`decision on one replica → seen by another (${q.probes} probes, poll ${q.poll_ms} ms): provisional prefix p50/p99 ${q.provisional_p50_ms}/${q.provisional_p99_ms} ms${q.provisional_missed ? ` (${q.provisional_missed} missed)` : ''}, in-flight load p50/p99 ${q.load_p50_ms}/${q.load_p99_ms} ms${q.load_missed ? ` (${q.load_missed} missed)` : ''}`);
+    l.push(`decision on one replica → seen by another (${q.probes} probes): on NATS p50/p99 ${q.nats_p50_ms ?? '–'}/${q.nats_p99_ms ?? '–'} ms; in the other's /route (poll ${q.poll_ms} ms): provisional prefix p50/p99 ${q.provisional_p50_ms}/${q.provisional_p99_ms} ms${q.provisional_missed ? ` (${q.provisional_missed} missed)` : ''}, in-flight load p50/p99 ${q.load_p50_ms}/${q.load_p99_ms} ms${q.load_missed ? ` (${q.load_missed} missed)` : ''}`);
   }
   if (e.prefix_workers) l.push(`burst prefix computed on ${e.prefix_workers.length} worker(s): ${e.prefix_workers.join(', ') || 'none'}`);
   return l;
@@ -691,6 +691,7 @@ function goals(r: Report): string[] {
     if (!s.prefix_workers) continue;
     const n = s.prefix_workers.length;
     g.push(`burst: ${k} computed the ${r.source.sharedTokens}-token prefix on ${n} worker(s) (${s.prefix_workers.join(', ')})${s.shared_load === true ? ` (goal ≤ 2: ${n <= 2 ? 'met' : 'not met'})` : ''}`);
+    if (s.shared_load === true && n > 2 && p[s.policy]?.prefix_workers && p[s.policy]!.prefix_workers!.length > 2) g.push(`  one router spreads it too (${p[s.policy]!.prefix_workers!.length} workers): the hot-spot guard; --router-config '{"cache_aware":{"hot_prefix_requests":1000000}}' turns it off`);
   }
   if (r.workload === 'shared-prompt' && ca) {
     g.push(`shared prompt: cache_aware imbalance ${ca.imbalance} (goal < 1.5: ${ca.imbalance < 1.5 ? 'met' : 'not met'})${rr ? `, TTFT p99 ${ca.ttft_p99_ms} ms vs round_robin ${rr.ttft_p99_ms} ms (goal: lower: ${ca.ttft_p99_ms < rr.ttft_p99_ms ? 'met' : 'not met'})` : ''}`);

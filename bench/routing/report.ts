@@ -125,14 +125,14 @@ function clusterLines(r: Report): string[] {
     '',
     '## Shared load (issue 13)',
     '',
-    '| run | NATS msgs / req | bytes / req (published) | by kind (bytes / req) | provisional seen p50 / p99 | load seen p50 / p99 |',
-    '|---|---:|---:|---|---:|---:|',
+    '| run | NATS msgs / req | bytes / req (published) | by kind (bytes / req) | on NATS p50 / p99 | provisional seen p50 / p99 | load seen p50 / p99 |',
+    '|---|---:|---:|---|---:|---:|---:|',
     ...rows.map((s) => {
       const n = s.nats;
       const q = s.propagation;
-      return `| ${keyOf(s)} | ${n?.messages_per_request ?? '–'} | ${n?.bytes_per_request ?? '–'} | ${n ? Object.entries(n.by_kind_bytes_per_request).map(([k, v]) => `${k} ${v}`).join(', ') : '–'} | ${q ? `${q.provisional_p50_ms} / ${q.provisional_p99_ms} ms` : '–'} | ${q ? `${q.load_p50_ms} / ${q.load_p99_ms} ms` : '–'} |`;
+      return `| ${keyOf(s)} | ${n?.messages_per_request ?? '–'} | ${n?.bytes_per_request ?? '–'} | ${n ? Object.entries(n.by_kind_bytes_per_request).map(([k, v]) => `${k} ${v}`).join(', ') : '–'} | ${q?.nats_p50_ms !== undefined ? `${q.nats_p50_ms} / ${q.nats_p99_ms} ms` : '–'} | ${q ? `${q.provisional_p50_ms} / ${q.provisional_p99_ms} ms` : '–'} | ${q ? `${q.load_p50_ms} / ${q.load_p99_ms} ms` : '–'} |`;
     }),
     '',
-    'Published bytes count payload + subject once; NATS delivers each message to every replica. "Seen" = a completion sent to one replica until another replica\'s `/route` shows its prefix as provisional (or one more request in flight), polled back to back.',
+    'Published bytes count payload + subject once; NATS delivers each message to every replica. "On NATS" = a completion sent to one replica until its provisional message reaches a NATS subscriber of the bench (what any other replica receives at about the same instant); "seen" = until another replica\'s `/route` shows its prefix as provisional (or one more request in flight), polled back to back (resolution: one poll).',
   ];
 }

@@ -63,23 +63,25 @@ test('message kinds from subject and the load message k field', () => {
 
 test('shared-load fleet: the bench counts the routers\' NATS traffic and sees a decision on one replica reach the other', { skip: findNatsServer() ? false : 'nats-server not installed', timeout: 120_000 }, async () => {
   const fleet = await startFleet({ workers: 2, routers: 2, policy: 'cache_aware', sharedLoad: true, worker: { blockSize: 16, numBlocks: 1024, prefillTokensPerS: 40_000, decodeStepMs: 5, maxBatch: 16, maxWaiting: 256 }, startTimeoutMs: 90_000 });
+  let watch: Awaited<ReturnType<typeof watchCluster>> | null = null;
   try {
     assert.match(fleet.natsUrl ?? '', /^nats:\/\/127\.0\.0\.1:\d+$/);
-    const watch = await watchCluster(fleet.natsUrl!, fleet.subjectPrefix);
+    watch = await watchCluster(fleet.natsUrl!, fleet.subjectPrefix);
     const wl = systemPromptWorkload({ requests: 12, rate: 50, maxTokens: 4, seed: 5, groups: 2, systemTokens: 256, userTokens: 32 });
     const rep = await replay(wl.requests, { routerUrls: fleet.routerUrls, speed: 1, timeoutMs: 30_000 });
     assert.deepEqual(rep.results.filter((r) => !r.ok).map((r) => r.error), []);
     const t = watch.snapshot();
-    await watch.close();
     // Every routed request is one provisional message from the replica that routed it, and changes load.
     assert.ok(t.by_kind.provisional.messages >= 12, JSON.stringify(t));
     assert.ok(t.by_kind.delta.messages >= 1, JSON.stringify(t));
     const per = perRequest(t, 12, 2);
     assert.ok(per.bytes_per_request > 0 && per.delivered_bytes_per_request === Math.round((t.bytes * 2) / 12));
-    const q = await probePropagation(fleet.routerUrls, { probes: 3, promptTokens: 256, maxTokens: 8, boundMs: 20_000 });
+    const q = await probePropagation(fleet.routerUrls, { probes: 3, promptTokens: 256, maxTokens: 8, boundMs: 20_000, watch });
     assert.equal(q.provisional_missed + q.load_missed, 0, JSON.stringify(q));
     assert.ok(q.provisional_p50_ms >= 0 && q.load_p50_ms >= 0);
+    assert.ok(typeof q.nats_p50_ms === 'number' && q.nats_p50_ms >= 0 && q.nats_p99_ms! >= q.nats_p50_ms, JSON.stringify(q));
   } finally {
+    await watch?.close();
     await fleet.stop();
   }
   assert.equal(liveChildren(), 0);
