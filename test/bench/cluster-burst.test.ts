@@ -5,7 +5,9 @@
  * replicas; the workers' own usage (cached_tokens) says on which workers the prefix was computed:
  * at most 2. The hot-spot guard (issue 7) is off here: it spreads a hot prefix by in-flight count
  * on purpose, one router included; what this checks is that 4 replicas route the burst as one
- * router does. The same burst with the cluster off is logged as the control (not asserted).
+ * router does. (The control with the cluster off, `npm run bench:routing -- --workload burst`'s
+ * cache_aware@4/local, herds the same on an idle fleet: ties go by a replica-consistent hash, so it
+ * shows nothing here and is left to the benchmark, keeping this file fast.)
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -38,8 +40,5 @@ test('a burst of 64 siblings over 4 replicas sharing load computes its new prefi
   assert.deepEqual(shared.failed, []);
   assert.ok(shared.workers.length >= 1, 'some worker computed the prefix');
   assert.ok(shared.workers.length <= 2, `prefix computed on ${shared.workers.length} workers: ${shared.workers.join(', ')}`);
-  const control = await burst(false, 2);
-  process.stderr.write(`cluster-burst control (cluster off): prefix computed on ${control.workers.length} worker(s) (${control.workers.join(', ')}); with shared load: ${shared.workers.length}\n`);
-  assert.deepEqual(control.failed, []);
   assert.equal(liveChildren(), 0, 'child processes left running');
 });
