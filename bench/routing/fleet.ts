@@ -4,8 +4,9 @@
  * them. Every child gets its own process group so it can be stopped with whatever it forked; a
  * process 'exit' hook kills whatever is left if the harness dies.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +33,8 @@ export interface FleetOptions {
   worker: WorkerParams;
   /** Extra router config (merged at the top level). */
   routerConfig?: Record<string, unknown>;
+  /** Routers share load and provisional prefixes over a nats-server the fleet starts (the `cluster` block). */
+  sharedLoad?: boolean;
   /** Router r writes its decision log to `${decisionLogPrefix}router-${r}.decisions.jsonl`. */
   decisionLogPrefix?: string;
   startTimeoutMs?: number;
@@ -51,10 +54,23 @@ export interface Fleet {
   workerUrls: string[];
   workerIds: string[];
   routerUrls: string[];
+  /** nats://127.0.0.1:PORT when the routers share load, else null. */
+  natsUrl: string | null;
+  /** The routers' cluster subject prefix. */
+  subjectPrefix: string;
   children: Child[];
   dir: string;
   stop(): Promise<void>;
 }
+
+/** nats-server on the PATH or in the usual places (Debian: /usr/sbin), or null. */
+export function findNatsServer(): string | null {
+  for (const p of ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server']) if (existsSync(p)) return p;
+  const w = spawnSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' });
+  return w.status === 0 && w.stdout.trim() ? w.stdout.trim() : null;
+}
+
+export const SUBJECT_PREFIX = 'kv-bench';
 
 const live = new Set<Child>();
 let hooked = false;
@@ -87,9 +103,9 @@ export function liveChildren(): number {
 }
 
 
-function spawnChild(name: string, args: string[]): Child {
+function spawnChild(name: string, args: string[], bin = process.execPath): Child {
   hookExit();
-  const proc = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const proc = spawn(bin, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const c: Child = { name, proc, tail: [], exited: Promise.resolve(), exitInfo: null };
   const keep = (d: Buffer) => {
     for (const line of d.toString('utf8').split('\n')) {
@@ -144,6 +160,33 @@ async function getJson(url: string, timeoutMs = 2000): Promise<{ status: number;
   return { status: r.status, body };
 }
 
+/** A router connected to NATS and seeing `peers` other replicas. */
+async function clusterReady(url: string, peers: number): Promise<boolean> {
+  return getJson(`${url}/health`).then(
+    (r) => {
+      const c = (r.body as { cluster?: { state?: string; peers?: string[] } }).cluster;
+      return c?.state === 'connected' && (c.peers?.length ?? 0) >= peers;
+    },
+    () => false,
+  );
+}
+
+async function waitForPort(c: Child, port: number, deadline: number): Promise<void> {
+  for (;;) {
+    if (c.exitInfo !== null) throw deadError(c);
+    if (Date.now() > deadline) throw new Error(`${c.name} not listening on ${port} after 10 s:\n  ${c.tail.join('\n  ')}`);
+    const up = await new Promise<boolean>((resolve) => {
+      const s = netConnect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (up) return;
+    await sleep(50);
+  }
+}
+
 function deadError(c: Child): Error {
   return new Error(`${c.name} ${c.exitInfo}:\n  ${c.tail.slice(-15).join('\n  ')}`);
 }
@@ -170,13 +213,24 @@ async function startFleetOnce(o: FleetOptions): Promise<Fleet> {
   const workerUrls: string[] = [];
   const workerIds: string[] = [];
   const routerUrls: string[] = [];
+  let natsUrl: string | null = null;
   const stop = async () => {
     // Routers first (they stop sending), then the workers; all at once, bounded.
     await Promise.all(children.filter((c) => c.name.startsWith('router')).map((c) => stopChild(c, 5000)));
     await Promise.all(children.filter((c) => !c.name.startsWith('router')).map((c) => stopChild(c, 10_000)));
+    await Promise.all(children.filter((c) => c.name === 'nats-server').map((c) => stopChild(c, 5000)));
     rmSync(dir, { recursive: true, force: true });
   };
   try {
+    if (o.sharedLoad) {
+      const bin = findNatsServer();
+      if (!bin) throw new Error('shared-load runs need nats-server (Debian: apt-get install nats-server)');
+      const port = await freePort();
+      const nats = spawnChild('nats-server', ['-a', '127.0.0.1', '-p', String(port)], bin);
+      children.push(nats);
+      natsUrl = `nats://127.0.0.1:${port}`;
+      await waitForPort(nats, port, Date.now() + 10_000);
+    }
     const w = o.worker;
     const workerSpecs: Record<string, unknown>[] = [];
     for (let i = 0; i < o.workers; i++) {
@@ -207,6 +261,7 @@ async function startFleetOnce(o: FleetOptions): Promise<Fleet> {
         approx_tree: { block_size: w.blockSize },
         health: { interval_ms: 500, timeout_ms: 2000, failure_threshold: 5, poll_load: true },
         ...o.routerConfig,
+        ...(natsUrl ? { cluster: { nats_url: natsUrl, replica_id: `bench-${r}`, subject_prefix: SUBJECT_PREFIX } } : {}),
         ...(o.decisionLogPrefix ? { decision_log: `${o.decisionLogPrefix}router-${r}.decisions.jsonl` } : {}),
         workers: workerSpecs,
       };
@@ -234,6 +289,10 @@ async function startFleetOnce(o: FleetOptions): Promise<Fleet> {
     for (const url of routerUrls) {
       for (;;) {
         check();
+        if (natsUrl && !(await clusterReady(url, o.routers - 1))) {
+          await sleep(200);
+          continue;
+        }
         const ready = await getJson(`${url}/workers`).then(
           (r) => {
             const ws = (r.body as { workers?: { state: string; ranks: { events: { connected?: boolean } | null }[] }[] }).workers ?? [];
@@ -247,7 +306,7 @@ async function startFleetOnce(o: FleetOptions): Promise<Fleet> {
     }
     // Let the subscriptions settle (ZeroMQ's slow joiner) before traffic.
     await sleep(500);
-    return { workerUrls, workerIds, routerUrls, children, dir, stop };
+    return { workerUrls, workerIds, routerUrls, natsUrl, subjectPrefix: SUBJECT_PREFIX, children, dir, stop };
   } catch (e) {
     await stop();
     throw e;

@@ -17,13 +17,16 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pollLoads, replay, type LoadSample, type RequestResult } from './client.js';
 import type { StreamHealth } from '../../router/streams.js';
-import { liveChildren, startFleet, type Fleet, type WorkerParams } from './fleet.js';
+import { probePropagation, perRequest, watchCluster, type ClusterWatch } from './cluster.js';
+import { findNatsServer, liveChildren, startFleet, type Fleet, type WorkerParams } from './fleet.js';
 import { cdfSvg, loadSvg } from './plots.js';
 import { fleetLines, runKey, table, writeReport, type Report } from './report.js';
 import { combineRepeats, loadSeries, runStats, type RunStats } from './stats.js';
 import { lruBound, upperBound } from './upper-bound.js';
 import {
+  burstWorkload,
   mooncakeWorkload,
+  prefixWorkers,
   multiTurnWorkload,
   parseSlice,
   readMooncake,
@@ -36,7 +39,7 @@ const root = fileURLToPath(new URL('../..', import.meta.url));
 const SHARED_TRACE = join(root, '../shared/traces/mooncake_conversation_trace.jsonl');
 const FIXTURE_TRACE = join(root, 'test/fixtures/mooncake/conversation-slice.jsonl');
 
-export const WORKLOADS = ['mooncake', 'system-prompt', 'multi-turn', 'shared-prompt'] as const;
+export const WORKLOADS = ['mooncake', 'system-prompt', 'multi-turn', 'shared-prompt', 'burst'] as const;
 export type WorkloadName = (typeof WORKLOADS)[number];
 const POLICIES = ['cache_aware', 'round_robin', 'random', 'least_load', 'approx_tree', 'power_of_two', 'prefix_hash'];
 
@@ -50,6 +53,15 @@ export interface BenchOptions {
   replicas: number[];
   /** Policies that also run with more than one router replica. */
   replicaPolicies: string[];
+  /** Replica runs: with shared load over NATS (`policy@N`), without (`policy@N/local`), or both. */
+  sharedLoad: 'both' | 'on' | 'off';
+  /** Runs named in --policies as `policy@N` or `policy@N/local` (in addition to the plan above). */
+  extraRuns: PlannedRun[];
+  /** Shared-load runs: decision → effect probes between replicas after the traffic (0: none). */
+  probes: number;
+  /** burst: shared prefix and tail lengths. */
+  burstPrefixTokens: number;
+  burstTailTokens: number;
   blockSize: number;
   /** null: sized from the workload so that the fleet holds `cacheFraction` of its distinct blocks. */
   numBlocks: number | null;
@@ -92,6 +104,11 @@ export const DEFAULTS: BenchOptions = {
   policies: ['round_robin', 'least_load', 'approx_tree', 'cache_aware'],
   replicas: [1, 2, 4],
   replicaPolicies: ['approx_tree', 'cache_aware'],
+  sharedLoad: 'both',
+  extraRuns: [],
+  probes: 40,
+  burstPrefixTokens: 4096,
+  burstTailTokens: 64,
   blockSize: 16,
   numBlocks: null,
   cacheFraction: 0.75,
@@ -124,18 +141,25 @@ export const WORKLOAD_DEFAULTS: Record<WorkloadName, Partial<BenchOptions>> = {
   'system-prompt': { speed: 1, rate: 20, prefillTokensPerS: 8_000 },
   'multi-turn': { speed: 1, rate: 20, prefillTokensPerS: 8_000 },
   'shared-prompt': { speed: 1, rate: 40, prefillTokensPerS: 20_000 },
+  // The burst's question is where the prefix is computed: one router, then 4 replicas with and without shared load.
+  burst: { speed: 1, requests: 64, maxOutput: 16, workers: 8, policies: ['cache_aware'], replicas: [1, 4], prefillTokensPerS: 20_000 },
 };
 
 export const USAGE = `npm run bench:routing -- [options]
-  --workload mooncake|system-prompt|multi-turn|shared-prompt   (default mooncake)
+  --workload mooncake|system-prompt|multi-turn|shared-prompt|burst   (default mooncake)
   --trace FILE            Mooncake JSONL trace (default ../shared/traces/mooncake_conversation_trace.jsonl,
                           else test/fixtures/mooncake/conversation-slice.jsonl)
   --slice START:COUNT     trace lines to replay (default ${DEFAULTS.slice})
   --speed F               arrival times divided by F (default ${DEFAULTS.speed})
   --workers N             sim workers (default ${DEFAULTS.workers})
-  --policies a,b,c        default ${DEFAULTS.policies.join(',')} (also: random)
+  --policies a,b,c        default ${DEFAULTS.policies.join(',')} (also: random); an entry policy@N runs N replicas
+                          sharing load over NATS, policy@N/local N replicas without (e.g. cache_aware,cache_aware@4,cache_aware@4/local)
   --replicas 1,2,4        router replica counts (default 1,2,4; >1 only for --replica-policies)
   --replica-policies a,b  default ${DEFAULTS.replicaPolicies.join(',')}
+  --shared-load both|on|off  replica runs with shared load (policy@N), without (policy@N/local) or both (default both;
+                          shared load starts a nats-server on a free loopback port: needs nats-server installed)
+  --probes N              shared-load runs: decision → effect delay probes between replicas after the traffic (default ${DEFAULTS.probes})
+  --burst-prefix-tokens N --burst-tail-tokens N   burst workload (default ${DEFAULTS.burstPrefixTokens} and ${DEFAULTS.burstTailTokens}; its count is --requests, default 64)
   --block-size B          worker KV block size (default 16)
   --num-blocks N          KV blocks per worker (default: fleet holds --cache-fraction of the workload's distinct blocks)
   --cache-fraction F      default ${DEFAULTS.cacheFraction}
@@ -180,7 +204,8 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   const strings = [
     'workload', 'trace', 'slice', 'speed', 'workers', 'policies', 'replicas', 'replica-policies', 'block-size', 'num-blocks',
     'cache-fraction', 'prefill-tokens-per-s', 'utilization', 'decode-step-ms', 'max-batch', 'max-waiting', 'output-scale',
-    'max-output', 'requests', 'rate', 'groups', 'seed', 'timeout-ms', 'out', 'router-config', 'repeats',
+    'max-output', 'requests', 'rate', 'groups', 'seed', 'timeout-ms', 'out', 'router-config', 'repeats', 'shared-load', 'probes',
+    'burst-prefix-tokens', 'burst-tail-tokens',
   ];
   const { values: v } = parseArgs({
     args: argv,
@@ -206,7 +231,21 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (s('slice')) o.slice = s('slice')!;
   if (s('speed')) o.speed = num('speed', s('speed')!, 0.001);
   if (s('workers')) o.workers = Math.round(num('workers', s('workers')!, 1));
-  if (s('policies')) o.policies = list(s('policies')!);
+  if (s('policies')) {
+    const specs = list(s('policies')!).map(parseRunSpec);
+    o.policies = [...new Set(specs.filter((r) => r.replicas === 1).map((r) => r.policy))];
+    o.extraRuns = specs.filter((r) => r.replicas > 1);
+    // Named replica runs only: no implicit replica runs on top of them.
+    if (o.extraRuns.length && !s('replicas')) o.replicas = [1];
+  }
+  if (s('shared-load')) {
+    const v = s('shared-load')!;
+    if (v !== 'both' && v !== 'on' && v !== 'off') throw new Error(`--shared-load must be both, on or off, got "${v}"`);
+    o.sharedLoad = v;
+  }
+  if (s('probes')) o.probes = Math.round(num('probes', s('probes')!));
+  if (s('burst-prefix-tokens')) o.burstPrefixTokens = Math.round(num('burst-prefix-tokens', s('burst-prefix-tokens')!, 1));
+  if (s('burst-tail-tokens')) o.burstTailTokens = Math.round(num('burst-tail-tokens', s('burst-tail-tokens')!, 1));
   if (s('replicas')) o.replicas = list(s('replicas')!).map((x) => Math.round(num('replicas', x, 1)));
   if (s('replica-policies')) o.replicaPolicies = list(s('replica-policies')!);
   if (s('block-size')) o.blockSize = Math.round(num('block-size', s('block-size')!, 1));
@@ -230,7 +269,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (v['no-plots']) o.plots = false;
   if (v.quiet) o.quiet = true;
   if (v['decision-log']) o.decisionLog = true;
-  for (const p of [...o.policies, ...o.replicaPolicies]) if (!POLICIES.includes(p)) throw new Error(`unknown policy "${p}" (known: ${POLICIES.join(', ')})`);
+  for (const p of [...o.policies, ...o.replicaPolicies, ...o.extraRuns.map((r) => r.policy)]) if (!POLICIES.includes(p)) throw new Error(`unknown policy "${p}" (known: ${POLICIES.join(', ')})`);
   return o;
 }
 
@@ -248,17 +287,39 @@ export function buildWorkload(o: BenchOptions): Workload {
       return multiTurnWorkload({ ...syn, chats: Math.max(4, Math.round(o.requests / 6)), firstTokens: 1536, turnTokens: 384, thinkMs: 4000 });
     case 'shared-prompt':
       return sharedPromptWorkload({ ...syn, sharedTokens: 4096, tailTokens: 32 });
+    case 'burst':
+      return burstWorkload({ ...syn, sharedTokens: o.burstPrefixTokens, tailTokens: o.burstTailTokens });
   }
 }
 
+/** One run of the plan: `shared` is null for one router, else whether the replicas share load over NATS. */
+export interface PlannedRun {
+  policy: string;
+  replicas: number;
+  shared: boolean | null;
+}
+
+/** `cache_aware` (one router), `cache_aware@4` (4 replicas, shared load), `cache_aware@4/local` (4 replicas, each on its own view). */
+export function parseRunSpec(spec: string): PlannedRun {
+  const m = /^([a-z_]+)(?:@(\d+)(\/local)?)?$/.exec(spec);
+  if (!m) throw new Error(`--policies entry "${spec}" must be POLICY, POLICY@N or POLICY@N/local`);
+  const replicas = m[2] === undefined ? 1 : Number(m[2]);
+  if (!(replicas >= 1)) throw new Error(`--policies entry "${spec}": N must be ≥ 1`);
+  if (replicas === 1) return { policy: m[1]!, replicas: 1, shared: null };
+  return { policy: m[1]!, replicas, shared: m[3] === undefined };
+}
+
 /** Runs that make up a benchmark: every policy with one router, then the replica runs. */
-export function planRuns(o: BenchOptions): { policy: string; replicas: number }[] {
-  const runs: { policy: string; replicas: number }[] = [];
+export function planRuns(o: BenchOptions): PlannedRun[] {
+  const runs: PlannedRun[] = [];
+  const modes = o.sharedLoad === 'both' ? [true, false] : [o.sharedLoad === 'on'];
   for (const r of [...new Set(o.replicas)].sort((a, b) => a - b)) {
     for (const p of o.policies) {
-      if (r === 1 || o.replicaPolicies.includes(p)) runs.push({ policy: p, replicas: r });
+      if (r === 1) runs.push({ policy: p, replicas: 1, shared: null });
+      else if (o.replicaPolicies.includes(p)) for (const shared of modes) runs.push({ policy: p, replicas: r, shared });
     }
   }
+  for (const x of o.extraRuns) if (!runs.some((y) => runKey(y.policy, y.replicas, y.shared) === runKey(x.policy, x.replicas, x.shared))) runs.push(x);
   return runs;
 }
 
@@ -392,6 +453,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
   if (longest > numBlocks * o.blockSize) throw new Error(`a request needs ${longest} tokens but a worker holds ${numBlocks * o.blockSize}: raise --num-blocks`);
 
   const runs = planRuns(o);
+  if (runs.some((r) => r.shared) && !findNatsServer()) throw new Error('shared-load runs (policy@N) need nats-server: apt-get install nats-server, or --shared-load off');
   const report: Report = {
     workload: wl.name,
     description: wl.description,
@@ -430,16 +492,18 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
     plots: [],
   };
   for (const l of fleetLines(report)) say(l);
-  say(`runs: ${runs.map((r) => runKey(r.policy, r.replicas)).join(', ')}\n`);
+  say(`runs: ${runs.map((r) => runKey(r.policy, r.replicas, r.shared)).join(', ')}\n`);
 
   const out: BenchResult = { report, files: [], runs: [] };
   const stopping: Promise<void>[] = [];
   const repeats = new Map<string, RunStats[]>();
   const codes = new Map<string, string>();
+  const extras = new Map<string, RunExtras[]>();
+  const burstShared = wl.name === 'burst' ? Number(wl.source.sharedTokens) : null;
   // Repeats go round the whole list (rr, ll, …, rr, ll, …) so that drift on the machine hits every policy alike.
   for (let r = 0; r < o.repeats; r++) {
     for (const run of runs) {
-      const key = runKey(run.policy, run.replicas);
+      const key = runKey(run.policy, run.replicas, run.shared);
       const label = o.repeats > 1 ? `${key} #${r + 1}` : key;
       const t0 = Date.now();
       codes.set(key, codeFingerprint());
@@ -447,6 +511,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
         workers: o.workers,
         routers: run.replicas,
         policy: run.policy,
+        sharedLoad: run.shared === true,
         worker,
         ...(o.routerConfig ? { routerConfig: o.routerConfig } : {}),
         ...(o.decisionLog ? { decisionLogPrefix: decisionLogPrefix(o, wl.name, o.repeats > 1 ? `${key}-${r + 1}` : key) } : {}),
@@ -456,13 +521,24 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
       let stats: RunStats;
       let streams: StreamCounters;
       let stopped: Promise<void> | null = null;
+      let watch: ClusterWatch | null = null;
+      const extra: RunExtras = { shared_load: run.shared };
       try {
+        if (fleet.natsUrl) watch = await watchCluster(fleet.natsUrl, fleet.subjectPrefix);
         say(`${label}: fleet ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
         const bar = progress(label, wl.requests.length, o.quiet);
         const poller = pollLoads(fleet.workerUrls, o.loadEveryMs);
+        watch?.reset();
         const rep = await replay(wl.requests, { routerUrls: fleet.routerUrls, speed: o.speed, timeoutMs: o.timeoutMs, onProgress: (s, d, f) => bar.update(s, d, f) });
         const loads = poller.stop();
         bar.end();
+        if (watch) {
+          extra.nats = perRequest(watch.snapshot(), wl.requests.length, run.replicas);
+          if (o.probes > 0 && run.replicas > 1) extra.propagation = await probePropagation(fleet.routerUrls, { probes: o.probes, promptTokens: 16 * o.blockSize, maxTokens: 8, seed: r, watch });
+          await watch.close();
+          watch = null;
+        }
+        if (burstShared !== null) extra.prefix_workers = prefixWorkers(rep.results, burstShared, o.blockSize);
         streams = await streamCounters(fleet.routerUrls);
         stats = runStats(run.policy, run.replicas, fleet.workerIds, rep.results, rep.wallMs, rep.maxLagMs);
         out.runs.push({ key, repeat: r + 1, results: rep.results, loads, streams });
@@ -470,10 +546,13 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
         stopped = fleet.stop();
         stopping.push(stopped);
       } finally {
+        if (watch) await watch.close();
         if (!stopped) await Promise.all([fleet.stop(), ...stopping]);
         current = null;
       }
       repeats.set(key, [...(repeats.get(key) ?? []), stats]);
+      extras.set(key, [...(extras.get(key) ?? []), extra]);
+      for (const l of extraLines(extra)) say(`${label}: ${l}`);
       say(
         `${label}: hit ${(stats.hit_rate * 100).toFixed(1)}%, TTFT p50/p99 ${stats.ttft_p50_ms}/${stats.ttft_p99_ms} ms, imbalance ${stats.imbalance}, failed ${stats.failed}` +
           `, streams: ${streams.gaps} gaps, ${streams.history_missing} history missing` +
@@ -482,9 +561,9 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
     }
   }
   for (const run of runs) {
-    const key = runKey(run.policy, run.replicas);
+    const key = runKey(run.policy, run.replicas, run.shared);
     const stats = combineRepeats(repeats.get(key)!);
-    report.policies[key] = { ...stats, code_fingerprint: codes.get(key)!, hit_rate_vs_upper_bound: Math.round((stats.hit_rate / Math.max(1e-9, report.upper_bound_hit_rate)) * 1000) / 1000 };
+    report.policies[key] = { ...stats, ...combineExtras(extras.get(key)!), code_fingerprint: codes.get(key)!, hit_rate_vs_upper_bound: Math.round((stats.hit_rate / Math.max(1e-9, report.upper_bound_hit_rate)) * 1000) / 1000 };
   }
 
   await Promise.all(stopping);
@@ -510,6 +589,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
       runs: out.runs.map((r) => ({
         key: r.key,
         repeat: r.repeat,
+        extras: extras.get(r.key)?.[r.repeat - 1] ?? null,
         requests: r.results.map((x) => [x.id, x.router, Math.round(x.sentMs), x.ttftMs === null ? null : Math.round(x.ttftMs), x.e2eMs === null ? null : Math.round(x.e2eMs), x.worker, x.promptTokens, x.cachedTokens, x.ok ? 1 : 0, x.predictedCachedTokens]),
         request_fields: ['id', 'router', 'sent_ms', 'ttft_ms', 'e2e_ms', 'worker', 'prompt_tokens', 'cached_tokens', 'ok', 'predicted_cached_tokens'],
         loads: r.loads.map((l) => [Math.round(l.tMs), l.worker, l.running, l.waiting, l.pendingPrefillTokens, l.cachedBlocks]),
@@ -527,6 +607,54 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
   for (const g of report.goals) say(`goal: ${g}`);
   say(`\nwrote ${out.files.map((f) => relative(process.cwd(), f) || f).join(', ')}`);
   return out;
+}
+
+/** What only some runs have: shared load's NATS traffic and delays, the burst's prefix workers. */
+export interface RunExtras {
+  shared_load: boolean | null;
+  nats?: ReturnType<typeof perRequest>;
+  propagation?: Awaited<ReturnType<typeof probePropagation>>;
+  prefix_workers?: string[];
+}
+
+/** Repeats of one run: the median repeat's extras (by traffic), each repeat's prefix worker count. */
+function combineExtras(all: RunExtras[]): RunExtras & { prefix_workers_per_repeat?: number[] } {
+  const withNats = all.filter((e) => e.nats).sort((a, b) => a.nats!.bytes_per_request - b.nats!.bytes_per_request);
+  const withProp = all.filter((e) => e.propagation).sort((a, b) => a.propagation!.provisional_p50_ms - b.propagation!.provisional_p50_ms);
+  const burst = all.filter((e) => e.prefix_workers).sort((a, b) => a.prefix_workers!.length - b.prefix_workers!.length);
+  return {
+    shared_load: all[0]!.shared_load,
+    ...(withNats.length ? { nats: withNats[(withNats.length - 1) >> 1]!.nats } : {}),
+    ...(withProp.length ? { propagation: withProp[(withProp.length - 1) >> 1]!.propagation } : {}),
+    ...(burst.length ? { prefix_workers: burst[burst.length - 1]!.prefix_workers, prefix_workers_per_repeat: all.map((e) => e.prefix_workers?.length ?? NaN) } : {}),
+  };
+}
+
+function extraLines(e: RunExtras): string[] {
+  const l: string[] = [];
+  if (e.nats) l.push(`NATS ${e.nats.messages_per_request} messages, ${e.nats.bytes_per_request} bytes published per request (${Object.entries(e.nats.by_kind_bytes_per_request).map(([k, v]) => `${k} ${v} B`).join(', ')}); delivered to every replica: ${e.nats.delivered_bytes_per_request} B`);
+  if (e.propagation) {
+    const q = e.propagation;
+    l.push(`decision on one replica → seen by another (${q.probes} probes): on NATS p50/p99 ${q.nats_p50_ms ?? '–'}/${q.nats_p99_ms ?? '–'} ms; in the other's /route (poll ${q.poll_ms} ms): provisional prefix p50/p99 ${q.provisional_p50_ms}/${q.provisional_p99_ms} ms${q.provisional_missed ? ` (${q.provisional_missed} missed)` : ''}, in-flight load p50/p99 ${q.load_p50_ms}/${q.load_p99_ms} ms${q.load_missed ? ` (${q.load_missed} missed)` : ''}`);
+  }
+  if (e.prefix_workers) l.push(`burst prefix computed on ${e.prefix_workers.length} worker(s): ${e.prefix_workers.join(', ') || 'none'}`);
+  return l;
+}
+
+/** cache_aware@N with shared load vs one router: TTFT p50 and p99 within 10%, hit rate within 1 point. */
+function sharedLoadGoal(k: string, s: Report['policies'][string], one: Report['policies'][string], local: Report['policies'][string] | undefined): string[] {
+  const within = (a: number, b: number) => a <= b * 1.1;
+  const d = (s.hit_rate - one.hit_rate) * 100;
+  const met = within(s.ttft_p50_ms, one.ttft_p50_ms) && within(s.ttft_p99_ms, one.ttft_p99_ms) && d >= -1;
+  const ratio = (a: number, b: number) => `${((a / b - 1) * 100 >= 0 ? '+' : '')}${((a / b - 1) * 100).toFixed(0)}%`;
+  const g = [
+    `${k} (shared load) vs one router: TTFT p50 ${s.ttft_p50_ms} vs ${one.ttft_p50_ms} ms (${ratio(s.ttft_p50_ms, one.ttft_p50_ms)}), p99 ${s.ttft_p99_ms} vs ${one.ttft_p99_ms} ms (${ratio(s.ttft_p99_ms, one.ttft_p99_ms)}), hit rate ${d >= 0 ? '+' : ''}${d.toFixed(1)} points (goal: TTFT within 10%, hit rate within 1 point${s.replicas === 4 ? '' : '; the issue states it for 4 replicas'}): ${met ? 'met' : 'not met'}`,
+  ];
+  if (local) g.push(`  without shared load (${k}/local): TTFT p50 ${local.ttft_p50_ms} ms (${ratio(local.ttft_p50_ms, one.ttft_p50_ms)}), p99 ${local.ttft_p99_ms} ms (${ratio(local.ttft_p99_ms, one.ttft_p99_ms)}), hit rate ${((local.hit_rate - one.hit_rate) * 100).toFixed(1)} points`);
+  if (s.repeats > 1 && one.repeats === s.repeats) {
+    g.push(`  repeat by repeat, p50/p99 vs one router: ${s.per_repeat.map((x, i) => `${ratio(x.ttft_p50_ms, one.per_repeat[i]!.ttft_p50_ms)}/${ratio(x.ttft_p99_ms, one.per_repeat[i]!.ttft_p99_ms)}`).join(', ')}`);
+  }
+  return g;
 }
 
 /** What the issue's goals came to, in words (measured, not asserted). */
@@ -556,6 +684,14 @@ function goals(r: Report): string[] {
     if (!single) continue;
     const d = (s.hit_rate - single.hit_rate) * 100;
     g.push(`${k}: hit rate ${pct(s.hit_rate)} vs ${pct(single.hit_rate)} with one router (${d >= 0 ? '+' : ''}${d.toFixed(1)} points)${s.policy === 'cache_aware' ? ` (goal: within 2 points: ${Math.abs(d) <= 2 || d > 0 ? 'met' : 'not met'})` : ''}`);
+    // Issue 13: N replicas sharing load act as one router (same run: same machine minutes).
+    if (s.policy === 'cache_aware' && s.shared_load === true && r.workload !== 'burst') g.push(...sharedLoadGoal(k, s, single, p[`${k}/local`]));
+  }
+  for (const [k, s] of Object.entries(p)) {
+    if (!s.prefix_workers) continue;
+    const n = s.prefix_workers.length;
+    g.push(`burst: ${k} computed the ${r.source.sharedTokens}-token prefix on ${n} worker(s) (${s.prefix_workers.join(', ')})${s.shared_load === true ? ` (goal ≤ 2: ${n <= 2 ? 'met' : 'not met'})` : ''}`);
+    if (s.shared_load === true && n > 2 && p[s.policy]?.prefix_workers && p[s.policy]!.prefix_workers!.length > 2) g.push(`  one router spreads it too (${p[s.policy]!.prefix_workers!.length} workers): the hot-spot guard; --router-config '{"cache_aware":{"hot_prefix_requests":1000000}}' turns it off`);
   }
   if (r.workload === 'shared-prompt' && ca) {
     g.push(`shared prompt: cache_aware imbalance ${ca.imbalance} (goal < 1.5: ${ca.imbalance < 1.5 ? 'met' : 'not met'})${rr ? `, TTFT p99 ${ca.ttft_p99_ms} ms vs round_robin ${rr.ttft_p99_ms} ms (goal: lower: ${ca.ttft_p99_ms < rr.ttft_p99_ms ? 'met' : 'not met'})` : ''}`);

@@ -2,6 +2,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RepeatedStats } from './stats.js';
+import type { RunExtras } from './main.js';
 
 export interface Report {
   workload: string;
@@ -18,18 +19,21 @@ export interface Report {
   fleet_lru_hit_rate: number;
   /** One worker's cache seeing every request (about what a cache-blind policy gets). */
   single_worker_lru_hit_rate: number;
-  /** Keyed by policy for single-router runs, `policy@N` for N router replicas. */
-  policies: Record<string, RepeatedStats & { hit_rate_vs_upper_bound: number; code_fingerprint: string }>;
+  /** Keyed by policy for single-router runs, `policy@N` for N router replicas sharing load over NATS, `policy@N/local` for N replicas without. */
+  policies: Record<string, RepeatedStats & Partial<RunExtras> & { hit_rate_vs_upper_bound: number; code_fingerprint: string }>;
   goals: string[];
   plots: string[];
 }
 
-export function runKey(policy: string, replicas: number): string {
-  return replicas === 1 ? policy : `${policy}@${replicas}`;
+/** `shared` false: the replicas each route on their own view (`/local`); true or absent: shared load. */
+export function runKey(policy: string, replicas: number, shared: boolean | null = true): string {
+  return replicas === 1 ? policy : `${policy}@${replicas}${shared === false ? '/local' : ''}`;
 }
 
+const keyOf = (s: Report['policies'][string]) => runKey(s.policy, s.replicas, s.shared_load ?? null);
+
 const COLS: [string, (s: Report['policies'][string]) => string][] = [
-  ['run', (s) => runKey(s.policy, s.replicas)],
+  ['run', keyOf],
   ['routers', (s) => String(s.replicas)],
   ['hit rate', (s) => `${pct(s.hit_rate)}${s.repeats > 1 ? ` (${pct(s.spread.hit_rate[0], false)}–${pct(s.spread.hit_rate[1], false)})` : ''}`],
   ['of bound', (s) => `${(s.hit_rate_vs_upper_bound * 100).toFixed(0)}%`],
@@ -81,7 +85,7 @@ export function writeReport(dir: string, r: Report): { json: string; md: string 
   writeFileSync(json, JSON.stringify(r, null, 2) + '\n');
   const perWorker = Object.values(r.policies).map((s) => {
     const ws = Object.entries(s.per_worker);
-    return `| ${runKey(s.policy, s.replicas)} | ${ws.map(([, w]) => `${w.requests}/${Math.round(w.prefill_tokens / 1000)}k`).join(' · ')} |`;
+    return `| ${keyOf(s)} | ${ws.map(([, w]) => `${w.requests}/${Math.round(w.prefill_tokens / 1000)}k`).join(' · ')} |`;
   });
   const text = [
     `# Routing benchmark: ${r.workload}`,
@@ -94,7 +98,8 @@ export function writeReport(dir: string, r: Report): { json: string; md: string 
     table(r, true),
     '',
     ...(Object.values(r.policies).some((p) => p.repeats > 1) ? [`Each run repeated ${Math.max(...Object.values(r.policies).map((p) => p.repeats))} times with a fresh fleet, repeats interleaved across policies: figures are medians, (min–max) in brackets; per-repeat figures are in the JSON under \`per_repeat\`.`, ''] : []),
-    'hit rate = cached prompt tokens / prompt tokens, from the workers\' own `usage`; "of bound" = hit rate / upper bound; TTFT = first streamed chunk at the client; imbalance = max / mean of per-worker prefill tokens (prompt − cached); `policy@N` = N router replicas behind a round-robin client.',
+    'hit rate = cached prompt tokens / prompt tokens, from the workers\' own `usage`; "of bound" = hit rate / upper bound; TTFT = first streamed chunk at the client; imbalance = max / mean of per-worker prefill tokens (prompt − cached); `policy@N` = N router replicas behind a round-robin client sharing load and provisional prefixes over NATS, `policy@N/local` = the same replicas each on its own view.',
+    ...clusterLines(r),
     '',
     '## Per worker (requests / prefill tokens)',
     '',
@@ -102,7 +107,7 @@ export function writeReport(dir: string, r: Report): { json: string; md: string 
     '|---|---|',
     ...perWorker,
     '',
-    '## Goals (issue 7)',
+    '## Goals (issues 7 and 13)',
     '',
     ...r.goals.map((g) => `- ${g}`),
     '',
@@ -110,4 +115,24 @@ export function writeReport(dir: string, r: Report): { json: string; md: string 
   ].join('\n');
   writeFileSync(md, text);
   return { json, md };
+}
+
+/** Shared-load runs: NATS traffic per request and the decision → effect delay between replicas. */
+function clusterLines(r: Report): string[] {
+  const rows = Object.values(r.policies).filter((s) => s.nats || s.propagation);
+  if (!rows.length) return [];
+  return [
+    '',
+    '## Shared load (issue 13)',
+    '',
+    '| run | NATS msgs / req | bytes / req (published) | by kind (bytes / req) | on NATS p50 / p99 | provisional seen p50 / p99 | load seen p50 / p99 |',
+    '|---|---:|---:|---|---:|---:|---:|',
+    ...rows.map((s) => {
+      const n = s.nats;
+      const q = s.propagation;
+      return `| ${keyOf(s)} | ${n?.messages_per_request ?? '–'} | ${n?.bytes_per_request ?? '–'} | ${n ? Object.entries(n.by_kind_bytes_per_request).map(([k, v]) => `${k} ${v}`).join(', ') : '–'} | ${q?.nats_p50_ms !== undefined ? `${q.nats_p50_ms} / ${q.nats_p99_ms} ms` : '–'} | ${q ? `${q.provisional_p50_ms} / ${q.provisional_p99_ms} ms` : '–'} | ${q ? `${q.load_p50_ms} / ${q.load_p99_ms} ms` : '–'} |`;
+    }),
+    '',
+    'Published bytes count payload + subject once; NATS delivers each message to every replica. "On NATS" = a completion sent to one replica until its provisional message reaches a NATS subscriber of the bench (what any other replica receives at about the same instant); "seen" = until another replica\'s `/route` shows its prefix as provisional (or one more request in flight), polled back to back (resolution: one poll).',
+  ];
 }

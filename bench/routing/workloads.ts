@@ -268,3 +268,48 @@ export function sharedPromptWorkload(o: SyntheticOptions & { sharedTokens: numbe
     source: { generator: 'shared-prompt', ...o },
   };
 }
+
+const BURST = 0x5000_0000;
+
+/**
+ * The sibling burst (issue 13): `requests` requests at the same instant, all sharing one new
+ * `sharedTokens` prefix with distinct tails. Spread round robin over the replicas, it shows whether
+ * they herd the prefix onto one or two workers (shared provisional prefixes) or compute it on many.
+ */
+export function burstWorkload(o: SyntheticOptions & { sharedTokens: number; tailTokens: number }): Workload {
+  // A prefix owner of its own per seed: new to the fleet, never another workload's.
+  const owner = BURST + (o.seed & 0xffff);
+  const requests: BenchRequest[] = [];
+  for (let id = 0; id < o.requests; id++) {
+    requests.push({
+      id,
+      at: 0,
+      promptLength: o.sharedTokens + o.tailTokens,
+      maxTokens: o.maxTokens,
+      prompt() {
+        const out: number[] = [];
+        pushTokens(out, owner, 0, o.sharedTokens);
+        pushTokens(out, USER + BURST + id, 0, o.tailTokens);
+        return out;
+      },
+    });
+  }
+  return {
+    name: 'burst',
+    description: `${o.requests} simultaneous requests sharing one new ${o.sharedTokens}-token prefix plus a distinct ${o.tailTokens}-token tail, max_tokens ${o.maxTokens}`,
+    requests,
+    source: { generator: 'burst', ...o },
+  };
+}
+
+/**
+ * Workers on which a burst's shared prefix was computed: those that served a request whose usage
+ * shows fewer cached tokens than the prefix's full blocks (the prefix is new, so each worker that
+ * serves the burst computes it there once; later siblings there find it cached).
+ */
+export function prefixWorkers(results: { ok: boolean; worker: string | null; cachedTokens: number }[], sharedTokens: number, blockSize: number): string[] {
+  const full = Math.floor(sharedTokens / blockSize) * blockSize;
+  const ws = new Set<string>();
+  for (const r of results) if (r.ok && r.worker !== null && r.cachedTokens < full) ws.add(r.worker);
+  return [...ws].sort();
+}

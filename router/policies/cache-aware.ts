@@ -3,6 +3,7 @@ import { costTerms, demoteOverloaded, sortByCost } from './policy.js';
 import type { MatchIndex, MatchResult, PromptKeysRef } from './match-index.js';
 import { mediumRecord, provisionalOf } from './match-index.js';
 import { HotPrefixes, prefixKey, type HotPrefixView } from './hot-prefixes.js';
+import { tieRank } from '../cluster/tie-break.js';
 
 /**
  * Event-driven: matched prefix from the index (built from the workers' KV events), weighed
@@ -19,7 +20,8 @@ export class CacheAwarePolicy implements Policy {
   constructor(
     private readonly index: MatchIndex,
     private readonly w: CostWeights,
-    private readonly rnd: () => number = Math.random,
+    /** Unused: ties are broken by a replica-consistent hash (kept for createPolicy's signature). */
+    _rnd: () => number = Math.random,
   ) {
     this.hot = new HotPrefixes(w.hot_prefix_window_ms ?? 5000);
   }
@@ -51,7 +53,9 @@ export class CacheAwarePolicy implements Policy {
         cost,
       };
     });
-    const ranked = sortByCost(scored, this.w.tie_tolerance, this.rnd);
+    // Ties go by a replica-consistent hash (router/cluster/tie-break.ts), not at random: a stable pre-order, then no coin.
+    scored.sort((x, y) => tieRank(req.tokensFor(x.candidate), x.candidate.source) - tieRank(req.tokensFor(y.candidate), y.candidate.source));
+    const ranked = sortByCost(scored, this.w.tie_tolerance, () => 0);
     if (ranked.length === 0) return ranked;
     let best = ranked[0]!;
     let least = best.matchedTokens;

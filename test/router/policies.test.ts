@@ -133,16 +133,20 @@ test('cache_aware: provisional marks count on a fresh (not yet trusted) stream, 
   assert.equal(a.matchedTokens, 512);
 });
 
-test('cache_aware: ties spread load (fewest in flight first, then random)', () => {
+test('cache_aware: ties spread load (fewest in flight first, then a hash of prompt head and worker: the same pick on every replica)', () => {
   const index = indexOf();
   const load = new LocalLoad();
   const p = new CacheAwarePolicy(index, { ...W, decode_weight: 0 });
   load.start('a:0', 0);
   const prompt = seq(100, 1);
   for (let i = 0; i < 10; i++) assert.equal(p.rank(req(prompt), [cand('a', load), cand('b', load)])[0]!.candidate.workerId, 'b');
-  // Equal everything: random choice covers both.
+  // Equal everything: one prompt always gets the same worker, whatever the candidates' order (another
+  // replica, or a policy instance of its own, picks the same); different prompts cover both.
+  const first = p.rank(req(prompt), [cand('c'), cand('d')])[0]!.candidate.workerId;
+  const other = new CacheAwarePolicy(indexOf(), { ...W, decode_weight: 0 });
+  for (let i = 0; i < 10; i++) assert.equal(other.rank(req(prompt), i % 2 ? [cand('c'), cand('d')] : [cand('d'), cand('c')])[0]!.candidate.workerId, first);
   const seen = new Set<string>();
-  for (let i = 0; i < 50; i++) seen.add(p.rank(req(prompt), [cand('c'), cand('d')])[0]!.candidate.workerId);
+  for (let i = 0; i < 50; i++) seen.add(p.rank(req(seq(100, 1000 * (i + 2))), [cand('c'), cand('d')])[0]!.candidate.workerId);
   assert.deepEqual([...seen].sort(), ['c', 'd']);
 });
 

@@ -1,0 +1,22 @@
+/**
+ * Ties broken the same way on every replica: a rendezvous hash of the prompt's first tokens and the
+ * worker, instead of a coin. Replicas see the same index (the same events) and, with shared load,
+ * about the same load; a new prefix arriving on several replicas at the same instant (before any
+ * of their provisional marks reached the others) then starts on one worker, not on one per replica.
+ * Different prompts still spread: their heads hash differently.
+ */
+const HEAD_TOKENS = 64;
+
+export function tieRank(tokens: ArrayLike<number>, source: string): number {
+  let h = 0x811c9dc5;
+  const n = Math.min(tokens.length, HEAD_TOKENS);
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ (tokens[i]! >>> 0), 0x01000193);
+  for (let i = 0; i < source.length; i++) h = Math.imul(h ^ source.charCodeAt(i), 0x01000193);
+  // Final avalanche (murmur3 fmix32): FNV alone leaves the low bits of the last characters weak.
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
