@@ -1,0 +1,209 @@
+import type { Scored } from '../policies/policy.js';
+import { rlsInit, rlsPredict, rlsUpdate, type RlsOptions, type RlsState } from './rls.js';
+
+/**
+ * Each worker's speed, learned online from what the router sees of its requests:
+ *  - time to first token ≈ overhead + ms_per_ktok × (prefill queued ahead + own uncached, in
+ *    thousands of tokens) + ms_per_running × requests decoding there (they share every step);
+ *  - inter-token gap ≈ decode_step_ms + decode_ms_per_seq × batch size.
+ * A robust recursive least-squares fit per worker (router/cost/rls.ts), starting from the prior;
+ * the prior is what the cost uses until min_samples observations arrived. A worker with an
+ * explicit override uses those numbers and learns nothing.
+ */
+export interface RatePrior {
+  prefill_tokens_per_s: number;
+  overhead_ms: number;
+  ms_per_running_request: number;
+  decode_step_ms: number;
+  decode_ms_per_sequence: number;
+}
+
+export interface RateSettings {
+  prior: RatePrior;
+  /** Observations before a worker's learned rates replace the prior. */
+  min_samples: number;
+  /** RLS forgetting factor (1: never forget; 0.98: about the last 50 observations count). */
+  forgetting: number;
+  /** Fixed rates by worker id (fields left out come from the prior). */
+  workers: Record<string, Partial<RatePrior>>;
+}
+
+/** What the TTFT model reads. */
+export interface WorkerRates {
+  /** Prefill time of 1000 tokens. */
+  msPerKtok: number;
+  overheadMs: number;
+  /** Extra time to first token per request already decoding there. */
+  msPerRunning: number;
+  decodeStepMs: number;
+  decodeMsPerSeq: number;
+  /** Where the numbers come from. */
+  basis: 'prior' | 'learned' | 'override';
+  ttftSamples: number;
+  itlSamples: number;
+}
+
+/** One TTFT observation: what the request met when it was sent, and how long the first token took. */
+export interface TtftObservation {
+  uncachedTokens: number;
+  aheadTokens: number;
+  runningDecodes: number;
+  ttftMs: number;
+}
+
+/** Timing of one attempt (the pipeline's hook). */
+export interface AttemptTiming {
+  firstByte(status: number): void;
+  /** A chunk after the first; `batch`: requests decoding on the worker now. */
+  progress(batch: number): void;
+}
+
+const TTFT_OPTS = (p: RatePrior, forgetting: number): RlsOptions => {
+  const k = 1e6 / p.prefill_tokens_per_s;
+  return {
+    forgetting,
+    lower: [0, k / 100, 0],
+    upper: [60_000, k * 100, 10_000],
+    priorVariance: [Math.max(100, p.overhead_ms ** 2), k * k, Math.max(1, p.ms_per_running_request ** 2)],
+    clampAt: 4,
+    minScale: 5,
+  };
+};
+const ITL_OPTS = (p: RatePrior, forgetting: number): RlsOptions => ({
+  forgetting,
+  lower: [0, 0],
+  upper: [60_000, 10_000],
+  priorVariance: [Math.max(1, p.decode_step_ms ** 2), Math.max(0.01, p.decode_ms_per_sequence ** 2, (p.decode_step_ms / 10) ** 2)],
+  clampAt: 4,
+  minScale: 1,
+});
+
+const ttftX = (o: Omit<TtftObservation, 'ttftMs'>) => [1, (o.aheadTokens + o.uncachedTokens) / 1000, o.runningDecodes];
+
+interface PerSource {
+  ttft: RlsState;
+  itl: RlsState;
+}
+
+export class RateLearner {
+  private readonly per = new Map<string, PerSource>();
+  private readonly ttftOpts: RlsOptions;
+  private readonly itlOpts: RlsOptions;
+
+  constructor(
+    private readonly s: RateSettings,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.ttftOpts = TTFT_OPTS(s.prior, s.forgetting);
+    this.itlOpts = ITL_OPTS(s.prior, s.forgetting);
+  }
+
+  /** The rates the cost uses for `source` (`workerId:rank`). */
+  ratesOf(source: string): WorkerRates {
+    const workerId = source.slice(0, source.lastIndexOf(':'));
+    const o = this.s.workers[workerId] ?? this.s.workers[source];
+    if (o) return fromPrior({ ...this.s.prior, ...o }, 'override', this.per.get(source));
+    const st = this.per.get(source);
+    const ttftLearned = st !== undefined && st.ttft.samples >= this.s.min_samples;
+    const itlLearned = st !== undefined && st.itl.samples >= this.s.min_samples;
+    const r = fromPrior(this.s.prior, ttftLearned || itlLearned ? 'learned' : 'prior', st);
+    if (ttftLearned) [r.overheadMs, r.msPerKtok, r.msPerRunning] = st.ttft.theta as [number, number, number];
+    if (itlLearned) [r.decodeStepMs, r.decodeMsPerSeq] = st.itl.theta as [number, number];
+    return r;
+  }
+
+  observeTtft(source: string, o: TtftObservation): void {
+    const st = this.state(source);
+    st.ttft = rlsUpdate(st.ttft, ttftX(o), o.ttftMs, this.ttftOpts);
+  }
+
+  observeGap(source: string, batch: number, gapMs: number): void {
+    const st = this.state(source);
+    st.itl = rlsUpdate(st.itl, [1, Math.max(1, batch)], gapMs, this.itlOpts);
+  }
+
+  /** What the learned fit (prior included) predicts, whatever the sample count (calibration, tests). */
+  fittedTtftMs(source: string, o: Omit<TtftObservation, 'ttftMs'>): number {
+    return rlsPredict(this.state(source).ttft, ttftX(o));
+  }
+
+  /**
+   * The pipeline's hook for one attempt. Streamed requests only (a non-streamed first byte is the
+   * whole answer); `firstChunkIsRole`: chat streams open with a role chunk before any token, so the
+   * first token is the next chunk.
+   */
+  begin(s: Scored, opts: { stream: boolean; firstChunkIsRole: boolean }): AttemptTiming | null {
+    if (!opts.stream) return null;
+    const source = s.candidate.source;
+    const obs: Omit<TtftObservation, 'ttftMs'> = {
+      uncachedTokens: Math.max(0, s.promptTokens - s.matchedTokens),
+      aheadTokens: s.terms.ahead_tokens ?? s.candidate.load.pendingPrefillTokens,
+      runningDecodes: s.candidate.load.activeDecodes,
+    };
+    const t0 = this.now();
+    let ok = false;
+    let firstTokenAt: number | null = null;
+    let last = 0;
+    const token = (at: number) => {
+      firstTokenAt = at;
+      last = at;
+      this.observeTtft(source, { ...obs, ttftMs: at - t0 });
+    };
+    return {
+      firstByte: (status) => {
+        ok = status >= 200 && status < 300;
+        if (ok && !opts.firstChunkIsRole) token(this.now());
+      },
+      progress: (batch) => {
+        if (!ok) return;
+        const at = this.now();
+        if (firstTokenAt === null) return token(at);
+        this.observeGap(source, batch, at - last);
+        last = at;
+      },
+    };
+  }
+
+  forget(source: string): void {
+    this.per.delete(source);
+  }
+
+  /** Every source's rates (GET-able snapshot, tests). */
+  snapshot(): Record<string, WorkerRates> {
+    const out: Record<string, WorkerRates> = {};
+    for (const k of this.per.keys()) out[k] = this.ratesOf(k);
+    return out;
+  }
+
+  private state(source: string): PerSource {
+    let st = this.per.get(source);
+    if (!st) {
+      const p = this.s.prior;
+      st = {
+        ttft: rlsInit([p.overhead_ms, 1e6 / p.prefill_tokens_per_s, p.ms_per_running_request], this.ttftOpts),
+        itl: rlsInit([p.decode_step_ms, p.decode_ms_per_sequence], this.itlOpts),
+      };
+      this.per.set(source, st);
+    }
+    return st;
+  }
+}
+
+function fromPrior(p: RatePrior, basis: WorkerRates['basis'], st: PerSource | undefined): WorkerRates {
+  return {
+    msPerKtok: 1e6 / p.prefill_tokens_per_s,
+    overheadMs: p.overhead_ms,
+    msPerRunning: p.ms_per_running_request,
+    decodeStepMs: p.decode_step_ms,
+    decodeMsPerSeq: p.decode_ms_per_sequence,
+    basis,
+    ttftSamples: st?.ttft.samples ?? 0,
+    itlSamples: st?.itl.samples ?? 0,
+  };
+}
+
+/** The learner a policy carries, if any (the pipeline feeds it). */
+export function rateLearnerOf(policy: object): RateLearner | null {
+  const r = (policy as { rates?: unknown }).rates;
+  return r instanceof RateLearner ? r : null;
+}
