@@ -1,6 +1,6 @@
 /**
  * Recursive least squares with forgetting, robust to outliers: the residual is clamped to a few
- * times its running mean magnitude (a request that hit a stall or a mispredicted cache does not
+ * times its running mean magnitude (or the prediction, if larger) (a request that hit a stall or a mispredicted cache does not
  * drag the fit), the parameters to fixed bounds, and the covariance to a maximum trace (no
  * wind-up while the inputs do not vary). Pure state in, state out: no clocks, no randomness.
  */
@@ -42,8 +42,10 @@ export function rlsPredict(s: RlsState, x: number[]): number {
 export function rlsUpdate(s: RlsState, x: number[], y: number, o: RlsOptions): RlsState {
   const n = x.length;
   if (!Number.isFinite(y) || x.some((v) => !Number.isFinite(v))) return s;
-  const raw = y - rlsPredict(s, x);
-  const lim = o.clampAt * Math.max(s.scale, o.minScale);
+  const pred = rlsPredict(s, x);
+  const raw = y - pred;
+  // A residual as large as the prediction itself always counts (the prior may be far off).
+  const lim = Math.max(o.clampAt * Math.max(s.scale, o.minScale), Math.abs(pred));
   const e = Math.max(-lim, Math.min(lim, raw));
   const px = new Array<number>(n).fill(0);
   for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) px[i] += s.p[i * n + j]! * x[j]!;
