@@ -21,6 +21,7 @@ import { liveChildren, startFleet, type Fleet, type WorkerParams } from './fleet
 import { cdfSvg, loadSvg } from './plots.js';
 import { fleetLines, runKey, table, writeReport, type Report } from './report.js';
 import { combineRepeats, loadSeries, runStats, type RunStats } from './stats.js';
+import { calibration, calibrationLines } from './calibration.js';
 import { lruBound, upperBound } from './upper-bound.js';
 import {
   mooncakeWorkload,
@@ -484,6 +485,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
   for (const run of runs) {
     const key = runKey(run.policy, run.replicas);
     const stats = combineRepeats(repeats.get(key)!);
+    (report.calibration ??= {})[key] = calibration(out.runs.filter((x) => x.key === key).flatMap((x) => x.results));
     report.policies[key] = { ...stats, code_fingerprint: codes.get(key)!, hit_rate_vs_upper_bound: Math.round((stats.hit_rate / Math.max(1e-9, report.upper_bound_hit_rate)) * 1000) / 1000 };
   }
 
@@ -524,6 +526,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
   say('');
   say(table(report, false));
   say('');
+  for (const l of calibrationLines(report.calibration)) say(`calibration: ${l}`);
   for (const g of report.goals) say(`goal: ${g}`);
   say(`\nwrote ${out.files.map((f) => relative(process.cwd(), f) || f).join(', ')}`);
   return out;

@@ -2,6 +2,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RepeatedStats } from './stats.js';
+import { calibrationLines, type Calibration } from './calibration.js';
 
 export interface Report {
   workload: string;
@@ -22,6 +23,8 @@ export interface Report {
   policies: Record<string, RepeatedStats & { hit_rate_vs_upper_bound: number; code_fingerprint: string }>;
   goals: string[];
   plots: string[];
+  /** Predicted vs measured TTFT per run key (calibration.ts). */
+  calibration?: Record<string, Calibration | null>;
 }
 
 export function runKey(policy: string, replicas: number): string {
@@ -102,6 +105,7 @@ export function writeReport(dir: string, r: Report): { json: string; md: string 
     '|---|---|',
     ...perWorker,
     '',
+    ...(calibrationLines(r.calibration).length ? ['## Calibration (predicted vs measured TTFT)', '', ...calibrationLines(r.calibration).map((l) => `- ${l}`), ''] : []),
     '## Goals (issue 7)',
     '',
     ...r.goals.map((g) => `- ${g}`),
