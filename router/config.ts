@@ -111,6 +111,7 @@ const RateFields = {
   /** Time to first token of an empty request on an idle worker (HTTP, scheduling, one step). */
   overhead_ms: z.number().min(0),
   ms_per_running_request: z.number().min(0),
+  ms_per_waiting_request: z.number().min(0),
   decode_step_ms: z.number().min(0),
   decode_ms_per_sequence: z.number().min(0),
 };
@@ -118,6 +119,7 @@ const RatePriorSchema = z.object({
   prefill_tokens_per_s: RateFields.prefill_tokens_per_s.default(20_000),
   overhead_ms: RateFields.overhead_ms.default(5),
   ms_per_running_request: RateFields.ms_per_running_request.default(1),
+  ms_per_waiting_request: RateFields.ms_per_waiting_request.default(5),
   decode_step_ms: RateFields.decode_step_ms.default(10),
   decode_ms_per_sequence: RateFields.decode_ms_per_sequence.default(0.2),
 }).strict();

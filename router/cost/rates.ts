@@ -4,7 +4,8 @@ import { rlsInit, rlsPredict, rlsUpdate, type RlsOptions, type RlsState } from '
 /**
  * Each worker's speed, learned online from what the router sees of its requests:
  *  - time to first token ≈ overhead + ms_per_ktok × (prefill queued ahead + own uncached, in
- *    thousands of tokens) + ms_per_running × requests decoding there (they share every step);
+ *    thousands of tokens) + ms_per_running × requests decoding there (they share every step)
+ *    + ms_per_waiting × requests there still before their first token;
  *  - inter-token gap ≈ decode_step_ms + decode_ms_per_seq × batch size.
  * A robust recursive least-squares fit per worker (router/cost/rls.ts), starting from the prior;
  * the prior is what the cost uses until min_samples observations arrived. A worker with an
@@ -14,6 +15,7 @@ export interface RatePrior {
   prefill_tokens_per_s: number;
   overhead_ms: number;
   ms_per_running_request: number;
+  ms_per_waiting_request: number;
   decode_step_ms: number;
   decode_ms_per_sequence: number;
 }
@@ -35,6 +37,8 @@ export interface WorkerRates {
   overheadMs: number;
   /** Extra time to first token per request already decoding there. */
   msPerRunning: number;
+  /** Extra time to first token per request waiting there beyond its queued prefill tokens (scheduling, batch slots). */
+  msPerWaiting: number;
   decodeStepMs: number;
   decodeMsPerSeq: number;
   /** Where the numbers come from. */
@@ -48,6 +52,8 @@ export interface TtftObservation {
   uncachedTokens: number;
   aheadTokens: number;
   runningDecodes: number;
+  /** Requests there still waiting for their first token (a full batch makes each wait for a slot). */
+  waitingRequests?: number;
   ttftMs: number;
 }
 
@@ -62,9 +68,10 @@ const TTFT_OPTS = (p: RatePrior, forgetting: number): RlsOptions => {
   const k = 1e6 / p.prefill_tokens_per_s;
   return {
     forgetting,
-    lower: [0, k / 100, 0],
-    upper: [60_000, k * 100, 10_000],
-    priorVariance: [Math.max(100, p.overhead_ms ** 2), k * k, Math.max(1, p.ms_per_running_request ** 2)],
+    lower: [0, k / 100, 0, 0],
+    upper: [60_000, k * 100, 10_000, 60_000],
+    // Wide: the prior is a starting point, a few observations must be able to move it far.
+    priorVariance: [500 ** 2, (10 * k) ** 2, 50 ** 2, 200 ** 2],
     clampAt: 4,
     minScale: 5,
   };
@@ -73,12 +80,12 @@ const ITL_OPTS = (p: RatePrior, forgetting: number): RlsOptions => ({
   forgetting,
   lower: [0, 0],
   upper: [60_000, 10_000],
-  priorVariance: [Math.max(1, p.decode_step_ms ** 2), Math.max(0.01, p.decode_ms_per_sequence ** 2, (p.decode_step_ms / 10) ** 2)],
+  priorVariance: [50 ** 2, 5 ** 2],
   clampAt: 4,
   minScale: 1,
 });
 
-const ttftX = (o: Omit<TtftObservation, 'ttftMs'>) => [1, (o.aheadTokens + o.uncachedTokens) / 1000, o.runningDecodes];
+const ttftX = (o: Omit<TtftObservation, 'ttftMs'>) => [1, (o.aheadTokens + o.uncachedTokens) / 1000, o.runningDecodes, o.waitingRequests ?? 0];
 
 interface PerSource {
   ttft: RlsState;
@@ -107,7 +114,7 @@ export class RateLearner {
     const ttftLearned = st !== undefined && st.ttft.samples >= this.s.min_samples;
     const itlLearned = st !== undefined && st.itl.samples >= this.s.min_samples;
     const r = fromPrior(this.s.prior, ttftLearned || itlLearned ? 'learned' : 'prior', st);
-    if (ttftLearned) [r.overheadMs, r.msPerKtok, r.msPerRunning] = st.ttft.theta as [number, number, number];
+    if (ttftLearned) [r.overheadMs, r.msPerKtok, r.msPerRunning, r.msPerWaiting] = st.ttft.theta as [number, number, number, number];
     if (itlLearned) [r.decodeStepMs, r.decodeMsPerSeq] = st.itl.theta as [number, number];
     return r;
   }
@@ -139,6 +146,7 @@ export class RateLearner {
       uncachedTokens: Math.max(0, s.promptTokens - s.matchedTokens),
       aheadTokens: s.terms.ahead_tokens ?? s.candidate.load.pendingPrefillTokens,
       runningDecodes: s.candidate.load.activeDecodes,
+      waitingRequests: Math.max(0, s.candidate.load.inFlight - s.candidate.load.activeDecodes),
     };
     const t0 = this.now();
     let ok = false;
@@ -180,7 +188,7 @@ export class RateLearner {
     if (!st) {
       const p = this.s.prior;
       st = {
-        ttft: rlsInit([p.overhead_ms, 1e6 / p.prefill_tokens_per_s, p.ms_per_running_request], this.ttftOpts),
+        ttft: rlsInit([p.overhead_ms, 1e6 / p.prefill_tokens_per_s, p.ms_per_running_request, p.ms_per_waiting_request], this.ttftOpts),
         itl: rlsInit([p.decode_step_ms, p.decode_ms_per_sequence], this.itlOpts),
       };
       this.per.set(source, st);
@@ -194,6 +202,7 @@ function fromPrior(p: RatePrior, basis: WorkerRates['basis'], st: PerSource | un
     msPerKtok: 1e6 / p.prefill_tokens_per_s,
     overheadMs: p.overhead_ms,
     msPerRunning: p.ms_per_running_request,
+    msPerWaiting: p.ms_per_waiting_request,
     decodeStepMs: p.decode_step_ms,
     decodeMsPerSeq: p.decode_ms_per_sequence,
     basis,

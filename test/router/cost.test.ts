@@ -30,15 +30,16 @@ function feed(r: RateLearner, source: string, msPerKtok: number, n: number, over
 }
 
 test('ttft model: wait, own prefill, running decodes and the delay to others, at the given rates', () => {
-  const rates: WorkerRates = { msPerKtok: 50, overheadMs: 5, msPerRunning: 2, decodeStepMs: 10, decodeMsPerSeq: 0.2, basis: 'prior', ttftSamples: 0, itlSamples: 0 };
+  const rates: WorkerRates = { msPerKtok: 50, overheadMs: 5, msPerRunning: 2, msPerWaiting: 4, decodeStepMs: 10, decodeMsPerSeq: 0.2, basis: 'prior', ttftSamples: 0, itlSamples: 0 };
   const p = predictTtft({ promptTokens: 3000, matchedTokens: 1000, sharedPending: 1000, load: load(4, 5000, 3), rates, delayWeight: 1 });
   assert.equal(p.wait_ms, 200, '4000 tokens ahead (5000 queued minus 1000 computing this prefix) at 50 ms/ktok');
   assert.equal(p.prefill_ms, 100, '2000 uncached tokens');
   assert.equal(p.running_ms, 6);
-  assert.equal(p.predicted_ttft_ms, 5 + 200 + 100 + 6);
+  assert.equal(p.queued_requests_ms, 4, 'one of the 4 in flight has no first token yet');
+  assert.equal(p.predicted_ttft_ms, 5 + 200 + 100 + 6 + 4);
   assert.equal(p.delay_to_others_ms, 300, 'each of the 3 decoding requests waits out the 100 ms prefill');
-  assert.equal(p.cost_ms, 311 + 300);
-  assert.equal(predictTtft({ promptTokens: 3000, matchedTokens: 1000, sharedPending: 0, load: load(4, 5000, 3), rates, delayWeight: 0 }).cost_ms, 5 + 250 + 100 + 6);
+  assert.equal(p.cost_ms, 315 + 300);
+  assert.equal(predictTtft({ promptTokens: 3000, matchedTokens: 1000, sharedPending: 0, load: load(4, 5000, 3), rates, delayWeight: 0 }).cost_ms, 5 + 250 + 100 + 6 + 4);
   const idle = predictTtft({ promptTokens: 100, matchedTokens: 400, sharedPending: 0, load: load(), rates, delayWeight: 1 });
   assert.equal(idle.prefill_ms, 0, 'more matched than the prompt: nothing to compute');
   assert.equal(idle.predicted_ttft_ms, 5);
