@@ -80,7 +80,10 @@ export class CacheAwarePolicy implements Policy {
     const rates = this.rates.ratesOf(c.source);
     const p = predictTtft({ promptTokens, matchedTokens: matched, sharedPending, load: c.load, rates, delayWeight: this.w.ttft!.delay_weight });
     const { cost_ms, ...parts } = p;
-    return { terms: { ...parts, ms_per_ktok: Math.round(rates.msPerKtok * 100) / 100, rates_learned: rates.basis === 'prior' ? 0 : 1 }, cost: cost_ms };
+    // step_ms (the inter-token gap there with this request decoding too) explains only: not in the cost.
+    const stepMs = rates.decodeStepMs + rates.decodeMsPerSeq * (c.load.activeDecodes + 1);
+    const r2 = (v: number) => Math.round(v * 100) / 100;
+    return { terms: { ...parts, ms_per_ktok: r2(rates.msPerKtok), step_ms: r2(stepMs), rates_learned: rates.basis === 'prior' ? 0 : 1 }, cost: cost_ms };
   }
 
   /**

@@ -184,3 +184,14 @@ test('cache_aware ttft: a hot prefix is copied only when waiting at the holder i
   assert.ok(deep[1]!.terms.wait_ms! > deep[0]!.terms.prefill_ms!);
   assert.equal(deep.find((s) => s.candidate.source === 'a:0')!.terms.overloaded, undefined, 'no balance thresholds under the ttft cost');
 });
+
+test('cache_aware ttft: rank is pure (the learner changes only through observations), forget drops a worker\'s rates', () => {
+  const { p } = ttftPolicy();
+  feed(p.rates!, 'a:0', 80, 20);
+  const prompt = req(seq(3000, 7));
+  const first = p.rank(prompt, [cand('a', load(2, 1000, 1)), cand('b')]).map((s) => ({ src: s.candidate.source, cost: s.cost, terms: s.terms }));
+  for (let i = 0; i < 3; i++) p.rank(req(seq(500, 90_000 + i * 1000)), [cand('a'), cand('b')]);
+  assert.deepEqual(p.rank(prompt, [cand('a', load(2, 1000, 1)), cand('b')]).map((s) => ({ src: s.candidate.source, cost: s.cost, terms: s.terms })), first);
+  p.forget('a:0');
+  assert.equal(p.rates!.ratesOf('a:0').basis, 'prior');
+});
