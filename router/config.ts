@@ -127,8 +127,8 @@ const TtftCostSchema = z.object({
   prior: RatePriorSchema.prefault({}),
   /** Observations of a worker before its learned rates replace the prior. */
   min_samples: z.number().int().min(1).default(8),
-  /** Forgetting factor of the online fit (1: never forget). */
-  forgetting: z.number().gt(0.5).max(1).default(0.98),
+  /** Observations per worker the online fit keeps (older ones are forgotten). */
+  window: z.number().int().min(4).max(4096).default(64),
   /** Weight of the delay this request's prefill adds to each request decoding on the worker. */
   delay_weight: z.number().min(0).default(1),
   /** Costs within this many ms of each other are ties (spread by in-flight, then free room). */

@@ -1,13 +1,13 @@
 import type { Scored } from '../policies/policy.js';
-import { rlsInit, rlsPredict, rlsUpdate, type RlsOptions, type RlsState } from './rls.js';
+import { fitInit, fitPredict, fitUpdate, type FitOptions, type FitState } from './fit.js';
 
 /**
  * Each worker's speed, learned online from what the router sees of its requests:
- *  - time to first token ≈ overhead + ms_per_ktok × (prefill queued ahead + own uncached, in
- *    thousands of tokens) + ms_per_running × requests decoding there (they share every step)
+ *  - time to first token ≈ overhead + ms_per_ktok × own uncached tokens (thousands)
+ *    + ms_per_ktok_ahead × prefill tokens queued ahead (thousands) + ms_per_running × requests decoding there (they share every step)
  *    + ms_per_waiting × requests there still before their first token;
  *  - inter-token gap ≈ decode_step_ms + decode_ms_per_seq × batch size.
- * A robust recursive least-squares fit per worker (router/cost/rls.ts), starting from the prior;
+ * A robust ridge fit per worker over its last `window` observations (router/cost/fit.ts), pulled to the prior;
  * the prior is what the cost uses until min_samples observations arrived. A worker with an
  * explicit override uses those numbers and learns nothing.
  */
@@ -24,16 +24,18 @@ export interface RateSettings {
   prior: RatePrior;
   /** Observations before a worker's learned rates replace the prior. */
   min_samples: number;
-  /** RLS forgetting factor (1: never forget; 0.98: about the last 50 observations count). */
-  forgetting: number;
+  /** Observations per worker the fit keeps (older ones are forgotten). */
+  window: number;
   /** Fixed rates by worker id (fields left out come from the prior). */
   workers: Record<string, Partial<RatePrior>>;
 }
 
 /** What the TTFT model reads. */
 export interface WorkerRates {
-  /** Prefill time of 1000 tokens. */
+  /** Prefill time of 1000 of its own uncached tokens. */
   msPerKtok: number;
+  /** Wait per 1000 prefill tokens queued ahead of it. */
+  msPerKtokAhead: number;
   overheadMs: number;
   /** Extra time to first token per request already decoding there. */
   msPerRunning: number;
@@ -64,45 +66,49 @@ export interface AttemptTiming {
   progress(batch: number): void;
 }
 
-const TTFT_OPTS = (p: RatePrior, forgetting: number): RlsOptions => {
+/** Each parameter's prior standard deviation: the ridge is (noise / sd)², so data moves a parameter it excites, and one it does not stays at its prior. */
+const NOISE_MS = 20;
+const ridgeOf = (sd: number[]) => sd.map((v) => (NOISE_MS / v) ** 2);
+
+const TTFT_OPTS = (p: RatePrior, window: number): FitOptions => {
   const k = 1e6 / p.prefill_tokens_per_s;
   return {
-    forgetting,
-    lower: [0, k / 100, 0, 0],
-    upper: [60_000, k * 100, 10_000, 60_000],
-    // Wide: the prior is a starting point, a few observations must be able to move it far.
-    priorVariance: [500 ** 2, (10 * k) ** 2, 50 ** 2, 200 ** 2],
-    clampAt: 4,
-    minScale: 5,
+    prior: [p.overhead_ms, k, p.ms_per_running_request, p.ms_per_waiting_request, k],
+    ridge: ridgeOf([500, 10 * k, 50, 200, 10 * k]),
+    // Own prefill rate kept within 20× of the prior either way: cached-heavy traffic (few own
+    // tokens) must not let it collapse to nothing, which would make the cost cache-blind.
+    lower: [0, k / 20, 0, 0, 0],
+    upper: [60_000, k * 20, 10_000, 60_000, k * 20],
+    window,
   };
 };
-const ITL_OPTS = (p: RatePrior, forgetting: number): RlsOptions => ({
-  forgetting,
+const ITL_OPTS = (p: RatePrior, window: number): FitOptions => ({
+  prior: [p.decode_step_ms, p.decode_ms_per_sequence],
+  ridge: ridgeOf([50, 5]),
   lower: [0, 0],
   upper: [60_000, 10_000],
-  priorVariance: [50 ** 2, 5 ** 2],
-  clampAt: 4,
-  minScale: 1,
+  window,
 });
 
-const ttftX = (o: Omit<TtftObservation, 'ttftMs'>) => [1, (o.aheadTokens + o.uncachedTokens) / 1000, o.runningDecodes, o.waitingRequests ?? 0];
+/** Own uncached and queued-ahead tokens apart: the queue count is the noisier one (its requests may be partly done). */
+const ttftX = (o: Omit<TtftObservation, 'ttftMs'>) => [1, o.uncachedTokens / 1000, o.runningDecodes, o.waitingRequests ?? 0, o.aheadTokens / 1000];
 
 interface PerSource {
-  ttft: RlsState;
-  itl: RlsState;
+  ttft: FitState;
+  itl: FitState;
 }
 
 export class RateLearner {
   private readonly per = new Map<string, PerSource>();
-  private readonly ttftOpts: RlsOptions;
-  private readonly itlOpts: RlsOptions;
+  private readonly ttftOpts: FitOptions;
+  private readonly itlOpts: FitOptions;
 
   constructor(
     private readonly s: RateSettings,
     private readonly now: () => number = () => performance.now(),
   ) {
-    this.ttftOpts = TTFT_OPTS(s.prior, s.forgetting);
-    this.itlOpts = ITL_OPTS(s.prior, s.forgetting);
+    this.ttftOpts = TTFT_OPTS(s.prior, s.window);
+    this.itlOpts = ITL_OPTS(s.prior, s.window);
   }
 
   /** The rates the cost uses for `source` (`workerId:rank`). */
@@ -114,24 +120,24 @@ export class RateLearner {
     const ttftLearned = st !== undefined && st.ttft.samples >= this.s.min_samples;
     const itlLearned = st !== undefined && st.itl.samples >= this.s.min_samples;
     const r = fromPrior(this.s.prior, ttftLearned || itlLearned ? 'learned' : 'prior', st);
-    if (ttftLearned) [r.overheadMs, r.msPerKtok, r.msPerRunning, r.msPerWaiting] = st.ttft.theta as [number, number, number, number];
+    if (ttftLearned) [r.overheadMs, r.msPerKtok, r.msPerRunning, r.msPerWaiting, r.msPerKtokAhead] = st.ttft.theta as [number, number, number, number, number];
     if (itlLearned) [r.decodeStepMs, r.decodeMsPerSeq] = st.itl.theta as [number, number];
     return r;
   }
 
   observeTtft(source: string, o: TtftObservation): void {
     const st = this.state(source);
-    st.ttft = rlsUpdate(st.ttft, ttftX(o), o.ttftMs, this.ttftOpts);
+    st.ttft = fitUpdate(st.ttft, ttftX(o), o.ttftMs, this.ttftOpts);
   }
 
   observeGap(source: string, batch: number, gapMs: number): void {
     const st = this.state(source);
-    st.itl = rlsUpdate(st.itl, [1, Math.max(1, batch)], gapMs, this.itlOpts);
+    st.itl = fitUpdate(st.itl, [1, Math.max(1, batch)], gapMs, this.itlOpts);
   }
 
   /** What the learned fit (prior included) predicts, whatever the sample count (calibration, tests). */
   fittedTtftMs(source: string, o: Omit<TtftObservation, 'ttftMs'>): number {
-    return rlsPredict(this.state(source).ttft, ttftX(o));
+    return fitPredict(this.state(source).ttft, ttftX(o));
   }
 
   /**
@@ -186,11 +192,7 @@ export class RateLearner {
   private state(source: string): PerSource {
     let st = this.per.get(source);
     if (!st) {
-      const p = this.s.prior;
-      st = {
-        ttft: rlsInit([p.overhead_ms, 1e6 / p.prefill_tokens_per_s, p.ms_per_running_request, p.ms_per_waiting_request], this.ttftOpts),
-        itl: rlsInit([p.decode_step_ms, p.decode_ms_per_sequence], this.itlOpts),
-      };
+      st = { ttft: fitInit(this.ttftOpts), itl: fitInit(this.itlOpts) };
       this.per.set(source, st);
     }
     return st;
@@ -200,6 +202,7 @@ export class RateLearner {
 function fromPrior(p: RatePrior, basis: WorkerRates['basis'], st: PerSource | undefined): WorkerRates {
   return {
     msPerKtok: 1e6 / p.prefill_tokens_per_s,
+    msPerKtokAhead: 1e6 / p.prefill_tokens_per_s,
     overheadMs: p.overhead_ms,
     msPerRunning: p.ms_per_running_request,
     msPerWaiting: p.ms_per_waiting_request,

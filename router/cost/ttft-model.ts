@@ -43,7 +43,7 @@ export function predictTtft(i: TtftInput): TtftParts {
   const uncached = Math.max(0, i.promptTokens - i.matchedTokens);
   const ahead = Math.max(0, i.load.pendingPrefillTokens - i.sharedPending);
   const r = i.rates;
-  const wait = (ahead / 1000) * r.msPerKtok;
+  const wait = (ahead / 1000) * r.msPerKtokAhead;
   const prefill = (uncached / 1000) * r.msPerKtok;
   const running = i.load.activeDecodes * r.msPerRunning;
   const queued = Math.max(0, i.load.inFlight - i.load.activeDecodes) * r.msPerWaiting;

@@ -30,7 +30,7 @@ function feed(r: RateLearner, source: string, msPerKtok: number, n: number, over
 }
 
 test('ttft model: wait, own prefill, running decodes and the delay to others, at the given rates', () => {
-  const rates: WorkerRates = { msPerKtok: 50, overheadMs: 5, msPerRunning: 2, msPerWaiting: 4, decodeStepMs: 10, decodeMsPerSeq: 0.2, basis: 'prior', ttftSamples: 0, itlSamples: 0 };
+  const rates: WorkerRates = { msPerKtok: 50, msPerKtokAhead: 50, overheadMs: 5, msPerRunning: 2, msPerWaiting: 4, decodeStepMs: 10, decodeMsPerSeq: 0.2, basis: 'prior', ttftSamples: 0, itlSamples: 0 };
   const p = predictTtft({ promptTokens: 3000, matchedTokens: 1000, sharedPending: 1000, load: load(4, 5000, 3), rates, delayWeight: 1 });
   assert.equal(p.wait_ms, 200, '4000 tokens ahead (5000 queued minus 1000 computing this prefix) at 50 ms/ktok');
   assert.equal(p.prefill_ms, 100, '2000 uncached tokens');
