@@ -26,6 +26,8 @@ export interface RateSettings {
   min_samples: number;
   /** Observations per worker the fit keeps (older ones are forgotten). */
   window: number;
+  /** How far (0..1) each worker's learned rates are pulled to the fleet's median. */
+  fleet_pooling: number;
   /** Fixed rates by worker id (fields left out come from the prior). */
   workers: Record<string, Partial<RatePrior>>;
 }
@@ -102,6 +104,7 @@ export class RateLearner {
   private readonly per = new Map<string, PerSource>();
   private readonly ttftOpts: FitOptions;
   private readonly itlOpts: FitOptions;
+  private fleet: ReturnType<RateLearner['fleetMedian']> | undefined;
 
   constructor(
     private readonly s: RateSettings,
@@ -111,8 +114,31 @@ export class RateLearner {
     this.itlOpts = ITL_OPTS(s.prior, s.window);
   }
 
-  /** The rates the cost uses for `source` (`workerId:rank`). */
+  /**
+   * The rates the cost uses for `source` (`workerId:rank`): its own fit pulled `fleet_pooling` of
+   * the way to the fleet's median fit (the overhead all the way: it is common to a fleet and the
+   * noisiest part), so identical workers are not told apart by noise while a really faster or
+   * slower one still stands out.
+   */
   ratesOf(source: string): WorkerRates {
+    const own = this.learnedOf(source);
+    if (own.basis !== 'learned' || own.ttftSamples < this.s.min_samples) return own;
+    const fleet = this.fleetMedian();
+    if (!fleet) return own;
+    const a = this.s.fleet_pooling;
+    const mix = (x: number, m: number) => (1 - a) * x + a * m;
+    return {
+      ...own,
+      overheadMs: fleet.overheadMs,
+      msPerKtok: mix(own.msPerKtok, fleet.msPerKtok),
+      msPerKtokAhead: mix(own.msPerKtokAhead, fleet.msPerKtokAhead),
+      msPerRunning: mix(own.msPerRunning, fleet.msPerRunning),
+      msPerWaiting: mix(own.msPerWaiting, fleet.msPerWaiting),
+    };
+  }
+
+  /** The worker's own fit (or its override, or the prior before min_samples), not pooled. */
+  learnedOf(source: string): WorkerRates {
     const workerId = source.slice(0, source.lastIndexOf(':'));
     const o = this.s.workers[workerId] ?? this.s.workers[source];
     if (o) return fromPrior({ ...this.s.prior, ...o }, 'override', this.per.get(source));
@@ -125,8 +151,27 @@ export class RateLearner {
     return r;
   }
 
+  /** Per-parameter median of the learned (not overridden) workers' TTFT fits; cached until the next observation. */
+  private fleetMedian(): Pick<WorkerRates, 'overheadMs' | 'msPerKtok' | 'msPerKtokAhead' | 'msPerRunning' | 'msPerWaiting'> | null {
+    if (this.fleet !== undefined) return this.fleet;
+    const fits = [...this.per.keys()].map((k) => this.learnedOf(k)).filter((r) => r.basis === 'learned' && r.ttftSamples >= this.s.min_samples);
+    const med = (f: (r: WorkerRates) => number) => {
+      const v = fits.map(f).sort((x, y) => x - y);
+      return v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+    };
+    this.fleet = fits.length === 0 ? null : {
+      overheadMs: med((r) => r.overheadMs),
+      msPerKtok: med((r) => r.msPerKtok),
+      msPerKtokAhead: med((r) => r.msPerKtokAhead),
+      msPerRunning: med((r) => r.msPerRunning),
+      msPerWaiting: med((r) => r.msPerWaiting),
+    };
+    return this.fleet;
+  }
+
   observeTtft(source: string, o: TtftObservation): void {
     const st = this.state(source);
+    this.fleet = undefined;
     st.ttft = fitUpdate(st.ttft, ttftX(o), o.ttftMs, this.ttftOpts);
   }
 
@@ -180,6 +225,7 @@ export class RateLearner {
 
   forget(source: string): void {
     this.per.delete(source);
+    this.fleet = undefined;
   }
 
   /** Every source's rates (GET-able snapshot, tests). */
