@@ -46,7 +46,7 @@ export interface WorkerRates {
   decodeStepMs: number;
   decodeMsPerSeq: number;
   /** Where the numbers come from. */
-  basis: 'prior' | 'learned' | 'override';
+  basis: 'prior' | 'fleet' | 'learned' | 'override';
   ttftSamples: number;
   itlSamples: number;
 }
@@ -122,9 +122,12 @@ export class RateLearner {
    */
   ratesOf(source: string): WorkerRates {
     const own = this.learnedOf(source);
-    if (own.basis !== 'learned' || own.ttftSamples < this.s.min_samples) return own;
+    if (own.basis === 'override') return own;
     const fleet = this.fleetMedian();
     if (!fleet) return own;
+    // Not enough seen yet: the fleet's median is a better prior than the configured one (a worker
+    // still at the configured prior next to learned ones would look faster or slower by mistake).
+    if (own.ttftSamples < this.s.min_samples) return { ...own, ...fleet, basis: 'fleet' };
     const a = this.s.fleet_pooling;
     const mix = (x: number, m: number) => (1 - a) * x + a * m;
     return {

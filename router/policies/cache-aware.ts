@@ -83,7 +83,7 @@ export class CacheAwarePolicy implements Policy {
     // step_ms (the inter-token gap there with this request decoding too) explains only: not in the cost.
     const stepMs = rates.decodeStepMs + rates.decodeMsPerSeq * (c.load.activeDecodes + 1);
     const r2 = (v: number) => Math.round(v * 100) / 100;
-    return { terms: { ...parts, ms_per_ktok: r2(rates.msPerKtok), step_ms: r2(stepMs), rates_learned: rates.basis === 'prior' ? 0 : 1 }, cost: cost_ms };
+    return { terms: { ...parts, ms_per_ktok: r2(rates.msPerKtok), step_ms: r2(stepMs), rates_learned: rates.basis === 'prior' ? 0 : rates.basis === 'fleet' ? 0.5 : 1 }, cost: cost_ms };
   }
 
   /**

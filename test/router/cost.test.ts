@@ -66,7 +66,11 @@ test('rates: the prior until min_samples, then a fast and a slow worker are told
   assert.ok(Math.abs(fast.msPerKtok - 20) / 20 < 0.15, `fast ms/ktok ${fast.msPerKtok}`);
   assert.ok(Math.abs(slow.msPerKtok - 120) / 120 < 0.15, `slow ms/ktok ${slow.msPerKtok}`);
   assert.equal(fast.ttftSamples, 69);
+  const newcomer = r.ratesOf('new:0');
+  assert.equal(newcomer.basis, 'fleet', 'once others are learned, a new worker starts from the fleet median');
+  assert.ok(newcomer.msPerKtok > fast.msPerKtok && newcomer.msPerKtok < slow.msPerKtok, String(newcomer.msPerKtok));
   r.forget('slow:0');
+  r.forget('fast:0');
   assert.equal(r.ratesOf('slow:0').basis, 'prior', 'a forgotten worker starts again from the prior');
 });
 
