@@ -129,7 +129,7 @@ const TtftCostSchema = z.object({
   min_samples: z.number().int().min(1).default(8),
   /** Observations per worker the online fit keeps (older ones are forgotten). */
   window: z.number().int().min(4).max(4096).default(64),
-  /** How far (0..1) each worker's learned rates are pulled to the fleet's median (the overhead all the way): noise must not tell identical workers apart. */
+  /** How far (0..1) each worker's learned rates are pulled to the fleet's median: noise must not tell identical workers apart. */
   fleet_pooling: z.number().min(0).max(1).default(0.5),
   /** Weight of the delay this request's prefill adds to each request decoding on the worker. */
   delay_weight: z.number().min(0).default(1),

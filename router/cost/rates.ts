@@ -115,10 +115,12 @@ export class RateLearner {
   }
 
   /**
-   * The rates the cost uses for `source` (`workerId:rank`): its own fit pulled `fleet_pooling` of
-   * the way to the fleet's median fit (the overhead all the way: it is common to a fleet and the
-   * noisiest part), so identical workers are not told apart by noise while a really faster or
-   * slower one still stands out.
+   * The rates the cost uses for `source` (`workerId:rank`): every parameter of its own fit pulled
+   * `fleet_pooling` of the way to the fleet's median fit, so identical workers are not told apart
+   * by noise while a really faster or slower one still stands out. Every parameter by the same
+   * factor: a prediction is then the same mix of the worker's and the fleet's, so two workers keep
+   * their order (pooling only the overhead let a slow worker whose fit put its slowness in the
+   * overhead look fast).
    */
   ratesOf(source: string): WorkerRates {
     const own = this.learnedOf(source);
@@ -132,7 +134,7 @@ export class RateLearner {
     const mix = (x: number, m: number) => (1 - a) * x + a * m;
     return {
       ...own,
-      overheadMs: fleet.overheadMs,
+      overheadMs: mix(own.overheadMs, fleet.overheadMs),
       msPerKtok: mix(own.msPerKtok, fleet.msPerKtok),
       msPerKtokAhead: mix(own.msPerKtokAhead, fleet.msPerKtokAhead),
       msPerRunning: mix(own.msPerRunning, fleet.msPerRunning),
