@@ -14,6 +14,7 @@ import type { SourceLifecycle } from './membership.js';
 import { createPolicy } from './policies/index.js';
 import type { Policy } from './policies/policy.js';
 import { RequestPipeline } from './pipeline.js';
+import { rateLearnerOf } from './cost/rates.js';
 import { closeUpstreamPools } from './upstream.js';
 import { Registry } from './registry.js';
 import { TokenizePool } from './tokenize-pool.js';
@@ -82,7 +83,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   const pool = new TokenizePool(config.tokenizer_threads);
   const adminKey = config.admin_key ?? process.env.KV_ROUTER_ADMIN_KEY ?? null;
   const decisionLog = config.decision_log ? new DecisionLog(config.decision_log, log) : null;
-  const pipeline = new RequestPipeline({ config, registry, load, policy, pool, metrics, decisionLog, cluster, recentDecisions, accuracy, parity });
+  const pipeline = new RequestPipeline({ config, registry, load, policy, pool, metrics, decisionLog, cluster, recentDecisions, accuracy, parity, rates: rateLearnerOf(policy) });
 
   const discovery = new DiscoveryController({
     registry,

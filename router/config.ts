@@ -105,6 +105,40 @@ export const DiscoveryConfigSchema = z.object({
 }).strict();
 export type DiscoveryConfig = z.infer<typeof DiscoveryConfigSchema>;
 
+/** Worker speeds for cache_aware's ttft cost: the prior every worker starts from, or a fixed override. */
+const RateFields = {
+  prefill_tokens_per_s: z.number().positive(),
+  /** Time to first token of an empty request on an idle worker (HTTP, scheduling, one step). */
+  overhead_ms: z.number().min(0),
+  ms_per_running_request: z.number().min(0),
+  ms_per_waiting_request: z.number().min(0),
+  decode_step_ms: z.number().min(0),
+  decode_ms_per_sequence: z.number().min(0),
+};
+const RatePriorSchema = z.object({
+  prefill_tokens_per_s: RateFields.prefill_tokens_per_s.default(20_000),
+  overhead_ms: RateFields.overhead_ms.default(5),
+  ms_per_running_request: RateFields.ms_per_running_request.default(1),
+  ms_per_waiting_request: RateFields.ms_per_waiting_request.default(5),
+  decode_step_ms: RateFields.decode_step_ms.default(10),
+  decode_ms_per_sequence: RateFields.decode_ms_per_sequence.default(0.2),
+}).strict();
+const TtftCostSchema = z.object({
+  prior: RatePriorSchema.prefault({}),
+  /** Observations of a worker before its learned rates replace the prior. */
+  min_samples: z.number().int().min(1).default(8),
+  /** Observations per worker the online fit keeps (older ones are forgotten). */
+  window: z.number().int().min(4).max(4096).default(64),
+  /** How far (0..1) each worker's learned rates are pulled to the fleet's median: noise must not tell identical workers apart. */
+  fleet_pooling: z.number().min(0).max(1).default(0.5),
+  /** Weight of the delay this request's prefill adds to each request decoding on the worker. */
+  delay_weight: z.number().min(0).default(1),
+  /** Costs within this many ms of each other are ties (spread by in-flight, then free room). */
+  tie_tolerance_ms: z.number().min(0).default(1),
+  /** Fixed rates by worker id (no learning for that worker): e.g. {"gpu-a": {"prefill_tokens_per_s": 40000}}. */
+  workers: z.record(z.string().min(1), z.object(RateFields).partial().strict()).default({}),
+}).strict();
+
 export const PolicyNameSchema = z.enum(['cache_aware', 'round_robin', 'random', 'least_load', 'approx_tree', 'power_of_two', 'prefix_hash']);
 export type PolicyName = z.infer<typeof PolicyNameSchema>;
 
@@ -146,6 +180,14 @@ export const RouterConfigSchema = z.object({
     balance_rel_threshold: z.number().min(1).default(1.25),
     hot_prefix_requests: z.number().int().min(1).default(4),
     hot_prefix_window_ms: z.number().int().min(1).default(5000),
+    /**
+     * "ttft": cost = predicted time to first token in ms plus the delay added to the requests
+     * already there, at each worker's rates learned online (router/cost/); hot prefixes are copied
+     * when waiting at the holder takes longer than recomputing elsewhere (no balance thresholds).
+     * "weighted": the token-weighted sum above with the balance-threshold guard.
+     */
+    cost: z.enum(['ttft', 'weighted']).default('weighted'),
+    ttft: TtftCostSchema.prefault({}),
   }).strict().prefault({}),
   approx_tree: z.object({
     /** Blocks remembered per worker (LRU). */

@@ -8,6 +8,7 @@ import type { RouterMetrics } from './metrics.js';
 import type { Candidate, Policy, RouteRequest, Scored } from './policies/policy.js';
 import { forward, type Attempt, type AttemptEnd, type AttemptFailure } from './proxy.js';
 import type { Registry, WorkerEntry } from './registry.js';
+import type { RateLearner } from './cost/rates.js';
 import { parseBody, type Endpoint, type PromptOf } from './requests.js';
 import { mayRetry, RetryBudget } from './retry.js';
 import { TokenizeError, TokenizerUnavailableError, type TokenizePool } from './tokenize-pool.js';
@@ -36,6 +37,8 @@ export interface PipelineDeps {
   accuracy?: PredictionAccuracy | null;
   /** The router's token ids against the chosen worker's BlockStored events. */
   parity?: TokenParity | null;
+  /** Learns each worker's speed from its requests' timing (cache_aware's ttft cost). */
+  rates?: RateLearner | null;
 }
 
 /** A step said no: the client gets this response. */
@@ -238,6 +241,7 @@ export class RequestPipeline {
     const d = this.d;
     const c = s.candidate;
     const ticket = d.load.start(c.source, s.promptTokens - s.matchedTokens);
+    const timing = d.rates?.begin(s, { stream: dec.parsed.stream, firstChunkIsRole: dec.parsed.endpoint === 'chat' }) ?? null;
     d.policy.commit?.(dec.req, c);
     if (d.cluster && !dec.req.loadOnly) d.cluster.routed(c.source, dec.req.tokensFor(c), c.blockSize, dec.req.lora, dec.req.salt);
     d.registry.get(c.workerId)?.streams.get(c.rank)?.noteRouted();
@@ -266,12 +270,16 @@ export class RequestPipeline {
         d.registry.progress(c.workerId);
         ticket.prefillDone();
         trace?.firstByte(status);
+        timing?.firstByte(status);
         if (status >= 200 && status < 300) {
           d.metrics.predictedCachedTokens.inc({ worker: c.workerId }, s.matchedTokens);
           d.metrics.promptTokens.inc({ worker: c.workerId }, s.promptTokens);
         }
       },
-      progress: () => d.registry.progress(c.workerId),
+      progress: () => {
+        d.registry.progress(c.workerId);
+        timing?.progress(d.load.get(c.source).activeDecodes);
+      },
       ended: (e: AttemptEnd) => {
         end(e);
         trace?.ended(e);

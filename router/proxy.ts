@@ -170,6 +170,7 @@ export async function forward(o: ForwardOptions): Promise<ForwardResult> {
     outHeaders.set('x-kv-router-worker', c.workerId);
     if (w.ranks > 1) outHeaders.set('x-kv-router-rank', String(c.rank));
     outHeaders.set('x-kv-router-cached-tokens', String(s.matchedTokens));
+    if (s.terms.predicted_ttft_ms !== undefined) outHeaders.set('x-kv-router-predicted-ttft-ms', String(s.terms.predicted_ttft_ms));
     outHeaders.set('x-kv-router-attempts', String(made));
     const sse = String(res.headers['content-type'] ?? '').includes('text/event-stream');
     const outcome: AttemptEnd = res.status >= 200 && res.status < 300 ? 'ok' : 'upstream_status';

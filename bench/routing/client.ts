@@ -21,6 +21,8 @@ export interface RequestResult {
   cachedTokens: number;
   /** What the router expected the worker to hold (x-kv-router-cached-tokens). */
   predictedCachedTokens: number | null;
+  /** The router's predicted TTFT at the worker it picked (x-kv-router-predicted-ttft-ms; ttft cost only). */
+  predictedTtftMs?: number | null;
   completionTokens: number;
   ok: boolean;
   error: string | null;
@@ -82,6 +84,8 @@ function sendOne(url: string, req: BenchRequest, t0: number, planned: number, ro
         res.worker = typeof w === 'string' ? w : null;
         const predicted = Number(hres.headers['x-kv-router-cached-tokens']);
         res.predictedCachedTokens = Number.isFinite(predicted) ? predicted : null;
+        const ttftHeader = hres.headers['x-kv-router-predicted-ttft-ms'];
+        res.predictedTtftMs = typeof ttftHeader === 'string' && Number.isFinite(Number(ttftHeader)) ? Number(ttftHeader) : null;
         if (hres.statusCode !== 200) {
           let text = '';
           hres.setEncoding('utf8');

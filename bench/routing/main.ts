@@ -22,6 +22,7 @@ import { findNatsServer, liveChildren, startFleet, type Fleet, type WorkerParams
 import { cdfSvg, loadSvg } from './plots.js';
 import { fleetLines, runKey, table, writeReport, type Report } from './report.js';
 import { combineRepeats, loadSeries, runStats, type RunStats } from './stats.js';
+import { calibration, calibrationLines } from './calibration.js';
 import { lruBound, upperBound } from './upper-bound.js';
 import {
   burstWorkload,
@@ -563,6 +564,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
   for (const run of runs) {
     const key = runKey(run.policy, run.replicas, run.shared);
     const stats = combineRepeats(repeats.get(key)!);
+    (report.calibration ??= {})[key] = calibration(out.runs.filter((x) => x.key === key).flatMap((x) => x.results));
     report.policies[key] = { ...stats, ...combineExtras(extras.get(key)!), code_fingerprint: codes.get(key)!, hit_rate_vs_upper_bound: Math.round((stats.hit_rate / Math.max(1e-9, report.upper_bound_hit_rate)) * 1000) / 1000 };
   }
 
@@ -604,6 +606,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
   say('');
   say(table(report, false));
   say('');
+  for (const l of calibrationLines(report.calibration)) say(`calibration: ${l}`);
   for (const g of report.goals) say(`goal: ${g}`);
   say(`\nwrote ${out.files.map((f) => relative(process.cwd(), f) || f).join(', ')}`);
   return out;

@@ -3,6 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RepeatedStats } from './stats.js';
 import type { RunExtras } from './main.js';
+import { calibrationLines, type Calibration } from './calibration.js';
 
 export interface Report {
   workload: string;
@@ -23,6 +24,8 @@ export interface Report {
   policies: Record<string, RepeatedStats & Partial<RunExtras> & { hit_rate_vs_upper_bound: number; code_fingerprint: string }>;
   goals: string[];
   plots: string[];
+  /** Predicted vs measured TTFT per run key (calibration.ts). */
+  calibration?: Record<string, Calibration | null>;
 }
 
 /** `shared` false: the replicas each route on their own view (`/local`); true or absent: shared load. */
@@ -107,6 +110,7 @@ export function writeReport(dir: string, r: Report): { json: string; md: string 
     '|---|---|',
     ...perWorker,
     '',
+    ...(calibrationLines(r.calibration).length ? ['## Calibration (predicted vs measured TTFT)', '', ...calibrationLines(r.calibration).map((l) => `- ${l}`), ''] : []),
     '## Goals (issues 7 and 13)',
     '',
     ...r.goals.map((g) => `- ${g}`),

@@ -2,13 +2,25 @@ import type { Candidate, CostWeights, Policy, RouteRequest, Scored } from './pol
 import { costTerms, demoteOverloaded, sortByCost } from './policy.js';
 import type { MatchIndex, MatchResult, PromptKeysRef } from './match-index.js';
 import { mediumRecord, provisionalOf } from './match-index.js';
-import { HotPrefixes, prefixKey, type HotPrefixView } from './hot-prefixes.js';
+import { HotPrefixes, prefixKey, priceHotCopy, type HotPrefixView } from './hot-prefixes.js';
 import { tieRank } from '../cluster/tie-break.js';
+import { RateLearner, type RateSettings } from '../cost/rates.js';
+import { predictTtft } from '../cost/ttft-model.js';
+
+/** cache_aware's settings: the weighted cost's weights, and the ttft cost's (router/config.ts). */
+export interface CacheAwareSettings extends CostWeights {
+  cost?: 'ttft' | 'weighted';
+  ttft?: RateSettings & { delay_weight: number; tie_tolerance_ms: number };
+}
 
 /**
  * Event-driven: matched prefix from the index (built from the workers' KV events), weighed
  * against the work queued on each worker. Marks the pick provisional so a burst of siblings follows.
- * The hot-spot guard applies when the matched prefix is hot (shared by many recent requests).
+ * Two costs: "ttft" (predicted time to first token plus the delay added to the others, in ms, at
+ * each worker's learned rates: `rates` is fed by the pipeline) and "weighted" (tokens × weights).
+ * When the matched prefix is hot (shared by many recent requests): with "ttft" a copy elsewhere is
+ * priced as the requester's own time only (the copy serves the next sharers too), with "weighted"
+ * the balance-threshold guard demotes overloaded holders.
  */
 export class CacheAwarePolicy implements Policy {
   readonly name = 'cache_aware';
@@ -17,13 +29,18 @@ export class CacheAwarePolicy implements Policy {
   private readonly keys = new WeakMap<RouteRequest, { key: string; holders: string[] }>();
   private readonly promptKeys = new WeakMap<number[], PromptKeysRef>();
 
+  /** Each worker's learned speed (ttft cost only). */
+  readonly rates: RateLearner | null;
+
   constructor(
     private readonly index: MatchIndex,
-    private readonly w: CostWeights,
+    private readonly w: CacheAwareSettings,
     /** Unused: ties are broken by a replica-consistent hash (kept for createPolicy's signature). */
     _rnd: () => number = Math.random,
   ) {
     this.hot = new HotPrefixes(w.hot_prefix_window_ms ?? 5000);
+    if (w.cost === 'ttft' && !w.ttft) throw new Error('cache_aware cost "ttft" needs its ttft settings');
+    this.rates = w.cost === 'ttft' ? new RateLearner(w.ttft!) : null;
   }
 
   rank(req: RouteRequest, candidates: Candidate[]): Scored[] {
@@ -42,7 +59,7 @@ export class CacheAwarePolicy implements Policy {
       // (provisional marks) still counts while nothing real is known for the prompt.
       const prov = Math.min(provisionalOf(r?.byMedium), indexMatched);
       const matched = c.trusted ? indexMatched : prov === indexMatched ? prov : 0;
-      const { terms, cost } = costTerms(this.w, tokens.length, matched, c.load, Math.min(prov, matched));
+      const { terms, cost } = this.costOf(c, tokens.length, matched, Math.min(prov, matched));
       return {
         candidate: c,
         matchedTokens: matched,
@@ -53,26 +70,46 @@ export class CacheAwarePolicy implements Policy {
         cost,
       };
     });
+    const ttft = this.rates !== null;
+    const hot = this.hotPrefix(req, scored);
+    if (hot && ttft) priceHotCopy(scored);
     // Ties go by a replica-consistent hash (router/cluster/tie-break.ts), not at random: a stable pre-order, then no coin.
     scored.sort((x, y) => tieRank(req.tokensFor(x.candidate), x.candidate.source) - tieRank(req.tokensFor(y.candidate), y.candidate.source));
-    const ranked = sortByCost(scored, this.w.tie_tolerance, () => 0);
-    if (ranked.length === 0) return ranked;
-    let best = ranked[0]!;
+    const ranked = sortByCost(scored, ttft ? this.w.ttft!.tie_tolerance_ms : this.w.tie_tolerance, () => 0);
+    return hot && !ttft ? demoteOverloaded(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold) : ranked;
+  }
+
+  private costOf(c: Candidate, promptTokens: number, matched: number, sharedPending: number): { terms: Record<string, number>; cost: number } {
+    if (!this.rates) return costTerms(this.w, promptTokens, matched, c.load, sharedPending);
+    const rates = this.rates.ratesOf(c.source);
+    const p = predictTtft({ promptTokens, matchedTokens: matched, sharedPending, load: c.load, rates, delayWeight: this.w.ttft!.delay_weight });
+    const { cost_ms, ...parts } = p;
+    // step_ms (the inter-token gap there with this request decoding too) explains only: not in the cost.
+    const stepMs = rates.decodeStepMs + rates.decodeMsPerSeq * (c.load.activeDecodes + 1);
+    const r2 = (v: number) => Math.round(v * 100) / 100;
+    return { terms: { ...parts, ms_per_ktok: r2(rates.msPerKtok), step_ms: r2(stepMs), rates_learned: rates.basis === 'prior' ? 0 : rates.basis === 'fleet' ? 0.5 : 1 }, cost: cost_ms };
+  }
+
+  /**
+   * Whether the prompt's matched prefix is hot (records its key for commit). The cache pulls hard
+   * only when some workers hold most of the prompt and others do not; a small shared head (or the
+   * same prefix everywhere) leaves the choice to the load terms.
+   */
+  private hotPrefix(req: RouteRequest, scored: Scored[]): boolean {
+    if (scored.length === 0) return false;
+    let best = scored[0]!;
     let least = best.matchedTokens;
-    for (const s of ranked) {
+    for (const s of scored) {
       if (s.matchedTokens > best.matchedTokens) best = s;
       least = Math.min(least, s.matchedTokens);
     }
-    // The cache pulls hard only when some workers hold most of the prompt and others do not; a
-    // small shared head (or the same prefix everywhere) leaves the choice to the load terms.
-    if (best.matchedTokens - least < 0.5 * best.promptTokens) return ranked;
+    if (best.matchedTokens - least < 0.5 * best.promptTokens) return false;
     const key = prefixKey(req.tokensFor(best.candidate), best.matchedTokens);
-    const holders = ranked.filter((s) => s.indexMatchedTokens >= best.matchedTokens).map((s) => s.candidate.source);
+    const holders = scored.filter((s) => s.indexMatchedTokens >= best.matchedTokens).map((s) => s.candidate.source);
     this.keys.set(req, { key, holders });
     const sharing = this.hot.count(key) + 1;
-    for (const s of ranked) s.terms.prefix_requests = sharing;
-    if (sharing < (this.w.hot_prefix_requests ?? 1)) return ranked;
-    return demoteOverloaded(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold);
+    for (const s of scored) s.terms.prefix_requests = sharing;
+    return sharing >= (this.w.hot_prefix_requests ?? 1);
   }
 
   /** The hottest matched prefixes (dashboard). */
@@ -97,5 +134,9 @@ export class CacheAwarePolicy implements Policy {
     const k = this.keys.get(req);
     if (k !== undefined) this.hot.add(k.key, Date.now(), k.holders.includes(pick.source) ? k.holders : [...k.holders, pick.source]);
     this.keys.delete(req); // a retry of the same request is not another request
+  }
+
+  forget(source: string): void {
+    this.rates?.forget(source);
   }
 }

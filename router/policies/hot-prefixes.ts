@@ -88,3 +88,20 @@ export function prefixKey(tokens: number[], length: number): string {
   if (n > 0) h1 = Math.imul(h1 ^ tokens[n - 1]!, 0x01000193);
   return `${n}:${(h1 >>> 0).toString(36)}:${(h2 >>> 0).toString(36)}`;
 }
+
+/**
+ * The ttft cost's answer to a hot prefix: a worker without it is priced by the requester's own
+ * predicted TTFT only (waiting there plus recomputing the prefix), not by the delay its prefill
+ * adds to the others there — the copy serves the prefix's next sharers too. So a hot prefix is
+ * copied exactly when waiting at the holders would take longer than recomputing elsewhere, with
+ * no request-count thresholds. Holders keep their full cost (nothing to copy there).
+ */
+export function priceHotCopy(scored: { matchedTokens: number; terms: Record<string, number>; cost: number }[]): void {
+  let most = 0;
+  for (const s of scored) most = Math.max(most, s.matchedTokens);
+  for (const s of scored) {
+    if (s.matchedTokens >= most || s.terms.predicted_ttft_ms === undefined) continue;
+    s.cost = s.terms.predicted_ttft_ms;
+    s.terms.hot_copy = 1;
+  }
+}
