@@ -45,7 +45,7 @@ async function routerOver(workers: { id: string; url: string }[], extra: Record<
   const r = await routerWith({ policy: 'round_robin', max_body_bytes: 4096, ...extra, workers });
   cleanups.push(() => r.close());
   await waitHealthy(r, workers.length);
-  await waitUntil('models learned', 5000, () => r.service.registry.list().every((w) => (w.models?.length ?? 0) > 0));
+  await waitUntil('models learned', 30_000, () => r.service.registry.list().every((w) => (w.models?.length ?? 0) > 0));
   return r;
 }
 
@@ -120,7 +120,7 @@ test('body limit while the body streams in: a chunked body that never ends gets 
       headers: { 'content-type': 'application/json' },
       body,
       duplex: 'half',
-      signal: AbortSignal.timeout(5000),
+      signal: AbortSignal.timeout(30_000),
     } as RequestInit);
     assert.equal(res.status, 413, path);
     assert.match(((await res.json()) as { error: { message: string } }).error.message, /over 4096 bytes/);
@@ -171,7 +171,7 @@ test('a burst sees its own in-flight at once: least_load splits 10 simultaneous 
   cleanups.push(() => r.close());
   await waitHealthy(r, 2);
   const all = Array.from({ length: 10 }, () => post(r, '/v1/completions', { prompt: [1, 2, 3, 4] }));
-  await waitUntil('all sent', 5000, () => held[0]!.posts + held[1]!.posts === 10);
+  await waitUntil('all sent', 30_000, () => held[0]!.posts + held[1]!.posts === 10);
   assert.deepEqual([held[0]!.posts, held[1]!.posts], [5, 5]);
   release();
   for (const res of await Promise.all(all)) assert.equal(res.status, 200);
