@@ -111,6 +111,13 @@ test('the live page lists every worker, follows real traffic, and turns a killed
     assert.ok(hot.some(([hash, length, requests, on]) => /^[0-9a-z]{4,10}$/.test(hash!) && Number(length!.replace(/,/g, '')) >= 16 && Number(requests) >= 2 && /worker-\d:0/.test(on!)), JSON.stringify(hot));
     assert.ok(!(await page.content()).includes('conv0w1'), 'no prompt text in the page');
 
+    // The last decisions: each with its candidates, the pick, and what the worker then reported as cached.
+    await waitUntil('a finished decision listed', 15_000, () =>
+      page.evaluate(() => [...document.querySelectorAll('#decisions tbody tr')].some((tr) => /^\d[\d,]* \/ \d[\d,]*$/.test((tr as HTMLTableRowElement).cells[4]?.textContent ?? '') && (tr as HTMLTableRowElement).cells[5]?.textContent === 'ok')),
+    );
+    const decided = await page.$$eval('#decisions tbody tr', (trs) => trs.map((tr) => [...(tr as HTMLTableRowElement).cells].map((c) => c.textContent ?? '')));
+    assert.ok(decided.some(([, prompt, cands, pick]) => Number(prompt!.replace(/,/g, '')) > 0 && /worker-\d:0/.test(pick!) && ids.every((id) => cands!.includes(id))), JSON.stringify(decided.slice(0, 3)));
+
     // For the README picture only: let the charts gather a history.
     if (shot) await waitUntil('a chart history for the picture', 60_000, () => statuses.length >= 150);
 
