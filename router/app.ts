@@ -21,6 +21,8 @@ import { openAIRoutes } from './routes/openai.js';
 import { opsRoutes } from './routes/ops.js';
 import { adminRoutes } from './routes/admin.js';
 import { DiscoveryController, discoverySources } from './discovery/index.js';
+import { requestIdAndAccessLog } from '../src/http/access-log.js';
+import type { Logger } from '../src/log/logger.js';
 
 export interface RouterService {
   app: Hono;
@@ -43,7 +45,7 @@ export interface RouterService {
 }
 
 /** The composition root: builds the parts, wires them one way, mounts the route modules. */
-export function createRouter(config: RouterConfig, log: (msg: string) => void = () => {}): RouterService {
+export function createRouter(config: RouterConfig, log: (msg: string) => void = () => {}, opts: { accessLog?: Logger } = {}): RouterService {
   const index = new PrefixIndex({ provisionalTtlMs: config.cache_aware.provisional_ttl_ms });
   const replicaId = config.cluster ? `${config.cluster.replica_id ?? 'r'}-${randomBytes(4).toString('hex')}` : null;
   const shared = replicaId !== null ? new SharedLoad(replicaId) : null;
@@ -74,6 +76,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   });
 
   const app = new Hono();
+  app.use('*', requestIdAndAccessLog(opts.accessLog ?? null));
   openAIRoutes(app, { pipeline, policy, maxBodyBytes: config.max_body_bytes, adminKey });
   opsRoutes(app, { registry, metrics, policy, cluster, modelsTimeoutMs: config.health.timeout_ms * 2 });
   adminRoutes(app, { registry, load, index, adminKey, cluster });

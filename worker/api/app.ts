@@ -4,12 +4,17 @@ import { ApiError } from './errors.js';
 import { tokenizerFilesOf } from '../tokenizer.js';
 import { generate, type GenerateDeps } from './generate.js';
 import { EncodeError, ThreadTokenizer } from './tokenize.js';
+import { requestIdAndAccessLog } from '../../src/http/access-log.js';
+import { loggerFromEnv, type Logger } from '../../src/log/logger.js';
 
-export function createApp(d: GenerateDeps): Hono {
+/** `accessLog`: where the line per request (with the request id the router sent) goes; none without. */
+export function createApp(d: GenerateDeps, opts: { accessLog?: Logger } = {}): Hono {
   const app = new Hono();
+  const log = loggerFromEnv('kv-worker api');
+  app.use('*', requestIdAndAccessLog(opts.accessLog ?? null));
   // Prompts are encoded on a thread: a huge one must not stop /health and every other request.
   const enc = new ThreadTokenizer(tokenizerFilesOf(d.config));
-  enc.warm().catch((e) => console.error(`kv-worker api: tokenizer thread failed to start: ${(e as Error).message}`));
+  enc.warm().catch((e) => log.error(`tokenizer thread failed to start: ${(e as Error).message}`));
 
   const post = (path: string, kind: 'completion' | 'chat') =>
     app.post(path, async (c) => generate(kind, await jsonBody(c), d, enc, c.req.raw.signal));
@@ -40,7 +45,7 @@ export function createApp(d: GenerateDeps): Hono {
   app.onError((err, c) => {
     if (err instanceof ApiError) return c.json(err.body(), err.status);
     if (err instanceof EncodeError) return c.json(new ApiError(400, `cannot tokenize the prompt: ${err.message}`).body(), 400);
-    console.error('kv-worker api:', err);
+    log.error(`internal error: ${(err as Error).stack ?? String(err)}`);
     return c.json(new ApiError(500, (err as Error).message, 'server_error').body(), 500);
   });
   return app;
