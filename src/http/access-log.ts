@@ -15,6 +15,7 @@ declare module 'hono' {
 }
 
 export const REQUEST_ID_HEADER = 'x-request-id';
+const PROBE_PATHS = new Set(['/health', '/metrics', '/load']);
 const SANE_ID = /^[\x21-\x7e]{1,128}$/;
 
 /** The client's id when it is 1-128 printable ASCII characters without spaces; a new UUID otherwise. */
@@ -44,8 +45,10 @@ export function requestIdAndAccessLog(logger: Logger | null): MiddlewareHandler 
       c.res = new Response(c.res.body, c.res);
       c.res.headers.set(REQUEST_ID_HEADER, id);
     }
-    if (!logger?.enabled('info')) return;
-    logger.info(`${c.req.method} ${c.req.path} ${c.res.status}`, {
+    // Probes (every health interval, every scrape) go to debug: info keeps one line per real request.
+    const level = c.req.method === 'GET' && PROBE_PATHS.has(c.req.path) ? 'debug' : 'info';
+    if (!logger?.enabled(level)) return;
+    logger[level](`${c.req.method} ${c.req.path} ${c.res.status}`, {
       method: c.req.method,
       path: c.req.path,
       status: c.res.status,
