@@ -22,6 +22,7 @@ import { opsRoutes } from './routes/ops.js';
 import { adminRoutes } from './routes/admin.js';
 import { DiscoveryController, discoverySources } from './discovery/index.js';
 import { requestIdAndAccessLog } from '../src/http/access-log.js';
+import { methodNotAllowed } from '../src/http/method-not-allowed.js';
 import type { Logger } from '../src/log/logger.js';
 
 export interface RouterService {
@@ -80,6 +81,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   openAIRoutes(app, { pipeline, policy, maxBodyBytes: config.max_body_bytes, adminKey });
   opsRoutes(app, { registry, metrics, policy, cluster, modelsTimeoutMs: config.health.timeout_ms * 2 });
   adminRoutes(app, { registry, load, index, adminKey, cluster });
+  methodNotAllowed(app, (c, allow) => openAIError(405, `${c.req.method} is not allowed on ${c.req.path} (allowed: ${allow.join(', ')})`, 'invalid_request_error', 'method_not_allowed'));
   app.notFound(() => openAIError(404, 'no such route', 'not_found_error'));
   app.onError((err) => {
     log(`internal error: ${err.stack ?? err.message}`);

@@ -1,7 +1,7 @@
 import { ConfigError, exitOnConfigError } from '../src/config/error.js';
 import { assertPortFree } from '../src/net/port-in-use.js';
 import { watchParent } from '../src/proc/parent.js';
-import { createLogger } from '../src/log/logger.js';
+import { createLogger, exportLogSettings } from '../src/log/logger.js';
 import { parseCli, USAGE } from './cli.js';
 import { startRouter, type RunningRouter } from './server.js';
 
@@ -18,6 +18,8 @@ async function main(): Promise<void> {
     return;
   }
   const config = cli.config;
+  // Exported: the libraries' own lines (tokenizer, event streams) and the threads follow it.
+  exportLogSettings(cli.log);
   const logger = createLogger({ component: 'kv-router', ...cli.log });
   const log = (m: string) => logger.info(m);
   let router: RunningRouter;

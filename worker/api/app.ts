@@ -5,6 +5,7 @@ import { tokenizerFilesOf } from '../tokenizer.js';
 import { generate, type GenerateDeps } from './generate.js';
 import { EncodeError, ThreadTokenizer } from './tokenize.js';
 import { requestIdAndAccessLog } from '../../src/http/access-log.js';
+import { methodNotAllowed } from '../../src/http/method-not-allowed.js';
 import { loggerFromEnv, type Logger } from '../../src/log/logger.js';
 
 /** `accessLog`: where the line per request (with the request id the router sent) goes; none without. */
@@ -41,6 +42,7 @@ export function createApp(d: GenerateDeps, opts: { accessLog?: Logger } = {}): H
   });
   app.get('/metrics', async (c) => c.text(await d.metrics.registry.metrics(), 200, { 'content-type': d.metrics.registry.contentType }));
 
+  methodNotAllowed(app, (c, allow) => c.json(new ApiError(405, `${c.req.method} is not allowed on ${c.req.path} (allowed: ${allow.join(', ')})`, 'invalid_request_error', null, 'method_not_allowed').body(), 405));
   app.notFound((c) => c.json(new ApiError(404, `no route ${c.req.method} ${c.req.path}`).body(), 404));
   app.onError((err, c) => {
     if (err instanceof ApiError) return c.json(err.body(), err.status);

@@ -4,7 +4,7 @@ import { formatIssues } from '../../src/config/zod-issues.js';
 /** An error the API answers with an OpenAI-style body: {error: {message, type, param, code}}. */
 export class ApiError extends Error {
   constructor(
-    readonly status: 400 | 404 | 409 | 413 | 429 | 500 | 503,
+    readonly status: 400 | 404 | 405 | 409 | 413 | 429 | 500 | 503,
     message: string,
     readonly type = 'invalid_request_error',
     readonly param: string | null = null,
