@@ -29,6 +29,9 @@ import { PredictionAccuracy } from './observe/accuracy.js';
 import { evidenceOf } from './observe/evidence.js';
 import { TokenParity, tapBatches } from './observe/parity.js';
 import { RecentDecisions } from './observe/recent-decisions.js';
+import { requestIdAndAccessLog } from '../src/http/access-log.js';
+import { methodNotAllowed } from '../src/http/method-not-allowed.js';
+import type { Logger } from '../src/log/logger.js';
 
 export interface RouterService {
   app: Hono;
@@ -56,7 +59,7 @@ export interface RouterService {
 }
 
 /** The composition root: builds the parts, wires them one way, mounts the route modules. */
-export function createRouter(config: RouterConfig, log: (msg: string) => void = () => {}): RouterService {
+export function createRouter(config: RouterConfig, log: (msg: string) => void = () => {}, opts: { accessLog?: Logger } = {}): RouterService {
   const index = new PrefixIndex({ provisionalTtlMs: config.cache_aware.provisional_ttl_ms });
   const replicaId = config.cluster ? `${config.cluster.replica_id ?? 'r'}-${randomBytes(4).toString('hex')}` : null;
   const shared = replicaId !== null ? new SharedLoad(replicaId) : null;
@@ -94,10 +97,12 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   });
 
   const app = new Hono();
+  app.use('*', requestIdAndAccessLog(opts.accessLog ?? null));
   openAIRoutes(app, { pipeline, policy, maxBodyBytes: config.max_body_bytes, adminKey });
   opsRoutes(app, { registry, metrics, policy, cluster, modelsTimeoutMs: config.health.timeout_ms * 2 });
   adminRoutes(app, { registry, load, index, adminKey, cluster, prediction: (id) => accuracy.view(id) });
   const dashboard = dashboardRoutes(app, { registry, load, index, metrics: promReader(metrics.registry), decisions: recentDecisions, policy, predictionOf: (id) => accuracy.view(id), adminKey });
+  methodNotAllowed(app, (c, allow) => openAIError(405, `${c.req.method} is not allowed on ${c.req.path} (allowed: ${allow.join(', ')})`, 'invalid_request_error', 'method_not_allowed'));
   app.notFound(() => openAIError(404, 'no such route', 'not_found_error'));
   app.onError((err) => {
     log(`internal error: ${err.stack ?? err.message}`);

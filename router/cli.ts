@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { resolveLogSettings, type LogSettings } from '../src/log/logger.js';
 import { ConfigError, loadRouterConfigFile, parseRouterConfig, type RouterConfig, type RouterConfigInput } from './config.js';
 
 export const USAGE = `kv-router: cache-aware router for LLM inference workers (OpenAI API)
@@ -16,6 +17,8 @@ usage: kv-router [--config FILE] [options]
                              url=http://h:8100,events=tcp://h:5557,replay=tcp://h:5558,topic=T,dp_ranks=N,id=ID,block_size=16
   --tokenizer-threads N    tokenization threads (default 2; 0 = main thread)
   --drain-timeout-ms MS    on SIGTERM/SIGINT, time in-flight requests get to finish (default 30000)
+  --log-level LEVEL        error | warn | info | debug (default info, or env KV_ROUTER_LOG_LEVEL)
+  --log-format FORMAT      text | json (JSON lines; default text, or env KV_ROUTER_LOG_FORMAT)
   --quiet                  no log lines
   -h, --help
 
@@ -24,6 +27,7 @@ Flags override the config file; --worker adds to its workers.`;
 export interface Cli {
   config: RouterConfig;
   quiet: boolean;
+  log: LogSettings;
 }
 
 export async function parseCli(argv: string[]): Promise<Cli | 'help'> {
@@ -41,6 +45,8 @@ export async function parseCli(argv: string[]): Promise<Cli | 'help'> {
         'tokenizer-threads': { type: 'string' },
         'drain-timeout-ms': { type: 'string' },
         quiet: { type: 'boolean' },
+        'log-level': { type: 'string' },
+        'log-format': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -50,6 +56,12 @@ export async function parseCli(argv: string[]): Promise<Cli | 'help'> {
     throw new ConfigError(`${(e as Error).message} (see kv-router --help)`);
   }
   if (v.help) return 'help';
+  let log: LogSettings;
+  try {
+    log = resolveLogSettings({ level: v['log-level'], format: v['log-format'], quiet: v.quiet });
+  } catch (e) {
+    throw new ConfigError(`${(e as Error).message} (see kv-router --help)`);
+  }
   let base: Record<string, unknown> = {};
   if (v.config) {
     // Parse the file alone first so its errors name the file.
@@ -64,7 +76,7 @@ export async function parseCli(argv: string[]): Promise<Cli | 'help'> {
   if (v['tokenizer-threads'] !== undefined) input.tokenizer_threads = intFlag('--tokenizer-threads', v['tokenizer-threads']);
   if (v['drain-timeout-ms'] !== undefined) input.drain_timeout_ms = intFlag('--drain-timeout-ms', v['drain-timeout-ms']);
   if (v.worker?.length) input.workers = [...((base.workers as unknown[]) ?? []), ...v.worker.map(parseWorkerSpec)];
-  return { config: parseRouterConfig(input as RouterConfigInput, 'flags/config'), quiet: v.quiet ?? false };
+  return { config: parseRouterConfig(input as RouterConfigInput, 'flags/config'), quiet: v.quiet ?? false, log };
 }
 
 function intFlag(name: string, s: string): number {

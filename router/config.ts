@@ -16,8 +16,8 @@ const EndpointSchema = z.string().min(1).superRefine((ep, ctx) => {
 export const TokenizerSpecSchema = z.union([
   z.literal('default'),
   z.object({
-    tokenizer_json: z.string().min(1),
-    tokenizer_config: z.string().min(1).optional(),
+    tokenizer_json: z.string().min(1).describe("Path of a tokenizer.json."),
+    tokenizer_config: z.string().min(1).optional().describe("Path of its tokenizer_config.json (chat template, special tokens)."),
   }).strict(),
 ]);
 export type TokenizerSpec = z.infer<typeof TokenizerSpecSchema>;
@@ -28,92 +28,71 @@ export type TokenizerSpec = z.infer<typeof TokenizerSpecSchema>;
  * as is; the publisher-only ones are ignored here; any other key is a typo and rejected.
  */
 export const WorkerEventsSchema = z.object({
-  publisher: z.string().optional(),
-  endpoint: EndpointSchema,
-  replay_endpoint: EndpointSchema.nullable().optional(),
-  topic: z.string().default(''),
-  enable_kv_cache_events: z.boolean().optional(),
-  buffer_steps: z.number().int().min(0).optional(),
-  hwm: z.number().int().min(0).optional(),
-  max_queue_size: z.number().int().min(1).optional(),
-  /** CURVE keys (ours, not the engines'): see src/events/curve.ts. */
-  curve: CurveConfigSchema.optional(),
+  publisher: z.string().optional().describe("Publisher-side (ignored here)."),
+  endpoint: EndpointSchema.describe("The worker's PUB endpoint the router subscribes to."),
+  replay_endpoint: EndpointSchema.nullable().optional().describe("Its replay endpoint, asked for the batches missed in a gap."),
+  topic: z.string().default('').describe("Topic prefix to subscribe to."),
+  enable_kv_cache_events: z.boolean().optional().describe("vLLM's flag (ignored here)."),
+  buffer_steps: z.number().int().min(0).optional().describe("Publisher-side (ignored here)."),
+  hwm: z.number().int().min(0).optional().describe("Publisher-side (ignored here)."),
+  max_queue_size: z.number().int().min(1).optional().describe("Publisher-side (ignored here)."),
+  curve: CurveConfigSchema.optional().describe("CURVE keys (ours, not the engines'): see src/events/curve.ts."),
 }).strict();
 
 export const WorkerSchema = z.object({
-  /** Stable id; defaults to host:port of the url. */
-  id: z.string().regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits, . _ : - only').optional(),
-  /** HTTP base URL of the OpenAI server, e.g. http://10.0.0.5:8100 */
-  url: z.string().url(),
-  /**
-   * The worker's event stream. Bind-form hosts (*, 0.0.0.0, ::) are replaced by the url's host.
-   * Rank r's ports are the rank-0 ports plus r, as the engines offset them.
-   * Absent: the worker is routed to without cache knowledge (cache score 0).
-   */
-  kv_events: WorkerEventsSchema.nullable().optional(),
-  /** Data-parallel ranks behind this url: a count (0..n-1) or an explicit list. */
-  dp_ranks: z.union([z.number().int().min(1).max(1024), z.array(z.number().int().min(0)).min(1)]).default(1),
-  /** Block size of the worker's KV cache (tokens), used for provisional entries until events say otherwise. */
-  block_size: z.number().int().min(1).default(16),
-  /** Tokenizer override for this worker; defaults to the router's. */
-  tokenizer: TokenizerSpecSchema.optional(),
+  id: z.string().regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits, . _ : - only').optional().describe("Stable id; defaults to host:port of the url."),
+  url: z.string().url().describe("HTTP base URL of the OpenAI server, e.g. http://10.0.0.5:8100"),
+  kv_events: WorkerEventsSchema.nullable().optional().describe("The worker's event stream. Bind-form hosts (*, 0.0.0.0, ::) are replaced by the url's host. Rank r's ports are the rank-0 ports plus r, as the engines offset them. Absent: the worker is routed to without cache knowledge (cache score 0)."),
+  dp_ranks: z.union([z.number().int().min(1).max(1024), z.array(z.number().int().min(0)).min(1)]).default(1).describe("Data-parallel ranks behind this url: a count (0..n-1) or an explicit list."),
+  block_size: z.number().int().min(1).default(16).describe("Block size of the worker's KV cache (tokens), used for provisional entries until events say otherwise."),
+  tokenizer: TokenizerSpecSchema.optional().describe("Tokenizer override for this worker; defaults to the router's."),
 }).strict();
 export type WorkerConfig = z.infer<typeof WorkerSchema>;
 export type WorkerInput = z.input<typeof WorkerSchema>;
 
 /** What every discovered worker shares: a WorkerConfig without id and url (those come from the address). */
 const WorkerTemplateSchema = WorkerSchema.omit({ id: true, url: true }).extend({
-  scheme: z.enum(['http', 'https']).default('http'),
+  scheme: z.enum(['http', 'https']).default('http').describe("Scheme of the discovered workers' URLs."),
 }).strict();
 export type WorkerTemplate = z.infer<typeof WorkerTemplateSchema>;
 
 /** Workers that come and go (router/discovery/): each source gives its full set; `workers` above is the static one. */
 export const DiscoveryConfigSchema = z.object({
-  /** A JSON file {"workers": [...]} re-read when it changes; a bad edit keeps the last good set. */
   file: z.object({
-    path: z.string().min(1),
-    /** Re-read at least this often (a backstop for file systems without change events). */
-    poll_ms: z.number().int().min(10).default(2000),
-  }).strict().nullable().default(null),
-  /** The A/AAAA or SRV records of a name (e.g. a Kubernetes headless Service), re-resolved periodically. */
+    path: z.string().min(1).describe("The workers file."),
+    poll_ms: z.number().int().min(10).default(2000).describe("Re-read at least this often (a backstop for file systems without change events)."),
+  }).strict().nullable().default(null).describe("A JSON file {\"workers\": [...]} re-read when it changes; a bad edit keeps the last good set."),
   dns: z.object({
-    name: z.string().min(1),
-    record: z.enum(['A', 'AAAA', 'A+AAAA', 'SRV']).default('A+AAAA'),
-    /** The workers' HTTP port (A/AAAA; SRV records carry their own). */
-    port: z.number().int().min(1).max(65535).optional(),
-    interval_ms: z.number().int().min(100).default(5000),
-    timeout_ms: z.number().int().min(10).default(2000),
-    /** Name servers ("ip" or "ip:port"); default: the system's. */
-    servers: z.array(z.string().min(1)).min(1).optional(),
-    worker: WorkerTemplateSchema.prefault({}),
+    name: z.string().min(1).describe("The DNS name to resolve."),
+    record: z.enum(['A', 'AAAA', 'A+AAAA', 'SRV']).default('A+AAAA').describe("Which records to ask for."),
+    port: z.number().int().min(1).max(65535).optional().describe("The workers' HTTP port (A/AAAA; SRV records carry their own)."),
+    interval_ms: z.number().int().min(100).default(5000).describe("Re-resolve this often."),
+    timeout_ms: z.number().int().min(10).default(2000).describe("Timeout of one lookup."),
+    servers: z.array(z.string().min(1)).min(1).optional().describe("Name servers (\"ip\" or \"ip:port\"); default: the system's."),
+    worker: WorkerTemplateSchema.prefault({}).describe("What every discovered worker shares: the keys of `workers[]` without id and url (those come from the address), plus scheme."),
   }).strict().superRefine((d, ctx) => {
     if (d.record !== 'SRV' && d.port === undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: `required with record ${d.record}` });
-  }).nullable().default(null),
-  /** EndpointSlices selected by label (list + watch): ready endpoints only, the port named port_name. */
+  }).nullable().default(null).describe("The A/AAAA or SRV records of a name (e.g. a Kubernetes headless Service), re-resolved periodically."),
   kubernetes: z.object({
-    /** Default: the pod's own namespace (service account), else "default". */
-    namespace: z.string().min(1).optional(),
-    label_selector: z.string().min(1),
-    port_name: z.string().min(1),
-    /** An API server URL without auth (kubectl proxy, tests); default: in-cluster or ~/.kube/config. */
-    api_server: z.string().url().optional(),
-    kubeconfig: z.string().min(1).optional(),
-    worker: WorkerTemplateSchema.prefault({}),
-  }).strict().nullable().default(null),
-  /** A leaving worker gets no new requests at once and is removed when its requests finish, or after this long. */
-  drain_timeout_ms: z.number().int().min(0).default(30_000),
+    namespace: z.string().min(1).optional().describe("Default: the pod's own namespace (service account), else \"default\"."),
+    label_selector: z.string().min(1).describe("Label selector of the EndpointSlices, e.g. app=kv-worker."),
+    port_name: z.string().min(1).describe("Name of the HTTP port in the EndpointSlices."),
+    api_server: z.string().url().optional().describe("An API server URL without auth (kubectl proxy, tests); default: in-cluster or ~/.kube/config."),
+    kubeconfig: z.string().min(1).optional().describe("A kubeconfig file; default: in-cluster, else ~/.kube/config."),
+    worker: WorkerTemplateSchema.prefault({}).describe("What every discovered worker shares: the keys of `workers[]` without id and url (those come from the address), plus scheme."),
+  }).strict().nullable().default(null).describe("EndpointSlices selected by label (list + watch): ready endpoints only, the port named port_name."),
+  drain_timeout_ms: z.number().int().min(0).default(30_000).describe("A leaving worker gets no new requests at once and is removed when its requests finish, or after this long."),
 }).strict();
 export type DiscoveryConfig = z.infer<typeof DiscoveryConfigSchema>;
 
 /** Worker speeds for cache_aware's ttft cost: the prior every worker starts from, or a fixed override. */
 const RateFields = {
-  prefill_tokens_per_s: z.number().positive(),
-  /** Time to first token of an empty request on an idle worker (HTTP, scheduling, one step). */
-  overhead_ms: z.number().min(0),
-  ms_per_running_request: z.number().min(0),
-  ms_per_waiting_request: z.number().min(0),
-  decode_step_ms: z.number().min(0),
-  decode_ms_per_sequence: z.number().min(0),
+  prefill_tokens_per_s: z.number().positive().describe("Prefill throughput of uncached prompt tokens."),
+  overhead_ms: z.number().min(0).describe("Time to first token of an empty request on an idle worker (HTTP, scheduling, one step)."),
+  ms_per_running_request: z.number().min(0).describe("Time to first token added by each request running there."),
+  ms_per_waiting_request: z.number().min(0).describe("Time to first token added by each request waiting there."),
+  decode_step_ms: z.number().min(0).describe("Inter-token gap at batch 1."),
+  decode_ms_per_sequence: z.number().min(0).describe("Inter-token gap added per sequence in the batch."),
 };
 const RatePriorSchema = z.object({
   prefill_tokens_per_s: RateFields.prefill_tokens_per_s.default(20_000),
@@ -124,154 +103,80 @@ const RatePriorSchema = z.object({
   decode_ms_per_sequence: RateFields.decode_ms_per_sequence.default(0.2),
 }).strict();
 const TtftCostSchema = z.object({
-  prior: RatePriorSchema.prefault({}),
-  /** Observations of a worker before its learned rates replace the prior. */
-  min_samples: z.number().int().min(1).default(8),
-  /** Observations per worker the online fit keeps (older ones are forgotten). */
-  window: z.number().int().min(4).max(4096).default(64),
-  /** How far (0..1) each worker's learned rates are pulled to the fleet's median: noise must not tell identical workers apart. */
-  fleet_pooling: z.number().min(0).max(1).default(0.5),
-  /** Weight of the delay this request's prefill adds to each request decoding on the worker. */
-  delay_weight: z.number().min(0).default(1),
-  /** Costs within this many ms of each other are ties (spread by in-flight, then free room). */
-  tie_tolerance_ms: z.number().min(0).default(1),
-  /** Fixed rates by worker id (no learning for that worker): e.g. {"gpu-a": {"prefill_tokens_per_s": 40000}}. */
-  workers: z.record(z.string().min(1), z.object(RateFields).partial().strict()).default({}),
+  prior: RatePriorSchema.prefault({}).describe("The rates every worker starts from until it has min_samples observations (then the fleet median, then its own)."),
+  min_samples: z.number().int().min(1).default(8).describe("Observations of a worker before its learned rates replace the prior."),
+  window: z.number().int().min(4).max(4096).default(64).describe("Observations per worker the online fit keeps (older ones are forgotten)."),
+  fleet_pooling: z.number().min(0).max(1).default(0.5).describe("How far (0..1) each worker's learned rates are pulled to the fleet's median: noise must not tell identical workers apart."),
+  delay_weight: z.number().min(0).default(1).describe("Weight of the delay this request's prefill adds to each request decoding on the worker."),
+  tie_tolerance_ms: z.number().min(0).default(1).describe("Costs within this many ms of each other are ties."),
+  workers: z.record(z.string().min(1), z.object(RateFields).partial().strict()).default({}).describe('Fixed rates by worker id (no learning for that worker): e.g. {"gpu-a": {"prefill_tokens_per_s": 40000}}.'),
 }).strict();
 
 export const PolicyNameSchema = z.enum(['cache_aware', 'round_robin', 'random', 'least_load', 'approx_tree', 'power_of_two', 'prefix_hash']);
 export type PolicyName = z.infer<typeof PolicyNameSchema>;
 
 export const RouterConfigSchema = z.object({
-  /** Free text: what this config is for, engine flags to match, etc. Ignored by the router. */
-  description: z.string().optional(),
-  host: z.string().default('127.0.0.1'),
-  port: z.number().int().min(0).max(65535).default(8000),
-  policy: PolicyNameSchema.default('cache_aware'),
-  /** Bearer key for /workers routes. Also read from KV_ROUTER_ADMIN_KEY. */
-  admin_key: z.string().min(1).nullable().default(null),
-  tokenizer: TokenizerSpecSchema.default('default'),
-  /** Worker threads for tokenization (0: tokenize on the main thread). */
-  tokenizer_threads: z.number().int().min(0).max(64).default(2),
+  description: z.string().optional().describe("Free text: what this config is for, engine flags to match, etc. Ignored by the router."),
+  host: z.string().default('127.0.0.1').describe("Bind address."),
+  port: z.number().int().min(0).max(65535).default(8000).describe("Port (0: any free port)."),
+  policy: PolicyNameSchema.default('cache_aware').describe("How a worker is picked: cache_aware (KV-event index + load cost), approx_tree (the router's own guess of caches), prefix_hash (consistent hashing of the prompt's start), power_of_two, least_load, round_robin, random."),
+  admin_key: z.string().min(1).nullable().default(null).describe("Bearer key for /workers routes. Also read from KV_ROUTER_ADMIN_KEY."),
+  tokenizer: TokenizerSpecSchema.default('default').describe("The tokenizer the router uses to match prompts to cached blocks: \"default\" (Qwen3's, as our workers use) or the files of the workers' model."),
+  tokenizer_threads: z.number().int().min(0).max(64).default(2).describe("Worker threads for tokenization (0: tokenize on the main thread)."),
   cache_aware: z.object({
-    /**
-     * Weight of one uncached prompt token (prefill still to compute). Above the queued weight: an
-     * uncached token is work the fleet adds (it delays every later request there too, and its copy
-     * evicts other prefixes), while a queued token only delays this request.
-     */
-    prefill_weight: z.number().min(0).default(6),
-    /** Weight of one prefill token already queued on the worker. */
-    queued_prefill_weight: z.number().min(0).default(1),
-    /** Cost, in prefill-token equivalents, of one request already decoding on the worker. */
-    decode_weight: z.number().min(0).default(256),
-    /** How long a routed prompt counts as cached on the chosen worker before events confirm it. */
-    provisional_ttl_ms: z.number().int().min(0).default(2000),
-    /** Costs within this many tokens of the best count as ties (spread by in-flight, then random). */
-    tie_tolerance: z.number().min(0).default(0),
-    /**
-     * Hot-spot guard: when the prompt's matched prefix is hot (at least hot_prefix_requests routed
-     * requests shared it within hot_prefix_window_ms) and some workers hold over half the prompt
-     * that others lack, a worker with more requests in flight than the mean by more than
-     * balance_abs_threshold and by more than balance_rel_threshold times is ranked after all others,
-     * however much of the prompt it holds, so one shared prefix cannot pile every request onto one
-     * worker. A prefix only one conversation uses never triggers it: its next turn is worth some queueing.
-     */
-    balance_abs_threshold: z.number().min(0).default(2),
-    balance_rel_threshold: z.number().min(1).default(1.25),
-    hot_prefix_requests: z.number().int().min(1).default(4),
-    hot_prefix_window_ms: z.number().int().min(1).default(5000),
-    /**
-     * "ttft": cost = predicted time to first token in ms plus the delay added to the requests
-     * already there, at each worker's rates learned online (router/cost/); hot prefixes are copied
-     * when waiting at the holder takes longer than recomputing elsewhere (no balance thresholds).
-     * "weighted": the token-weighted sum above with the balance-threshold guard.
-     */
-    cost: z.enum(['ttft', 'weighted']).default('weighted'),
-    ttft: TtftCostSchema.prefault({}),
-  }).strict().prefault({}),
+    prefill_weight: z.number().min(0).default(6).describe("Weight of one uncached prompt token (prefill still to compute). Above the queued weight: an uncached token is work the fleet adds (it delays every later request there too, and its copy evicts other prefixes), while a queued token only delays this request."),
+    queued_prefill_weight: z.number().min(0).default(1).describe("Weight of one prefill token already queued on the worker."),
+    decode_weight: z.number().min(0).default(256).describe("Cost, in prefill-token equivalents, of one request already decoding on the worker."),
+    provisional_ttl_ms: z.number().int().min(0).default(2000).describe("How long a routed prompt counts as cached on the chosen worker before events confirm it."),
+    tie_tolerance: z.number().min(0).default(0).describe("Costs within this many tokens of the best count as ties (spread by in-flight, then random)."),
+    balance_abs_threshold: z.number().min(0).default(2).describe("Hot-spot guard: when the prompt's matched prefix is hot (at least hot_prefix_requests routed requests shared it within hot_prefix_window_ms) and some workers hold over half the prompt that others lack, a worker with more requests in flight than the mean by more than balance_abs_threshold and by more than balance_rel_threshold times is ranked after all others, however much of the prompt it holds, so one shared prefix cannot pile every request onto one worker. A prefix only one conversation uses never triggers it: its next turn is worth some queueing."),
+    balance_rel_threshold: z.number().min(1).default(1.25).describe("Hot-spot guard: the relative excess over the mean in-flight count (see balance_abs_threshold)."),
+    hot_prefix_requests: z.number().int().min(1).default(4).describe("Hot-spot guard: requests sharing a prefix within hot_prefix_window_ms that make it hot."),
+    hot_prefix_window_ms: z.number().int().min(1).default(5000).describe("Hot-spot guard: the window of hot_prefix_requests."),
+    cost: z.enum(['ttft', 'weighted']).default('weighted').describe('"ttft": cost = predicted time to first token in ms plus the delay added to the requests already there, at each worker\'s rates learned online (router/cost/); hot prefixes are copied when waiting at the holder takes longer than recomputing elsewhere (no balance thresholds). "weighted": the token-weighted sum with the balance-threshold guard.'),
+    ttft: TtftCostSchema.prefault({}).describe('Settings of the "ttft" cost.'),
+  }).strict().prefault({}).describe("The cache_aware policy: cost = prefill_weight x uncached tokens + queued_prefill_weight x queued prefill + decode_weight x decoding requests; the lowest wins."),
   approx_tree: z.object({
-    /** Blocks remembered per worker (LRU). */
-    max_blocks_per_worker: z.number().int().min(1).default(200_000),
-    /** Forget a routed block after this long (0: never). */
-    ttl_ms: z.number().int().min(0).default(120_000),
-    block_size: z.number().int().min(1).default(16),
-  }).strict().prefault({}),
-  /** Consistent hashing of the prompt's first tokens (defaults: SGLang Model Gateway's prefix_hash). */
+    max_blocks_per_worker: z.number().int().min(1).default(200_000).describe("Blocks remembered per worker (LRU)."),
+    ttl_ms: z.number().int().min(0).default(120_000).describe("Forget a routed block after this long (0: never)."),
+    block_size: z.number().int().min(1).default(16).describe("Block size of the router's guess (tokens)."),
+  }).strict().prefault({}).describe("The approx_tree policy: the router remembers what it routed where, without events."),
   prefix_hash: z.object({
-    /** Leading prompt tokens hashed: prompts sharing these go to the same worker. */
-    prefix_tokens: z.number().int().min(1).default(256),
-    /** The owner is passed over when its in-flight count exceeds the mean (this request included) this many times. */
-    load_factor: z.number().min(1).default(1.25),
-    /** Ring points per worker. */
-    virtual_nodes: z.number().int().min(1).max(10_000).default(150),
-  }).strict().prefault({}),
+    prefix_tokens: z.number().int().min(1).default(256).describe("Leading prompt tokens hashed: prompts sharing these go to the same worker."),
+    load_factor: z.number().min(1).default(1.25).describe("The owner is passed over when its in-flight count exceeds the mean (this request included) this many times."),
+    virtual_nodes: z.number().int().min(1).max(10_000).default(150).describe("Ring points per worker."),
+  }).strict().prefault({}).describe("Consistent hashing of the prompt's first tokens (defaults: SGLang Model Gateway's prefix_hash)."),
   health: z.object({
-    interval_ms: z.number().int().min(10).default(1000),
-    timeout_ms: z.number().int().min(10).default(1000),
-    /** Consecutive failed probes (or failed requests) that take a worker out of rotation. */
-    failure_threshold: z.number().int().min(1).default(3),
-    /** Also poll GET /load for the worker's own queue (ignored if the worker has none). */
-    poll_load: z.boolean().default(true),
-    /**
-     * An engine stuck behind a /health that still answers: when a streamed request has waited this
-     * long for its first byte and no response from that worker has moved meanwhile, the worker leaves
-     * rotation (its waiting requests move to other workers) and stays out at least this long,
-     * doubling while it keeps stalling (0: off). Non-streamed requests only show progress at their
-     * end, so they are bounded by upstream_header_timeout_ms instead.
-     */
-    stall_timeout_ms: z.number().int().min(0).default(60_000),
-    /** GET /v1/models is read again this often while a worker is in rotation (adapters loaded at runtime, e.g. vLLM's /v1/load_lora_adapter); 0: only on entering rotation. */
-    models_refresh_ms: z.number().int().min(0).default(10_000),
-  }).strict().prefault({}),
+    interval_ms: z.number().int().min(10).default(1000).describe("Probe every worker's GET /health this often."),
+    timeout_ms: z.number().int().min(10).default(1000).describe("Timeout of one probe."),
+    failure_threshold: z.number().int().min(1).default(3).describe("Consecutive failed probes (or failed requests) that take a worker out of rotation."),
+    poll_load: z.boolean().default(true).describe("Also poll GET /load for the worker's own queue (ignored if the worker has none)."),
+    stall_timeout_ms: z.number().int().min(0).default(60_000).describe("An engine stuck behind a /health that still answers: when a streamed request has waited this long for its first byte and no response from that worker has moved meanwhile, the worker leaves rotation (its waiting requests move to other workers) and stays out at least this long, doubling while it keeps stalling (0: off). Non-streamed requests only show progress at their end, so they are bounded by upstream_header_timeout_ms instead."),
+    models_refresh_ms: z.number().int().min(0).default(10_000).describe("GET /v1/models is read again this often while a worker is in rotation (adapters loaded at runtime, e.g. vLLM's /v1/load_lora_adapter); 0: only on entering rotation."),
+  }).strict().prefault({}).describe("Health probes and when a worker leaves rotation."),
   retry: z.object({
-    /** Total attempts per request, first one included. */
-    max_attempts: z.number().int().min(1).max(10).default(3),
-    backoff_ms: z.number().int().min(0).default(25),
-    /** Router-wide retry budget: retries per request on average (every request deposits this share of one)... */
-    budget_ratio: z.number().min(0).max(10).default(0.2),
-    /** ...plus this many retries per second whatever the traffic (so a quiet router still retries). */
-    budget_min_per_s: z.number().min(0).default(10),
-  }).strict().prefault({}),
-  /** Append one JSON line per routed request (candidates, matched tokens, load, cost terms) to this file. */
-  decision_log: z.string().min(1).nullable().default(null),
-  /** Request timeout to a worker until its response headers arrive (ms). */
-  upstream_header_timeout_ms: z.number().int().min(100).default(600_000),
-  max_body_bytes: z.number().int().min(1024).default(64 * 1024 * 1024),
-  /**
-   * Connect mode for KV events: the router binds this SUB endpoint (rank r: port + r) and the
-   * engines connect to it (their endpoint names the router's host, e.g. tcp://router:5557), each
-   * worker with its own kv_events.topic; replays still go to each worker's replay_endpoint.
-   * null: the router connects to every worker's endpoint (the engines bind).
-   */
-  events_bind: EndpointSchema.nullable().default(null),
-  /**
-   * On SIGTERM/SIGINT: new requests get 503 at once, requests in flight get this long to finish;
-   * streams still open then end with an SSE error event (never mid-event) and the router exits.
-   */
-  drain_timeout_ms: z.number().int().min(0).default(30_000),
-  /**
-   * Several replicas acting as one router: each publishes its own in-flight load and provisional
-   * prefixes over NATS and merges the others'. null (default): a single router, nothing shared.
-   */
+    max_attempts: z.number().int().min(1).max(10).default(3).describe("Total attempts per request, first one included."),
+    backoff_ms: z.number().int().min(0).default(25).describe("Wait before a retry (doubling per attempt)."),
+    budget_ratio: z.number().min(0).max(10).default(0.2).describe("Router-wide retry budget: retries per request on average (every request deposits this share of one)..."),
+    budget_min_per_s: z.number().min(0).default(10).describe("...plus this many retries per second whatever the traffic (so a quiet router still retries)."),
+  }).strict().prefault({}).describe("Retries of a failed request on another worker (before any byte reached the client)."),
+  decision_log: z.string().min(1).nullable().default(null).describe("Append one JSON line per routed request (candidates, matched tokens, load, cost terms) to this file."),
+  upstream_header_timeout_ms: z.number().int().min(100).default(600_000).describe("Request timeout to a worker until its response headers arrive (ms)."),
+  max_body_bytes: z.number().int().min(1024).default(64 * 1024 * 1024).describe("Largest request body accepted (413 beyond)."),
+  events_bind: EndpointSchema.nullable().default(null).describe("Connect mode for KV events: the router binds this SUB endpoint (rank r: port + r) and the engines connect to it (their endpoint names the router's host, e.g. tcp://router:5557), each worker with its own kv_events.topic; replays still go to each worker's replay_endpoint. null: the router connects to every worker's endpoint (the engines bind)."),
+  drain_timeout_ms: z.number().int().min(0).default(30_000).describe("On SIGTERM/SIGINT: new requests get 503 at once, requests in flight get this long to finish; streams still open then end with an SSE error event (never mid-event) and the router exits."),
   cluster: z.object({
-    /** e.g. nats://127.0.0.1:4222 (several: comma-separated). */
-    nats_url: z.string().min(1),
-    /** This replica's name; a random suffix is always added, so a restarted replica rejoins as a new one. Default: random. */
-    replica_id: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ - only (a NATS subject token)').optional(),
-    /** Subjects are <prefix>.load.<replica> and <prefix>.prov.<replica>. */
-    subject_prefix: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'dot-separated tokens of letters, digits, _ -').default('kv-router'),
-    /** How often each replica restates its whole share (and drops expired peers). */
-    heartbeat_ms: z.number().int().min(10).default(1000),
-    /** A peer's share counts this long after its last message (a dead replica's share vanishes after it). */
-    share_ttl_ms: z.number().int().min(20).default(3000),
-    /** Also share provisional prefixes (routed, not yet seen in events). */
-    share_provisional: z.boolean().default(true),
-    /** Wait between connection attempts while NATS is unreachable. */
-    reconnect_ms: z.number().int().min(10).default(1000),
-    connect_timeout_ms: z.number().int().min(10).default(2000),
-  }).strict().refine((c) => c.share_ttl_ms > c.heartbeat_ms, { message: 'share_ttl_ms must exceed heartbeat_ms', path: ['share_ttl_ms'] }).nullable().default(null),
-  workers: z.array(WorkerSchema).default([]),
-  discovery: DiscoveryConfigSchema.prefault({}),
+    nats_url: z.string().min(1).describe("e.g. nats://127.0.0.1:4222 (several: comma-separated)."),
+    replica_id: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ - only (a NATS subject token)').optional().describe("This replica's name; a random suffix is always added, so a restarted replica rejoins as a new one. Default: random."),
+    subject_prefix: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'dot-separated tokens of letters, digits, _ -').default('kv-router').describe("Subjects are <prefix>.load.<replica> and <prefix>.prov.<replica>."),
+    heartbeat_ms: z.number().int().min(10).default(1000).describe("How often each replica restates its whole share (and drops expired peers)."),
+    share_ttl_ms: z.number().int().min(20).default(3000).describe("A peer's share counts this long after its last message (a dead replica's share vanishes after it)."),
+    share_provisional: z.boolean().default(true).describe("Also share provisional prefixes (routed, not yet seen in events)."),
+    reconnect_ms: z.number().int().min(10).default(1000).describe("Wait between connection attempts while NATS is unreachable."),
+    connect_timeout_ms: z.number().int().min(10).default(2000).describe("Timeout of one connection attempt to NATS."),
+  }).strict().refine((c) => c.share_ttl_ms > c.heartbeat_ms, { message: 'share_ttl_ms must exceed heartbeat_ms', path: ['share_ttl_ms'] }).nullable().default(null).describe("Several replicas acting as one router: each publishes its own in-flight load and provisional prefixes over NATS and merges the others'. null (default): a single router, nothing shared."),
+  workers: z.array(WorkerSchema).default([]).describe("The static workers (discovery adds others)."),
+  discovery: DiscoveryConfigSchema.prefault({}).describe("Workers that come and go: each source gives its full set; `workers` is the static one."),
 }).strict();
 export type RouterConfig = z.infer<typeof RouterConfigSchema>;
 export type RouterConfigInput = z.input<typeof RouterConfigSchema>;

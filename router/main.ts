@@ -1,6 +1,7 @@
 import { ConfigError, exitOnConfigError } from '../src/config/error.js';
 import { assertPortFree } from '../src/net/port-in-use.js';
 import { watchParent } from '../src/proc/parent.js';
+import { createLogger, exportLogSettings } from '../src/log/logger.js';
 import { parseCli, USAGE } from './cli.js';
 import { startRouter, type RunningRouter } from './server.js';
 
@@ -17,10 +18,13 @@ async function main(): Promise<void> {
     return;
   }
   const config = cli.config;
-  const log = cli.quiet ? () => {} : (m: string) => process.stderr.write(`[kv-router] ${new Date().toISOString()} ${m}\n`);
+  // Exported: the libraries' own lines (tokenizer, event streams) and the threads follow it.
+  exportLogSettings(cli.log);
+  const logger = createLogger({ component: 'kv-router', ...cli.log });
+  const log = (m: string) => logger.info(m);
   let router: RunningRouter;
   try {
-    router = await startRouter(config, log);
+    router = await startRouter(config, log, { accessLog: logger.child('kv-router access') });
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'EADDRINUSE') exitOnConfigError('kv-router', new ConfigError(`port ${config.port} is in use on ${config.host}; use --port`));
@@ -37,7 +41,7 @@ async function main(): Promise<void> {
     router.close().then(
       () => process.exit(0),
       (e) => {
-        process.stderr.write(`kv-router: shutdown error: ${(e as Error).message}\n`);
+        logger.error(`shutdown error: ${(e as Error).message}`);
         process.exit(1);
       },
     );

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseChat } from '../src/tokenizer/chat.js';
+import { formatIssues } from '../src/config/zod-issues.js';
 import type { TokenizeInput } from './tokenize-job.js';
 
 const PROMPT_SHAPE = 'must be a string, a non-empty array of strings, of token ids, or of token-id arrays';
@@ -60,7 +61,7 @@ export function parseBody(endpoint: Endpoint, body: unknown): ParsedBody {
   const ok = (prompt: PromptOf): ParsedBody => ({ ok: true, prompt, model: b.model as string | undefined, stream: b.stream === true, cacheSalt });
   if (endpoint === 'completions') {
     const r = CompletionBodySchema.safeParse(body);
-    if (!r.success) return bad(r.error);
+    if (!r.success) return bad(r.error, body);
     const p = r.data.prompt;
     // A batch of prompts routes by its first prompt.
     if (typeof p === 'string') return ok({ kind: 'tokenize', input: { kind: 'text', text: p } });
@@ -75,8 +76,8 @@ export function parseBody(endpoint: Endpoint, body: unknown): ParsedBody {
   return ok({ kind: 'tokenize', input: { kind: 'chat', ...chat.input } });
 }
 
-function bad(err: z.ZodError): ParsedBody {
+function bad(err: z.ZodError, input: unknown): ParsedBody {
   const i = err.issues[0]!;
   const param = i.path.length ? i.path.map(String).join('.') : null;
-  return { ok: false, message: `${param ?? 'body'}: ${i.message}`, param };
+  return { ok: false, message: formatIssues([i], input), param };
 }

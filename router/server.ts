@@ -2,6 +2,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import type { RouterConfig } from './config.js';
 import { createRouter, type RouterService } from './app.js';
+import type { Logger } from '../src/log/logger.js';
 import { closeServer, HttpDrain, type DrainResult } from '../src/http/drain.js';
 
 export interface RunningRouter {
@@ -19,8 +20,8 @@ export interface RunningRouter {
 }
 
 /** Starts the router: workers, tokenizer, HTTP server. Used by main.ts, scripts/start.ts and tests. */
-export async function startRouter(config: RouterConfig, log: (msg: string) => void = () => {}): Promise<RunningRouter> {
-  const service = createRouter(config, log);
+export async function startRouter(config: RouterConfig, log: (msg: string) => void = () => {}, opts: { accessLog?: Logger } = {}): Promise<RunningRouter> {
+  const service = createRouter(config, log, opts);
   await service.start();
   const drain = new HttpDrain('the router');
   let server!: ServerType;

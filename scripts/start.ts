@@ -31,6 +31,7 @@ import { ipcEndpoint } from '../src/queues/index.js';
 import { parseRouterConfig, PolicyNameSchema, type RouterConfigInput } from '../router/config.js';
 import { startRouter, type RunningRouter } from '../router/server.js';
 import { freePort } from '../src/net/free-port.js';
+import { createLogger, exportLogSettings, resolveLogSettings, type Logger } from '../src/log/logger.js';
 
 const USAGE = `usage: npm start [-- options]
   --host HOST               router bind address (default 127.0.0.1)
@@ -41,6 +42,8 @@ const USAGE = `usage: npm start [-- options]
   --policy NAME             ${PolicyNameSchema.options.join(' | ')} (default cache_aware)
   --drain-timeout-ms MS     on Ctrl-C/SIGTERM, time in-flight requests get to finish (default 10000)
   --startup-timeout S       seconds to wait for the workers (default 600)
+  --log-level LEVEL         error | warn | info | debug, for every process (default info, or env KV_ROUTER_LOG_LEVEL)
+  --log-format FORMAT       text | json (JSON lines), for every process (default text, or env KV_ROUTER_LOG_FORMAT)
   -h, --help`;
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -97,7 +100,7 @@ async function waitFor(what: string, timeoutMs: number, check: () => Promise<boo
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${what}`);
     if (Date.now() - lastNote > 15_000) {
       lastNote = Date.now();
-      process.stderr.write(`[start] still waiting for ${what} (${Math.round((Date.now() - t0) / 1000)} s; the first start builds the default model)\n`);
+      log.info(`still waiting for ${what} (${Math.round((Date.now() - t0) / 1000)} s; the first start builds the default model)`);
     }
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -115,6 +118,9 @@ interface Options {
   drainTimeoutMs: number;
   startupTimeoutS: number;
 }
+
+/** This script's logger; the children inherit its settings through the environment. */
+let log: Logger = createLogger({ component: 'start' });
 
 function intOption(name: string, s: string, min: number, max: number): number {
   if (!/^\d+$/.test(s) || Number(s) < min || Number(s) > max) throw new ConfigError(`--${name} must be an integer from ${min} to ${max}, got "${s}"`);
@@ -161,6 +167,8 @@ function parseOptions(argv: string[]): Options | 'help' {
         policy: { type: 'string', default: 'cache_aware' },
         'drain-timeout-ms': { type: 'string', default: '10000' },
         'startup-timeout': { type: 'string', default: '600' },
+        'log-level': { type: 'string' },
+        'log-format': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -170,6 +178,9 @@ function parseOptions(argv: string[]): Options | 'help' {
     throw new ConfigError(`${(e as Error).message} (see npm start -- --help)`);
   }
   if (v.help) return 'help';
+  const logSettings = resolveLogSettings({ level: v['log-level'], format: v['log-format'] });
+  exportLogSettings(logSettings);
+  log = createLogger({ component: 'start', ...logSettings });
   if (v.engine !== 'onnx' && v.engine !== 'sim') throw new ConfigError(`--engine must be onnx or sim, got "${v.engine}"`);
   if (!PolicyNameSchema.safeParse(v.policy).success) throw new ConfigError(`--policy must be one of ${PolicyNameSchema.options.join(', ')}, got "${v.policy}"`);
   const port = intOption('port', v.port!, 0, 65535);
@@ -216,19 +227,19 @@ async function main(): Promise<void> {
   const stopAll = async (code: number) => {
     if (stopping) return;
     stopping = true;
-    process.stderr.write('[start] stopping...\n');
+    log.info('stopping...');
     // Bounded: the router's drain, then the workers' (nothing left in flight there), then SIGKILL.
     setTimeout(() => process.exit(code || 1), v.drainTimeoutMs + 20_000).unref();
     await Promise.all(routers.map((r) => r.close(v.drainTimeoutMs).catch(() => {})));
     // nats-server last: the routers said goodbye over it.
     await Promise.all([...children, ...(nats ? [nats] : [])].map((c) => stopChild(c)));
-    process.stderr.write('[start] stopped\n');
+    log.info('stopped');
     process.exit(code);
   };
   process.on('SIGINT', () => void stopAll(0));
   process.on('SIGTERM', () => void stopAll(0));
   watchParent((why) => {
-    process.stderr.write(`[start] ${why}\n`);
+    log.info(why);
     void stopAll(0);
   });
   // Last resort if this process dies some other way: never leave workers behind.
@@ -278,7 +289,8 @@ async function main(): Promise<void> {
     const config = configs[0]!;
     for (const [r, c] of configs.entries()) {
       const tag = v.replicas > 1 ? `router-r${r}` : 'router';
-      routers.push(await startRouter(c, (m) => process.stderr.write(`[${tag}] ${m}\n`)));
+      const rlog = log.child(tag);
+      routers.push(await startRouter(c, (m) => rlog.info(m), { accessLog: log.child(`${tag} access`) }));
     }
     await waitFor('the router to see every worker healthy', 30_000, async () => routers.every((r) => r.service.registry.healthyCount() === n), dead);
     if (v.replicas > 1) {
@@ -299,25 +311,34 @@ async function main(): Promise<void> {
         `kv-router is up: ${urls.join(' ')}  (policy ${config.policy}, ${n} ${v.engine} workers: ${workers.map((w) => w.url).join(', ')})`,
         ...(natsUrl ? [`  ${v.replicas} replicas sharing load over ${natsUrl}`] : []),
         '',
-        'Try:',
-        `  curl -s ${url}/v1/chat/completions -H 'content-type: application/json' \\`,
-        `    -d '{"model":"${model}","messages":[{"role":"user","content":"Hello!"}],"max_tokens":16}'`,
+        'Try (twice: the second answer reports cached_tokens, the prompt\'s blocks the worker already held):',
+        `  curl -s -D - ${url}/v1/chat/completions -H 'content-type: application/json' \\`,
+        `    -d '{"model":"${model}","max_tokens":8,"messages":[{"role":"system","content":"You are a terse assistant for a shipping company. Answer in one sentence."},{"role":"user","content":"Where is parcel 42 and when will it arrive at the Lisbon depot?"}]}'`,
         '',
         `  curl -s ${url}/route -H 'content-type: application/json' -d '{"prompt":"Hello"}'   # explain a decision`,
         `  curl -s ${url}/workers        # workers, streams, trees`,
         `  curl -s ${url}/metrics`,
+        '',
+        'KV events (what the router subscribes to):',
+        ...workers.flatMap((w) => {
+          const e = w.kv_events!;
+          return [
+            `  ${w.id}: events ${e.endpoint}  replay ${e.replay_endpoint}  topic ${e.topic}`,
+            `    npx kv-events tail ${e.endpoint} --replay ${e.replay_endpoint} --topic ${e.topic}`,
+          ];
+        }),
         '',
         'The default model has random weights: its text is noise. Ctrl-C stops everything.',
         '',
       ].join('\n'),
     );
     // A worker dying later is logged; the router takes it out of rotation.
-    if (nats) void nats.exited.then((code) => !stopping && process.stderr.write(`[start] nats-server exited (${code}); the replicas no longer share load\n`));
-    for (const c of children) void c.exited.then((code) => !stopping && process.stderr.write(`[start] ${c.name} exited (${code})\n`));
+    if (nats) void nats.exited.then((code) => !stopping && log.warn(`nats-server exited (${code}); the replicas no longer share load`));
+    for (const c of children) void c.exited.then((code) => !stopping && log.warn(`${c.name} exited (${code})`));
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     const busy = err.code === 'EADDRINUSE';
-    process.stderr.write(`[start] ${busy ? `port ${v.port} is in use on ${v.host}; use --port` : oneLine(err.message)}\n`);
+    log.error(busy ? `port ${v.port} is in use on ${v.host}; use --port` : oneLine(err.message));
     await stopAll(e instanceof ConfigError || busy ? 2 : 1);
   }
 }

@@ -19,12 +19,14 @@ import { loraModules } from './adapters.js';
 import { modelName, parseWorkerArgs, USAGE, type WorkerConfig } from './config.js';
 import { SPEC_ENV, type ChildMsg, type Endpoints, type ParentMsg, type ProcSpec } from './proc.js';
 import { loadWorkerTokenizer } from './tokenizer.js';
+import { createLogger, exportLogSettings, resolveLogSettings, type Logger } from '../src/log/logger.js';
 
 const STAGES = { scheduler: './scheduler/main.ts', detokenizer: './detokenizer/main.ts' } as const;
 type Stage = keyof typeof STAGES;
 const STOP_TIMEOUT_MS = 8000;
 
 let config: WorkerConfig;
+let log: Logger;
 try {
   const parsed = parseWorkerArgs(process.argv.slice(2), { allowHelp: true });
   if (parsed === 'help') {
@@ -33,6 +35,10 @@ try {
   }
   config = parsed;
   loraModules(config); // a bad --lora is one line and exit 2
+  const settings = resolveLogSettings({ level: config.log_level, format: config.log_format });
+  // The stages read it from their environment.
+  exportLogSettings(settings);
+  log = createLogger({ component: 'kv-worker', ...settings });
   // Before any stage starts: a busy port is one line and exit 2, not a crash after the model loads.
   await assertPortFree(config.host, config.port);
 } catch (err) {
@@ -83,12 +89,12 @@ function startStage(stage: Stage): Promise<void> {
 async function shutdown(code: number, why?: string, drainMs = 0): Promise<never> {
   if (!stopping) {
     stopping = true;
-    if (why) console.error(`kv-worker: ${why}`);
+    if (why) log.warn(why);
     if (server && drainMs > 0) {
       // Bounded: the drain deadline plus the children's stop timeout.
       setTimeout(() => process.exit(code || 1), drainMs + STOP_TIMEOUT_MS + 2000).unref();
       const r = await drain.drain(drainMs);
-      if (r.finished + r.ended > 0) console.error(`kv-worker: drained: ${r.finished} request(s) finished, ${r.ended} ended at the ${drainMs} ms drain timeout`);
+      if (r.finished + r.ended > 0) log.info(`drained: ${r.finished} request(s) finished, ${r.ended} ended at the ${drainMs} ms drain timeout`);
     }
     if (server) await closeServer(server, drainMs > 0 ? 2000 : 0);
     const exits = [...children.values()].map((c) => stopChild(c));
@@ -121,12 +127,12 @@ try {
   client = await PipelineClient.open(endpoints.scheduler, endpoints.api);
   const c = client;
   const metrics = new WorkerMetrics(async () => (await c.ctl('load')).load);
-  const app = createApp({ client, tokenizer, config, model: modelName(config), adapters: loraModules(config), metrics, stopping: () => stopping });
+  const app = createApp({ client, tokenizer, config, model: modelName(config), adapters: loraModules(config), metrics, stopping: () => stopping }, { accessLog: log.child('kv-worker access') });
   const port = await new Promise<number>((resolve, reject) => {
     server = serve({ fetch: drain.wrap(app.fetch), hostname: config.host, port: config.port }, (info) => resolve(info.port));
     server.once('error', reject);
   });
-  console.log(`kv-worker: listening on http://${config.host}:${port} (engine ${config.engine}, ${config.numBlocks} blocks of ${config.blockSize} tokens, pid ${process.pid})`);
+  log.info(`listening on http://${config.host}:${port} (engine ${config.engine}, ${config.numBlocks} blocks of ${config.blockSize} tokens, pid ${process.pid})`);
 } catch (err) {
   if (!stopping) await shutdown(1, `failed to start: ${(err as Error).message}`);
 }

@@ -1,6 +1,7 @@
 /** What the API process hands its two child processes, and their lifecycle plumbing. */
 import { removeIpcFile } from '../src/queues/index.js';
 import type { WorkerConfig } from './config.js';
+import { loggerFromEnv } from '../src/log/logger.js';
 
 export interface Endpoints {
   scheduler: string;
@@ -35,14 +36,15 @@ export function sendReady(): void {
  */
 export function onShutdown(name: string, cleanup: () => Promise<void>, endpoints?: Endpoints): void {
   let stopping = false;
+  const log = loggerFromEnv(`kv-worker ${name}`);
   const stop = (code: number, why?: string) => {
     if (stopping) return;
     stopping = true;
-    if (why) console.error(`kv-worker ${name}: ${why}`);
+    if (why) log.warn(why);
     const force = setTimeout(() => process.exit(code), 5000);
     force.unref();
     cleanup()
-      .catch((err) => console.error(`kv-worker ${name}: cleanup failed:`, err))
+      .catch((err) => log.error(`cleanup failed: ${(err as Error).stack ?? String(err)}`))
       .finally(() => process.exit(code));
   };
   process.on('message', (m: ParentMsg) => {
@@ -67,7 +69,7 @@ export async function startOrDie<T>(name: string, what: Promise<T>): Promise<T> 
   try {
     return await what;
   } catch (err) {
-    console.error(`kv-worker ${name}: failed to start: ${(err as Error).message}`);
+    loggerFromEnv(`kv-worker ${name}`).error(`failed to start: ${(err as Error).message}`);
     process.exit(1);
   }
 }

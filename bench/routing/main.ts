@@ -16,7 +16,6 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pollLoads, replay, type LoadSample, type RequestResult } from './client.js';
-import type { StreamHealth } from '../../router/streams.js';
 import { probePropagation, perRequest, watchCluster, type ClusterWatch } from './cluster.js';
 import { findNatsServer, liveChildren, startFleet, type Fleet, type WorkerParams } from './fleet.js';
 import { cdfSvg, loadSvg } from './plots.js';
@@ -393,11 +392,14 @@ export interface StreamCounters {
   tree_clears: number;
 }
 
+/** A stream's health as GET /workers shows it (snake_case). */
+type StreamHealthJson = { trusted: boolean; batches: number; gaps: number; replays: number; resets: number; history_missing: number; malformed: number; tree_clears: number };
+
 async function streamCounters(routerUrls: string[]): Promise<StreamCounters> {
   const c: StreamCounters = { streams: 0, untrusted_at_end: 0, batches: 0, gaps: 0, replays: 0, resets: 0, history_missing: 0, malformed_frames: 0, tree_clears: 0 };
   for (const url of routerUrls) {
     try {
-      const body = (await (await fetch(`${url}/workers`)).json()) as { workers: { ranks: { events: StreamHealth | null }[] }[] };
+      const body = (await (await fetch(`${url}/workers`)).json()) as { workers: { ranks: { events: StreamHealthJson | null }[] }[] };
       for (const w of body.workers) {
         for (const { events: e } of w.ranks) {
           if (!e) continue;
@@ -407,9 +409,9 @@ async function streamCounters(routerUrls: string[]): Promise<StreamCounters> {
           c.gaps += e.gaps;
           c.replays += e.replays;
           c.resets += e.resets;
-          c.history_missing += e.historyMissing;
+          c.history_missing += e.history_missing;
           c.malformed_frames += e.malformed;
-          c.tree_clears += e.treeClears;
+          c.tree_clears += e.tree_clears;
         }
       }
     } catch {

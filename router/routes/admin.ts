@@ -6,6 +6,7 @@ import type { LoadView } from '../load.js';
 import type { Registry, WorkerEntry } from '../registry.js';
 import type { ClusterLink } from '../cluster/link.js';
 import { SharedLoad } from '../cluster/shared-load.js';
+import { snakeKeys } from '../../src/http/snake-keys.js';
 
 export interface AdminIndex {
   stats(source: string): unknown;
@@ -43,7 +44,7 @@ export function adminRoutes(app: Hono, d: AdminRoutesDeps): void {
     const w = registry.get(c.req.param('id'));
     if (!w) return openAIError(404, `no worker "${c.req.param('id')}"`, 'not_found_error');
     const dump = c.req.query('dump') !== undefined;
-    return c.json({ ...describeWorker(w), ...(dump ? { trees: Object.fromEntries(w.ranks.map((r) => [r, index.dump(`${w.id}:${r}`)])) } : {}) });
+    return c.json({ ...describeWorker(w), ...(dump ? { trees: Object.fromEntries(w.ranks.map((r) => [r, snakeKeys(index.dump(`${w.id}:${r}`))])) } : {}) });
   });
   app.post('/workers', async (c) => {
     let body: unknown;
@@ -86,7 +87,7 @@ export function adminRoutes(app: Hono, d: AdminRoutesDeps): void {
       stalls: w.stalls,
       stalled_until: w.stalledUntil > Date.now() ? w.stalledUntil : null,
       models: w.models?.map((m) => ({ id: m.id, max_model_len: m.maxModelLen, parent: m.parent ?? null })) ?? null,
-      reported_load: load.reportedOf(`${w.id}:${w.ranks[0]}`) ?? null,
+      reported_load: snakeKeys(load.reportedOf(`${w.id}:${w.ranks[0]}`) ?? null),
       prediction: d.prediction?.(w.id) ?? null,
       ranks: w.ranks.map((r) => {
         const source = `${w.id}:${r}`;
@@ -95,8 +96,8 @@ export function adminRoutes(app: Hono, d: AdminRoutesDeps): void {
         return {
           rank: r,
           source,
-          events: feed ? { endpoint: feed.endpoint, replay_endpoint: feed.replayEndpoint, topic: feed.topic, ...feed.health() } : null,
-          tree: index.stats(source),
+          events: feed ? { endpoint: feed.endpoint, replay_endpoint: feed.replayEndpoint, topic: feed.topic, ...snakeKeys(feed.health()) } : null,
+          tree: snakeKeys(index.stats(source)),
           load: { in_flight: l.inFlight, pending_prefill_tokens: l.pendingPrefillTokens, active_decodes: l.activeDecodes, ...remoteOf(source) },
         };
       }),

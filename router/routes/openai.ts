@@ -4,6 +4,7 @@ import { openAIError } from '../errors.js';
 import type { Policy } from '../policies/policy.js';
 import { pathOf, Rejected, type RequestPipeline } from '../pipeline.js';
 import type { Endpoint } from '../requests.js';
+import { REQUEST_ID_HEADER, requestIdOf } from '../../src/http/access-log.js';
 
 export interface OpenAIRoutesDeps {
   pipeline: RequestPipeline;
@@ -29,6 +30,7 @@ export function openAIRoutes(app: Hono, d: OpenAIRoutesDeps): void {
     const auth = c.req.header('authorization');
     // The client's own key goes to the engine unless it is the router's admin key.
     const headers: Record<string, string> = auth && !(d.adminKey && auth === `Bearer ${d.adminKey}`) ? { authorization: auth } : {};
+    headers[REQUEST_ID_HEADER] = requestIdOf(c);
     return d.pipeline.handle(endpoint, raw, c.req.raw.signal, headers);
   };
   app.post('/v1/completions', completion('completions'));

@@ -5,6 +5,7 @@
 import { blockHashFromString, blockHashToString, shortBlockHash } from '../events/block-hash.js';
 import type { BlockHash, KVEvent, KVEventBatch } from '../events/types.js';
 import type { StreamNotice } from '../events/subscriber.js';
+import { snakeKeys } from '../http/snake-keys.js';
 
 // ---------------------------------------------------------------------------- JSON
 
@@ -56,7 +57,7 @@ export function batchLineJson(seq: bigint, topic: string, batch: KVEventBatch, r
 
 /** One `--json` line for a notice: `{"notice": "gap" | "replay" | "reset" | "history_missing", ...}`. */
 export function noticeLineJson(n: StreamNotice): string {
-  return JSON.stringify(plain(n));
+  return JSON.stringify(snakeKeys(plain(n)));
 }
 
 // ---------------------------------------------------------------------------- human

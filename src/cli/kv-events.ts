@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { connectAddressFor, endpointProblem } from '../events/config.js';
 import type { StreamItem } from '../events/subscriber.js';
 import { batchLineHuman, batchLineJson, COLOUR, noticeLineHuman, noticeLineJson, PLAIN } from './format.js';
+import { snakeKeys } from '../http/snake-keys.js';
 
 const USAGE = `usage: kv-events tail <endpoint> [options]
 
@@ -172,7 +173,7 @@ async function tail(o: TailOptions): Promise<number> {
     await sub.close();
     if (o.stats) {
       const secs = (Date.now() - started) / 1000;
-      const summary = { batches, replayed, events: byType, seconds: Number(secs.toFixed(3)), health };
+      const summary = { batches, replayed, events: byType, seconds: Number(secs.toFixed(3)), health: snakeKeys(health) };
       const text = o.json
         ? JSON.stringify({ stats: summary }, (_k, v) => (typeof v === 'bigint' ? Number(v) : v))
         : [

@@ -13,15 +13,14 @@ const count = (min: number) => z.number().int().min(min);
 
 // Unknown keys (vLLM's enable_kv_cache_events, …) are stripped, not rejected.
 export const KVEventsConfigSchema = z.object({
-  publisher: z.enum(['zmq', 'null']).default('zmq'),
-  endpoint: z.string().min(1).default('tcp://*:5557'),
-  replay_endpoint: z.string().min(1).nullable().default(null),
-  topic: z.string().default(''),
-  buffer_steps: count(0).default(10000),
-  hwm: count(0).default(100000),
-  max_queue_size: count(1).default(100000),
-  /** Ours, not the engines': CURVE keys for the PUB and replay sockets (see curve.ts). */
-  curve: CurveConfigSchema.optional(),
+  publisher: z.enum(['zmq', 'null']).default('zmq').describe("`zmq` publishes over ZeroMQ; `null` publishes nothing."),
+  endpoint: z.string().min(1).default('tcp://*:5557').describe("The PUB socket: `*`, `::`, ipc:// and inproc:// bind, any other host connects (vLLM's rule); data-parallel rank r uses port + r."),
+  replay_endpoint: z.string().min(1).nullable().default(null).describe("The replay (ROUTER) socket subscribers ask for missed batches; always binds. null: no replay."),
+  topic: z.string().default('').describe("Topic frame of every message (subscribers filter by prefix)."),
+  buffer_steps: count(0).default(10000).describe("Batches kept for replay."),
+  hwm: count(0).default(100000).describe("ZeroMQ send high-water mark of the PUB socket (messages)."),
+  max_queue_size: count(1).default(100000).describe("Batches waiting to be sent; beyond that new ones are dropped (subscribers see the gap and replay)."),
+  curve: CurveConfigSchema.optional().describe("Ours, not the engines': CURVE encryption and authentication of the PUB and replay sockets."),
 });
 
 export type KVEventsConfig = z.infer<typeof KVEventsConfigSchema>;

@@ -33,11 +33,11 @@ const z85Key = z.string().length(40, 'a CURVE key is 40 Z85 characters');
 /** Config form (snake_case, as in the kv-events config JSON): `{"curve": {...}}`. */
 export const CurveConfigSchema = z
   .object({
-    server_public_key: z85Key,
-    server_secret_key: z85Key.optional(),
-    client_public_key: z85Key.optional(),
-    client_secret_key: z85Key.optional(),
-    allowed_clients: z.array(z85Key).nullable().optional(),
+    server_public_key: z85Key.describe("The publisher's CURVE public key (40 Z85 characters)"),
+    server_secret_key: z85Key.optional().describe("The publisher's secret key (publisher side only)."),
+    client_public_key: z85Key.optional().describe("The subscriber's public key; absent: an ephemeral key pair."),
+    client_secret_key: z85Key.optional().describe("The subscriber's secret key (with client_public_key)."),
+    allowed_clients: z.array(z85Key).nullable().optional().describe("Publisher side: the client public keys allowed to connect; absent or null: any client with the server key."),
   })
   .strict();
 export type CurveConfig = z.infer<typeof CurveConfigSchema>;

@@ -13,6 +13,7 @@ import { attach, removeIpcFile, yieldToLoop } from './endpoint.js';
 import { decodeSeq, encodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
 import { RingBuffer, type Buffered } from './ring-buffer.js';
 import type { KVEvent } from './types.js';
+import { loggerFromEnv } from '../log/logger.js';
 
 /** A batch that could not be queued. Its seq is consumed, so every subscriber sees the gap. */
 export class QueueFullError extends Error {
@@ -244,7 +245,7 @@ export class KVEventPublisher {
         if (++n % PUMP_CHUNK === 0) await yieldToLoop();
       }
     } catch (err) {
-      if (!pub.closed) console.error(`kv-events publisher: send failed: ${(err as Error).message}`);
+      if (!pub.closed) loggerFromEnv('kv-events publisher').error(`send failed: ${(err as Error).message}`);
     } finally {
       this.pumping = null;
     }

@@ -15,6 +15,7 @@ import { requestReplay, type ReplayedBatch } from './replay-client.js';
 import type { SharedSubscriber } from './shared-sub.js';
 import { payloadDigest, StreamState, type StreamAction, type StreamBatch, type StreamCounters, type StreamNotice } from './stream-state.js';
 import type { KVEventBatch } from './types.js';
+import { loggerFromEnv } from '../log/logger.js';
 
 export type { HistoryMissingReason, StreamNotice } from './stream-state.js';
 
@@ -261,7 +262,7 @@ export class KVEventSubscriber {
         this.run(this.state.replayDone({ status: r.status, batches: r.batches.map(streamBatch), malformed: r.malformed }, Date.now()));
       },
       (err: unknown) => {
-        console.error(`kv-events subscriber: replay failed: ${(err as Error).message}`);
+        loggerFromEnv('kv-events subscriber').warn(`replay failed: ${(err as Error).message}`);
         if (!this.closed) this.run(this.state.replayFailed(Date.now()));
       },
     );
@@ -271,7 +272,7 @@ export class KVEventSubscriber {
     try {
       this.onItem(item);
     } catch (err) {
-      console.error(`kv-events subscriber: onItem threw: ${(err as Error).stack ?? err}`);
+      loggerFromEnv('kv-events subscriber').error(`onItem threw: ${(err as Error).stack ?? err}`);
     }
   }
 }

@@ -4,7 +4,12 @@ import type { SourceState } from './source-state.js';
 export interface DumpNode {
   /** The block's 64-bit token key, hex. */
   key: string;
-  /** Engine hashes naming this block, as their 64-bit handles in hex (ints mod 2^64, bytes hashed). */
+  /**
+   * Engine hashes naming this block as decimal strings, the form of the worker's GET /cache and
+   * `kv-events tail --json`: an engine's integer hash as it published it when it is unsigned
+   * 64-bit (vLLM, SGLang, our worker); the index keeps 64 bits, so a negative one shows mod 2^64
+   * and a bytes hash as the decimal of its 64-bit digest.
+   */
   hashes: string[];
   media: string[];
   provisional?: true;
@@ -34,7 +39,7 @@ export function dumpSource(s: SourceState, ns: NodeStore, mediumNames: readonly 
   };
   for (const [lo, hi, n, media] of s.entries()) {
     const d = get(n);
-    d.hashes.push('0x' + hex(hi, lo));
+    d.hashes.push(((BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0)).toString(10));
     for (let m = 0; m < mediumNames.length; m++) {
       if ((media & (1 << m)) !== 0 && !d.media.includes(mediumNames[m])) d.media.push(mediumNames[m]);
     }

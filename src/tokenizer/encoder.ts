@@ -5,6 +5,7 @@
  */
 import { createRequire } from 'node:module';
 import type { Tokenizer } from './tokenizer.js';
+import { loggerFromEnv } from '../log/logger.js';
 
 export type EncoderBackend = 'native' | 'js';
 
@@ -53,7 +54,7 @@ export function pickEncoder(
   tokenizerJson: string,
   opts: { prefer?: EncoderBackend; log?: (line: string) => void } = {},
 ): TextEncoder {
-  const log = opts.log ?? ((line: string) => console.error(line));
+  const log = opts.log ?? ((line: string) => loggerFromEnv('tokenizer').info(line));
   if (opts.prefer !== 'js') {
     const n = nativeEncoder(tokenizerJson);
     if (!(n instanceof Error)) {

@@ -10,11 +10,11 @@ const NOTICES: [StreamNotice, string, string][] = [
   [{ notice: 'replay', from: 5n, to: 8n, batches: 4 }, '!! replayed #5..#8 (4 batches)', '{"notice":"replay","from":5,"to":8,"batches":4}'],
   [{ notice: 'replay', from: 0n, to: 0n, batches: 1 }, '!! replayed #0..#0 (1 batch)', '{"notice":"replay","from":0,"to":0,"batches":1}'],
   [{ notice: 'reset', reason: 'restart', lastSeq: 5000n, seq: 0n }, '!! reset: publisher restarted (seq went from #5000 back to #0); its cache is gone',
-    '{"notice":"reset","reason":"restart","lastSeq":5000,"seq":0}'],
+    '{"notice":"reset","reason":"restart","last_seq":5000,"seq":0}'],
   [{ notice: 'history_missing', reason: 'buffer_exceeded', from: 3n, resumedAt: 120n }, '!! history missing (buffer_exceeded) from #3, resumed at #120',
-    '{"notice":"history_missing","reason":"buffer_exceeded","from":3,"resumedAt":120}'],
+    '{"notice":"history_missing","reason":"buffer_exceeded","from":3,"resumed_at":120}'],
   [{ notice: 'history_missing', reason: 'replay_timeout', from: 3n, resumedAt: null }, '!! history missing (replay_timeout) from #3',
-    '{"notice":"history_missing","reason":"replay_timeout","from":3,"resumedAt":null}'],
+    '{"notice":"history_missing","reason":"replay_timeout","from":3,"resumed_at":null}'],
 ];
 
 test('notices: human lines, highlighted only with colour, and JSON lines', () => {

@@ -157,6 +157,7 @@ test('SIGTERM and SIGINT: clean exit 0 with the --stats summary', { timeout: 20_
       assert.deepEqual(exit, { code: 0, signal: null }, c.diag());
       const stats = JSON.parse(c.stderr.trim().split('\n').pop()!);
       assert.ok(stats.stats.batches >= 1);
+      assert.ok('last_seq' in stats.stats.health && !('lastSeq' in stats.stats.health), 'snake_case health');
       noStack(c.stderr);
     }
   } finally {

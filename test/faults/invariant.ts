@@ -4,7 +4,7 @@
  * router has marked that source untrusted (and cleared it).
  *
  * The oracle is independent of the index's hashing: a block is named by its engine
- * hash (plain BigInt arithmetic, mod 2^64) and its token prefix, the joined token ids
+ * hash (the decimal string both GET /cache and the router's dump print) and its token prefix, the joined token ids
  * of its whole chain from the root, built from the worker's own parent links (and its
  * salt, from the first block's extra_keys). The router's side rebuilds the same strings
  * from the shape of its dumped tree: a node's prefix is its tree parent's plus the
@@ -47,11 +47,6 @@ export interface SourceCheck {
   ok: boolean;
 }
 
-/** An engine hash as the dump names it: "0x" + 16 hex digits of its value mod 2^64. */
-export function hashName(hash: string | bigint): string {
-  return '0x' + BigInt.asUintN(64, BigInt(hash)).toString(16).padStart(16, '0');
-}
-
 function saltOf(b: CachedBlock): string | null {
   const first = b.extra_keys?.[0];
   if (!Array.isArray(first)) return null;
@@ -64,7 +59,7 @@ function saltOf(b: CachedBlock): string | null {
 
 /** The worker's blocks by hash name, each with its full token prefix ("#salt|1,2,3|4,5,6"). */
 export function workerPrefixes(blocks: CachedBlock[]): Map<string, { block: CachedBlock; prefix: string | null }> {
-  const byHash = new Map(blocks.map((b) => [hashName(b.hash), b]));
+  const byHash = new Map(blocks.map((b) => [b.hash, b]));
   const memo = new Map<string, string | null>();
   const prefixOf = (name: string): string | null => {
     // Up the chain (iteratively: chains can be long) to a known prefix, the root, or a missing parent.
@@ -72,7 +67,7 @@ export function workerPrefixes(blocks: CachedBlock[]): Map<string, { block: Cach
     let base: string | null = null;
     let cur = byHash.get(name);
     while (cur) {
-      const n = hashName(cur.hash);
+      const n = cur.hash;
       if (memo.has(n)) {
         base = memo.get(n)!;
         break;
@@ -85,13 +80,13 @@ export function workerPrefixes(blocks: CachedBlock[]): Map<string, { block: Cach
         break;
       }
       // A block whose parent the worker no longer holds: the router cannot hold it either.
-      cur = byHash.get(hashName(cur.parent_hash));
+      cur = byHash.get(cur.parent_hash);
       if (!cur) base = null;
     }
     let acc = base;
     for (let i = chain.length - 1; i >= 0; i--) {
       acc = acc === null ? null : `${acc}|${chain[i].token_ids.join(',')}`;
-      memo.set(hashName(chain[i].hash), acc);
+      memo.set(chain[i].hash, acc);
     }
     return memo.get(name) ?? null;
   };
@@ -113,7 +108,7 @@ export function workerEntries(blocks: CachedBlock[]): Set<string> {
  * keys break the key <-> prefix bijection.
  */
 export function dumpEntries(dump: SourceDump | null, worker: CachedBlock[]): { entries: Set<string>; keyConflicts: number } {
-  const tokensOf = new Map(worker.map((b) => [hashName(b.hash), b]));
+  const tokensOf = new Map(worker.map((b) => [b.hash, b]));
   const entries = new Set<string>();
   const prefixByKey = new Map<string, string>();
   const keyByPrefix = new Map<string, string>();

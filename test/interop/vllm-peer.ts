@@ -158,7 +158,7 @@ export function mismatches(xs: Exchange[]): string[] {
 
 interface RouterWorker {
   id: string;
-  ranks: { rank: number; events: { lastSeq: string | null; connected: boolean; trusted: boolean } | null }[];
+  ranks: { rank: number; events: { last_seq: string | null; connected: boolean; trusted: boolean } | null }[];
 }
 
 /** Waits until the router has applied, on every (server, rank), the last batch the server published. */
@@ -179,7 +179,7 @@ export async function settled(routerUrl: string, servers: VllmServer[], timeoutM
     const expected = await want();
     const j = (await (await fetch(`${routerUrl}/workers`, { signal: AbortSignal.timeout(10_000) })).json()) as { workers: RouterWorker[] };
     const got = new Map<string, string | null>();
-    for (const w of j.workers) for (const r of w.ranks) got.set(`${w.id}:${r.rank}`, r.events?.lastSeq ?? null);
+    for (const w of j.workers) for (const r of w.ranks) got.set(`${w.id}:${r.rank}`, r.events?.last_seq ?? null);
     const behind = [...expected].filter(([k, v]) => got.get(k) !== v);
     if (behind.length === 0) return;
     last = behind.map(([k, v]) => `${k}: server seq ${v}, router ${got.get(k)}`).join('; ');

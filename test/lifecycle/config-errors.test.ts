@@ -79,8 +79,8 @@ test('kv-worker: --help, bad flag, typo in a config file, busy port', { timeout:
     assert.match(help.stdout, /usage: kv-worker/);
     assertConfigExit(worker('--engine', 'sim', '--bogus'), /^kv-worker: Unknown option '--bogus'/, 'bad flag');
     const file = join(tmp, 'w.json');
-    writeFileSync(file, JSON.stringify({ engine: 'sim', kvEventsConfig: { endpoint: 'tcp://*:5557', bufer_steps: 10 } }));
-    assertConfigExit(worker('--config', file), /kvEventsConfig\.bufer_steps: unknown key/, 'typo in kvEventsConfig');
+    writeFileSync(file, JSON.stringify({ engine: 'sim', kv_events_config: { endpoint: 'tcp://*:5557', bufer_steps: 10 } }));
+    assertConfigExit(worker('--config', file), /kv_events_config\.bufer_steps: unknown key/, 'typo in kv_events_config');
     writeFileSync(file, JSON.stringify({ engine: 'sim', numBlock: 10 }));
     assertConfigExit(worker('--config', file), /numBlock: unknown key/, 'typo at the top level');
     rmSync(file);

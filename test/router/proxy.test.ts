@@ -153,7 +153,7 @@ test('bad bodies: 400 with an OpenAI-style error; upstream 4xx is passed through
   for (const [path, body, re] of [
     ['/v1/completions', '{not json', /not valid JSON/],
     ['/v1/completions', {}, /prompt/],
-    ['/v1/completions', { prompt: 12 }, /prompt: must be a string/],
+    ['/v1/completions', { prompt: 12 }, /`prompt`: must be a string/],
     ['/v1/completions', { prompt: [] }, /prompt/],
     ['/v1/completions', { prompt: [1, -2] }, /prompt/],
     ['/v1/chat/completions', { messages: [] }, /messages/],

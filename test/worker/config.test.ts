@@ -40,11 +40,11 @@ describe('worker config', () => {
     const bad: [string[], RegExp][] = [
       [[], /--engine \(engine\)/],
       [['--engine', 'gpt'], /--engine \(engine\): .*"onnx"/],
-      [['--engine', 'sim', '--num-blocks', 'lots'], /--num-blocks \(numBlocks\): .*number/],
+      [['--engine', 'sim', '--num-blocks', 'lots'], /--num-blocks \(num_blocks\): expected a number, got "lots"/],
       [['--engine', 'sim', '--block-size', '0'], /--block-size/],
       [['--engine', 'sim', '--device', 'tpu'], /--device/],
       [['--engine', 'sim', '--frobnicate', '1'], /Unknown option '--frobnicate'/],
-      [['--engine', 'sim', '--kv-events-config', '{nope'], /--kv-events-config \(kvEventsConfig\): not valid JSON/],
+      [['--engine', 'sim', '--kv-events-config', '{nope'], /--kv-events-config \(kv_events_config\): not valid JSON/],
       [['--engine', 'sim', '--kv-events-config', '{"endpoint":"http://x"}'], /unsupported transport/],
       [['--config', '/nonexistent/worker.json'], /cannot read config file/],
     ];
@@ -59,14 +59,17 @@ describe('worker config', () => {
     assert.match(r.stderr, /^kv-worker: invalid options: --port \(port\): .* \(see kv-worker --help\)\n$/);
   });
 
-  it('unknown keys are rejected, in the config and inside kvEventsConfig, with their path', () => {
+  it('unknown keys are rejected, in the config and inside kv_events_config, with their path', () => {
     assert.throws(() => parseWorkerConfig({ engine: 'sim', numBlock: 4 }), (e: unknown) => e instanceof ConfigError && /numBlock: unknown key/.test(e.message));
     assert.throws(
-      () => parseWorkerConfig({ engine: 'sim', kvEventsConfig: { endpoint: 'tcp://*:5557', bufer_steps: 5 } }),
-      (e: unknown) => e instanceof ConfigError && /kvEventsConfig\.bufer_steps: unknown key/.test(e.message) && !e.message.includes('\n'),
+      () => parseWorkerConfig({ engine: 'sim', kv_events_config: { endpoint: 'tcp://*:5557', bufer_steps: 5 } }),
+      (e: unknown) => e instanceof ConfigError && /kv_events_config\.bufer_steps: unknown key/.test(e.message) && !e.message.includes('\n'),
     );
+    // The camelCase keys of older config files name their snake_case replacement.
+    assert.throws(() => parseWorkerConfig({ engine: 'sim', numBlocks: 4 }), (e: unknown) => e instanceof ConfigError && /numBlocks: unknown key \(the key is num_blocks\)/.test(e.message));
+    assert.equal(parseWorkerConfig({ engine: 'sim', num_blocks: 4, max_batch: 2 }).numBlocks, 4);
     // vLLM's own keys are fine.
-    assert.equal(parseWorkerConfig({ engine: 'sim', kvEventsConfig: { enable_kv_cache_events: true, endpoint: 'tcp://*:5557', buffer_steps: 5 } }).kvEvents?.buffer_steps, 5);
+    assert.equal(parseWorkerConfig({ engine: 'sim', kv_events_config: { enable_kv_cache_events: true, endpoint: 'tcp://*:5557', buffer_steps: 5 } }).kvEvents?.buffer_steps, 5);
   });
 
   it('runs from a config file and stops cleanly on SIGINT', async () => {

@@ -173,7 +173,7 @@ describe('KV events of a running worker', () => {
     process.kill(kids[0]!, 'SIGKILL');
     const { code } = await w.exit;
     assert.notEqual(code, 0);
-    assert.match(w.output, /kv-worker: the (scheduler|detokenizer) process exited on SIGKILL; stopping the worker/);
+    assert.match(w.output, /\[kv-worker\] the (scheduler|detokenizer) process exited on SIGKILL; stopping the worker/);
     await waitFor('the other stage to exit', async () => kids.every((p) => !pidAlive(p)), 5000);
     assert.deepEqual(w.ipcFiles(), []);
   });

@@ -55,7 +55,7 @@ describe('kv-worker --device cuda on a CPU-only onnxruntime', () => {
   it('fails at start with a message naming what is missing', () => {
     const r = spawnSync(process.execPath, [BIN, '--engine', 'onnx', '--device', 'cuda', '--port', '0'], { encoding: 'utf8', timeout: 60_000 });
     assert.notEqual(r.status, 0);
-    assert.match(r.stderr, /kv-worker scheduler: failed to start: .*CUDA/);
+    assert.match(r.stderr, /\[kv-worker scheduler\] failed to start: .*CUDA/);
     assert.match(r.stderr, /the scheduler process exited with code 1/);
   });
 });

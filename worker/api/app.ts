@@ -5,12 +5,18 @@ import { ApiError } from './errors.js';
 import { tokenizerFilesOf } from '../tokenizer.js';
 import { generate, type GenerateDeps } from './generate.js';
 import { EncodeError, ThreadTokenizer } from './tokenize.js';
+import { requestIdAndAccessLog } from '../../src/http/access-log.js';
+import { methodNotAllowed } from '../../src/http/method-not-allowed.js';
+import { loggerFromEnv, type Logger } from '../../src/log/logger.js';
 
-export function createApp(d: GenerateDeps): Hono {
+/** `accessLog`: where the line per request (with the request id the router sent) goes; none without. */
+export function createApp(d: GenerateDeps, opts: { accessLog?: Logger } = {}): Hono {
   const app = new Hono();
+  const log = loggerFromEnv('kv-worker api');
+  app.use('*', requestIdAndAccessLog(opts.accessLog ?? null));
   // Prompts are encoded on a thread: a huge one must not stop /health and every other request.
   const enc = new ThreadTokenizer(tokenizerFilesOf(d.config));
-  enc.warm().catch((e) => console.error(`kv-worker api: tokenizer thread failed to start: ${(e as Error).message}`));
+  enc.warm().catch((e) => log.error(`tokenizer thread failed to start: ${(e as Error).message}`));
 
   const post = (path: string, kind: 'completion' | 'chat') =>
     app.post(path, async (c) => generate(kind, await jsonBody(c), d, enc, c.req.raw.signal));
@@ -37,11 +43,12 @@ export function createApp(d: GenerateDeps): Hono {
   });
   app.get('/metrics', async (c) => c.text(await d.metrics.registry.metrics(), 200, { 'content-type': d.metrics.registry.contentType }));
 
+  methodNotAllowed(app, (c, allow) => c.json(new ApiError(405, `${c.req.method} is not allowed on ${c.req.path} (allowed: ${allow.join(', ')})`, 'invalid_request_error', null, 'method_not_allowed').body(), 405));
   app.notFound((c) => c.json(new ApiError(404, `no route ${c.req.method} ${c.req.path}`).body(), 404));
   app.onError((err, c) => {
     if (err instanceof ApiError) return c.json(err.body(), err.status);
     if (err instanceof EncodeError) return c.json(new ApiError(400, `cannot tokenize the prompt: ${err.message}`).body(), 400);
-    console.error('kv-worker api:', err);
+    log.error(`internal error: ${(err as Error).stack ?? String(err)}`);
     return c.json(new ApiError(500, (err as Error).message, 'server_error').body(), 500);
   });
   return app;

@@ -68,7 +68,7 @@ async function prepare(kind: Kind, raw: unknown, d: GenerateDeps, enc: PromptEnc
   let promptParam: string;
   if (kind === 'completion') {
     const r = CompletionBody.safeParse(raw);
-    if (!r.success) throw fromZod(r.error);
+    if (!r.success) throw fromZod(r.error, raw);
     body = r.data;
     promptParam = 'prompt';
     const p = Array.isArray(r.data.prompt) && r.data.prompt.length === 1 && typeof r.data.prompt[0] !== 'number' ? r.data.prompt[0]! : r.data.prompt;
@@ -76,7 +76,7 @@ async function prepare(kind: Kind, raw: unknown, d: GenerateDeps, enc: PromptEnc
     maxTokens = r.data.max_tokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS;
   } else {
     const r = ChatBody.safeParse(raw);
-    if (!r.success) throw fromZod(r.error);
+    if (!r.success) throw fromZod(r.error, raw);
     body = r.data;
     promptParam = 'messages';
     const chat = parseChat(raw as Record<string, unknown>);

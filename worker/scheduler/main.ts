@@ -10,6 +10,9 @@ import type { DetokInMsg, SchedulerInMsg, SeqOutput } from '../messages.js';
 import { onShutdown, readSpec, sendReady, startOrDie } from '../proc.js';
 import { loadTokenizerFacts } from '../tokenizer.js';
 import { Scheduler } from './scheduler.js';
+import { loggerFromEnv } from '../../src/log/logger.js';
+
+const log = loggerFromEnv('kv-worker scheduler');
 
 const { config, endpoints } = readSpec();
 const tokenizer = await startOrDie('scheduler', loadTokenizerFacts(config));
@@ -17,7 +20,7 @@ const engine = await startOrDie('scheduler', createEngine(config, tokenizer));
 const publisher = config.kvEvents
   ? await startOrDie('scheduler', KVEventPublisher.create({ config: config.kvEvents, dpRank: config.dpRank }))
   : null;
-if (publisher) console.error(`kv-worker scheduler: publishing KV events on ${publisher.endpoint}${publisher.replayEndpoint ? `, replay on ${publisher.replayEndpoint}` : ''}`);
+if (publisher) log.info(`publishing KV events on ${publisher.endpoint}${publisher.replayEndpoint ? `, replay on ${publisher.replayEndpoint}` : ''}`);
 
 let dropped = 0;
 function publish(events: KVEvent[]): void {
@@ -27,7 +30,7 @@ function publish(events: KVEvent[]): void {
   } catch (err) {
     if (!(err instanceof QueueFullError)) throw err;
     // Subscribers see the seq gap and recover through replay; say so once per 1000 drops.
-    if (dropped++ % 1000 === 0) console.error(`kv-worker scheduler: ${err.message} (${dropped} dropped)`);
+    if (dropped++ % 1000 === 0) log.warn(`${err.message} (${dropped} dropped)`);
   }
 }
 
