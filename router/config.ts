@@ -38,6 +38,12 @@ export const WorkerEventsSchema = z.object({
   max_queue_size: z.number().int().min(1).optional(),
   /** CURVE keys (ours, not the engines'): see src/events/curve.ts. */
   curve: CurveConfigSchema.optional(),
+  /**
+   * Ours, not the engines': how legacy array events are read. `sglang`: SGLang's layout, where
+   * `cache_salt`, `session_id` follow `medium` (vLLM has `lora_name`, `extra_keys` there); `auto`
+   * tells them apart only when a session_id is present. Default auto.
+   */
+  array_layout: z.enum(['auto', 'vllm', 'sglang']).default('auto'),
 }).strict();
 
 export const WorkerSchema = z.object({
