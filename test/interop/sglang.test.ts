@@ -128,6 +128,13 @@ describe('router in front of SGLang (data-parallel attention, 2 ranks)', { skip:
     await store(0, p);
     await store(1, p, 'tenant-a');
     await inSync();
+    // What the router's index matched per rank (read as vLLM's lora_name, the salt would match nothing).
+    const matched = async (body: Record<string, unknown>) => {
+      const r = (await post(routerUrl(), '/route', { model: 'sglang-model', max_tokens: 1, prompt: [...p, 7], ...body })) as { candidates: { rank: number; index_matched_tokens: number }[] };
+      return Object.fromEntries(r.candidates.map((c) => [c.rank, c.index_matched_tokens]));
+    };
+    assert.deepEqual(await matched({ cache_salt: 'tenant-a' }), { 0: 0, 1: 48 });
+    assert.deepEqual(await matched({}), { 0: 48, 1: 0 });
     assert.equal((await complete({ prompt: [...p, 7], cache_salt: 'tenant-a' })).rank, 1);
     assert.equal((await complete({ prompt: [...p, 7] })).rank, 0);
   });
