@@ -81,7 +81,7 @@ describe('router in front of SGLang (data-parallel attention, 2 ranks)', { skip:
   /** Waits until the router's tree of each rank names exactly the server's blocks of that rank. */
   const inSync = async () => {
     let last = '';
-    const deadline = Date.now() + 15_000;
+    const deadline = Date.now() + 30_000;
     for (;;) {
       const t = await trees();
       let ok = true;
