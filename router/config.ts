@@ -43,7 +43,7 @@ export const WorkerEventsSchema = z.object({
    * `cache_salt`, `session_id` follow `medium` (vLLM has `lora_name`, `extra_keys` there); `auto`
    * tells them apart only when a session_id is present. Default auto.
    */
-  array_layout: z.enum(['auto', 'vllm', 'sglang']).default('auto'),
+  array_layout: z.enum(['auto', 'vllm', 'sglang']).optional(),
 }).strict();
 
 export const WorkerSchema = z.object({
