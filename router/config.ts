@@ -37,6 +37,7 @@ export const WorkerEventsSchema = z.object({
   hwm: z.number().int().min(0).optional().describe("Publisher-side (ignored here)."),
   max_queue_size: z.number().int().min(1).optional().describe("Publisher-side (ignored here)."),
   curve: CurveConfigSchema.optional().describe("CURVE keys (ours, not the engines'): see src/events/curve.ts."),
+  array_layout: z.enum(['auto', 'vllm', 'sglang']).optional().describe("Ours, not the engines': how legacy array events are read. `sglang`: SGLang's layout, where `cache_salt`, `session_id` follow `medium` (vLLM has `lora_name`, `extra_keys` there); `auto` (absent) tells them apart only when a session_id is present."),
 }).strict();
 
 export const WorkerSchema = z.object({

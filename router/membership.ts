@@ -107,7 +107,7 @@ export class Membership {
         const ep = streamEndpoint(ev.endpoint, url, r);
         const rep = ev.replay_endpoint ? streamEndpoint(ev.replay_endpoint, url, r) : null;
         const shared = this.shared ? await this.shared.forRank(r) : undefined;
-        feeds.push(new StreamFeed(sourceId(id, r), ep, rep, ev.topic, this.opts.sources, this.log, curve, shared ? { shared } : {}));
+        feeds.push(new StreamFeed(sourceId(id, r), ep, rep, ev.topic, this.opts.sources, this.log, curve, { ...(shared ? { shared } : {}), arrayLayout: ev.array_layout }));
       }
     }
     this.workers.set(id, w);

@@ -2,6 +2,7 @@ import { KVEventSubscriber } from '../src/events/subscriber.js';
 import { offsetEndpoint } from '../src/events/config.js';
 import { SharedSubscriber } from '../src/events/shared-sub.js';
 import type { CurveClientOptions } from '../src/events/curve.js';
+import type { ArrayLayout } from '../src/events/codec.js';
 import type { KVEventBatch } from '../src/events/types.js';
 
 /** What /workers and /metrics show of one (worker, rank) event stream. */
@@ -21,6 +22,11 @@ export interface StreamHealth {
   probeFinds: number;
   lagMs: number | null;
   treeClears: number;
+  /** Trees rebuilt from a worker's snapshot (history gone, trust kept); requests for one that ended in a clear. */
+  snapshots: number;
+  snapshotFallbacks: number;
+  /** Times the stream went from trusted to untrusted. */
+  trustLosses: number;
   /** Requests routed to this source since its last batch (all of them when it never sent one). */
   routedWithoutEvents: number;
   /** Times the stream was found silent while requests were routed to it (a counter for /metrics). */
@@ -43,6 +49,10 @@ export interface StreamFeedOptions {
   now?: () => number;
   /** Connect mode: the live stream comes from the router's bound SUB for this rank, by topic. */
   shared?: SharedSubscriber | null;
+  /** Ask for a snapshot when history is gone (only our worker answers). Default true. */
+  snapshots?: boolean;
+  /** How legacy array events are read: `sglang` for SGLang's layout after `medium`. Default auto. */
+  arrayLayout?: ArrayLayout;
 }
 
 /**
@@ -126,7 +136,12 @@ export class StreamFeed {
     this.silence = opts.silence ?? DEFAULT_SILENCE;
     this.now = opts.now ?? Date.now;
     this.shared = opts.shared ?? null;
+    this.snapshots = opts.snapshots ?? true;
+    this.arrayLayout = opts.arrayLayout ?? 'auto';
   }
+
+  private readonly snapshots: boolean;
+  private readonly arrayLayout: ArrayLayout;
 
   private readonly silence: SilenceOptions;
   private readonly now: () => number;
@@ -161,6 +176,8 @@ export class StreamFeed {
       topic: this.topic,
       curve: this.curve,
       shared: this.shared,
+      snapshots: this.snapshots,
+      arrayLayout: this.arrayLayout,
       onItem: (item) => {
         if (item.kind === 'batch') {
           this.routed = 0;
@@ -168,6 +185,17 @@ export class StreamFeed {
           this.silentNow = null;
           for (const ev of item.batch.events) if (ev.type === 'BlockStored') this.blockSize = ev.block_size;
           this.sink.applyBatch(this.source, item.batch);
+          return;
+        }
+        if (item.kind === 'snapshot') {
+          // One synchronous step: no request is routed against a half-built tree.
+          this.sink.clearSource(this.source);
+          let blocks = 0;
+          for (const b of item.batches) {
+            for (const ev of b.events) if (ev.type === 'BlockStored') (this.blockSize = ev.block_size), (blocks += ev.block_hashes.length);
+            this.sink.applyBatch(this.source, b);
+          }
+          this.log(`stream ${this.source}: history gone, tree rebuilt from the worker's snapshot (${blocks} blocks, valid at seq ${item.atSeq})`);
           return;
         }
         const kind = item.notice.notice;
@@ -198,6 +226,9 @@ export class StreamFeed {
       probeFinds: h?.probeFinds ?? 0,
       lagMs: h?.lagMs ?? null,
       treeClears: this.clears,
+      snapshots: h?.snapshots ?? 0,
+      snapshotFallbacks: h?.snapshotFallbacks ?? 0,
+      trustLosses: h?.trustLosses ?? 0,
       routedWithoutEvents: this.routed,
       silentWarnings: this.silentWarnings,
       silent: this.silentNow,

@@ -128,6 +128,7 @@ async function tail(o: TailOptions): Promise<number> {
       out.write((o.json ? noticeLineJson(item.notice) : noticeLineHuman(item.notice, style)) + '\n');
       return;
     }
+    if (item.kind === 'snapshot') return; // never asked for (the CLI runs without snapshots)
     // The SUB filters live batches by topic; replayed ones carry the publisher's topic and are filtered here.
     if (!item.topic.startsWith(o.topic)) return;
     batches++;

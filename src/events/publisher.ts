@@ -12,8 +12,20 @@ import { ConfigError, offsetEndpoint, type KVEventsConfig } from './config.js';
 import { attach, removeIpcFile, yieldToLoop } from './endpoint.js';
 import { decodeSeq, encodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
 import { RingBuffer, type Buffered } from './ring-buffer.js';
+import { isSnapshotRequest, SNAPSHOT_TAG } from './snapshot.js';
 import type { KVEvent } from './types.js';
 import { loggerFromEnv } from '../log/logger.js';
+
+/**
+ * What a snapshot request gets (snapshot.ts): the whole cache as BlockStored events (parents
+ * first), read at one instant together with `atSeq`, the publisher's nextSeq at that instant,
+ * when no cache change is left unpublished.
+ */
+export interface CacheSnapshot {
+  atSeq: bigint;
+  events: KVEvent[];
+}
+export type SnapshotSource = () => Promise<CacheSnapshot>;
 
 /** A batch that could not be queued. Its seq is consumed, so every subscriber sees the gap. */
 export class QueueFullError extends Error {
@@ -41,6 +53,8 @@ export interface PublisherOptions {
   curve?: CurveServerOptions | null;
   /** Replay requests waiting to be served beyond this are dropped (counted, unanswered). Default 64. */
   maxPendingReplays?: number;
+  /** Answers snapshot requests (see setSnapshotSource). */
+  snapshot?: SnapshotSource | null;
 }
 
 export interface PublisherStats {
@@ -56,12 +70,17 @@ export interface PublisherStats {
   droppedReplayRequests: number;
   /** Requests queued or being served now. */
   pendingReplays: number;
+  /** Snapshot requests received, and those answered with a snapshot. */
+  snapshotRequests: number;
+  snapshotsSent: number;
 }
 
 const EMPTY = Buffer.alloc(0);
 const END_SEQ = encodeSeq(END_OF_REPLAY_SEQ);
 /** Replay frames sent per turn of the event loop, so a replay never stalls publishing. */
 const REPLAY_CHUNK = 64;
+/** Blocks per snapshot chunk (one batch payload each). */
+const SNAPSHOT_CHUNK_BLOCKS = 512;
 const PUMP_CHUNK = 256;
 /** A replay client that stops reading is abandoned after this long. */
 const REPLAY_SEND_TIMEOUT_MS = 5000;
@@ -107,6 +126,9 @@ export class KVEventPublisher {
   private malformedReplayRequests = 0;
   private droppedReplayRequests = 0;
   private pendingReplays = 0;
+  private snapshotRequests = 0;
+  private snapshotsSent = 0;
+  private snapshotSource: SnapshotSource | null;
   private readonly maxPendingReplays: number;
   private pumping: Promise<void> | null = null;
   private replayChain: Promise<void> = Promise.resolve();
@@ -127,6 +149,7 @@ export class KVEventPublisher {
     this.maxQueue = opts.config.max_queue_size;
     this.ring = new RingBuffer(opts.config.buffer_steps);
     this.maxPendingReplays = opts.maxPendingReplays ?? 64;
+    this.snapshotSource = opts.snapshot ?? null;
     if (router) void this.serveReplays(router);
   }
 
@@ -193,6 +216,16 @@ export class KVEventPublisher {
     return seq;
   }
 
+  /** The seq the next published batch gets. */
+  get nextSeq(): bigint {
+    return this.seq;
+  }
+
+  /** Serve snapshot requests from `source` (null: answer them "unsupported", as vLLM and SGLang do). */
+  setSnapshotSource(source: SnapshotSource | null): void {
+    this.snapshotSource = source;
+  }
+
   /** Resolves when everything published so far has been handed to ZeroMQ. */
   async flush(): Promise<void> {
     while (this.pumping) await this.pumping;
@@ -209,6 +242,8 @@ export class KVEventPublisher {
       malformedReplayRequests: this.malformedReplayRequests,
       droppedReplayRequests: this.droppedReplayRequests,
       pendingReplays: this.pendingReplays,
+      snapshotRequests: this.snapshotRequests,
+      snapshotsSent: this.snapshotsSent,
     };
   }
 
@@ -260,31 +295,73 @@ export class KVEventPublisher {
         if (router.closed) return;
         continue;
       }
+      if (isSnapshotRequest(msg)) {
+        this.snapshotRequests++;
+        this.queueServe(() => this.sendSnapshot(router, msg[0]!));
+        continue;
+      }
       const start = parseReplayRequest(msg);
       if (start === null) {
         this.malformedReplayRequests++;
         continue;
       }
       this.replayRequests++;
-      if (this.pendingReplays >= this.maxPendingReplays) {
-        // A burst of requests: serving them all would hold a snapshot each; the client times out and says so.
-        this.droppedReplayRequests++;
-        continue;
-      }
-      this.pendingReplays++;
-      const id = msg[0]!;
-      // A snapshot now (what the buffer holds when asked); bounded by maxPendingReplays.
+      // A copy now (what the buffer holds when asked); bounded by maxPendingReplays.
       const entries = this.ring.from(start);
-      const queuedAt = Date.now();
-      this.replayChain = this.replayChain
-        .then(() => {
-          if (Date.now() - queuedAt > REPLAY_MAX_QUEUED_MS) {
-            this.droppedReplayRequests++;
-            return;
-          }
-          return this.sendReplay(router, id, entries);
-        })
-        .finally(() => this.pendingReplays--);
+      this.queueServe(() => this.sendReplay(router, msg[0]!, entries));
+    }
+  }
+
+  /** Serves requests one at a time, in order; a burst beyond maxPendingReplays is dropped unanswered. */
+  private queueServe(serve: () => Promise<void>): void {
+    if (this.pendingReplays >= this.maxPendingReplays) {
+      // Serving them all would hold a copy each; the client times out and says so.
+      this.droppedReplayRequests++;
+      return;
+    }
+    this.pendingReplays++;
+    const queuedAt = Date.now();
+    this.replayChain = this.replayChain
+      .then(() => {
+        if (Date.now() - queuedAt > REPLAY_MAX_QUEUED_MS) {
+          this.droppedReplayRequests++;
+          return;
+        }
+        return serve();
+      })
+      .finally(() => this.pendingReplays--);
+  }
+
+  /** A snapshot in chunks of SNAPSHOT_CHUNK_BLOCKS blocks, or without a source the bare end marker (unsupported). */
+  private async sendSnapshot(router: zmq.Router, id: Buffer): Promise<void> {
+    const current = this.shape === 'current';
+    const source = this.snapshotSource;
+    try {
+      if (!source) {
+        await router.send(current ? [id, EMPTY, EMPTY, END_SEQ, EMPTY] : [id, EMPTY, END_SEQ, EMPTY]);
+        return;
+      }
+      const snap = await source();
+      const at = encodeSeq(snap.atSeq);
+      const ts = Date.now() / 1000;
+      let i = 0;
+      // At least one chunk, so the subscriber always learns the snapshot's ts (empty cache: no events).
+      const chunks = [...chunkBlocks(snap.events, SNAPSHOT_CHUNK_BLOCKS)];
+      if (chunks.length === 0) chunks.push([]);
+      for (const chunk of chunks) {
+        if (router.closed) return;
+        const payload = encodeBatch({ ts, events: chunk, dp_rank: this.dpRank }, { encoding: this.encoding });
+        await router.send([id, EMPTY, SNAPSHOT_TAG, at, payload]);
+        if (++i % REPLAY_CHUNK === 0) await yieldToLoop();
+      }
+      if (router.closed) return;
+      await router.send([id, EMPTY, SNAPSHOT_TAG, at, EMPTY]);
+      this.snapshotsSent++;
+    } catch (err) {
+      // The client went away or stopped reading; or the source failed (the client times out and falls back).
+      if (!router.closed && !(err instanceof Error && /EHOSTUNREACH|EAGAIN|timed out/i.test(err.message))) {
+        console.error(`kv-events publisher: snapshot failed: ${(err as Error).message}`);
+      }
     }
   }
 
@@ -304,6 +381,45 @@ export class KVEventPublisher {
       // The client went away (EHOSTUNREACH) or stopped reading (send timeout): abandon this replay.
     }
   }
+}
+
+/** Events in batches of at most `max` blocks (a BlockStored longer than that is split, parent links kept). */
+export function* chunkBlocks(events: KVEvent[], max: number): Generator<KVEvent[]> {
+  let out: KVEvent[] = [];
+  let n = 0;
+  for (const ev of events) {
+    if (ev.type !== 'BlockStored' || ev.block_hashes.length <= max - n) {
+      out.push(ev);
+      n += ev.type === 'BlockStored' ? ev.block_hashes.length : 1;
+    } else {
+      for (let k = 0; k < ev.block_hashes.length; ) {
+        const take = Math.min(max - n, ev.block_hashes.length - k);
+        const per = ev.block_size;
+        const extra = ev.extra_keys as unknown[] | null | undefined;
+        out.push({
+          ...ev,
+          block_hashes: ev.block_hashes.slice(k, k + take),
+          parent_block_hash: k === 0 ? ev.parent_block_hash : ev.block_hashes[k - 1]!,
+          token_ids: ev.token_ids.slice(k * per, (k + take) * per),
+          ...(extra ? { extra_keys: extra.slice(k, k + take) } : {}),
+        });
+        k += take;
+        n += take;
+        if (n >= max) {
+          yield out;
+          out = [];
+          n = 0;
+        }
+      }
+      continue;
+    }
+    if (n >= max) {
+      yield out;
+      out = [];
+      n = 0;
+    }
+  }
+  if (out.length > 0) yield out;
 }
 
 /** The start seq of a well-formed request [identity, "", seq(8 B)], else null. */

@@ -4,7 +4,7 @@
  * abandoned request from being read as the answer to the next one.
  */
 import * as zmq from 'zeromq';
-import { decodeBatch } from './codec.js';
+import { decodeBatch, type DecodeOptions } from './codec.js';
 import { applyCurveClient, type CurveClientOptions } from './curve.js';
 import { decodeSeq, encodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
 import type { KVEventBatch } from './types.js';
@@ -43,6 +43,7 @@ export interface ReplayRequestOptions {
   /** Larger replies make ZeroMQ drop the connection. Default: no limit. */
   maxMessageSize?: number;
   curve?: CurveClientOptions | null;
+  decode?: DecodeOptions;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -50,7 +51,7 @@ const EMPTY = Buffer.alloc(0);
 type Reply = { end: true } | { end: false; item: ReplayedBatch } | null;
 
 /** Parses ["", topic, seq, payload] / ["", seq, payload]; the end marker has seq -1 and an empty last frame. */
-export function parseReplayReply(msg: Buffer[]): Reply {
+export function parseReplayReply(msg: Buffer[], decode?: DecodeOptions): Reply {
   if ((msg.length !== 3 && msg.length !== 4) || msg[0]!.length !== 0) return null;
   const seqFrame = msg[msg.length - 2]!;
   const payload = msg[msg.length - 1]!;
@@ -58,7 +59,7 @@ export function parseReplayReply(msg: Buffer[]): Reply {
   const seq = decodeSeq(seqFrame);
   if (seq === END_OF_REPLAY_SEQ) return payload.length === 0 ? { end: true } : null;
   try {
-    const batch = decodeBatch(payload);
+    const batch = decodeBatch(payload, decode);
     const topic = msg.length === 4 ? msg[1]!.toString('utf8') : null;
     return { end: false, item: { seq, topic, batch, payload } };
   } catch {
@@ -84,7 +85,7 @@ export async function requestReplay(endpoint: string, from: bigint, opts: Replay
       const left = deadline - Date.now();
       if (left <= 0) break;
       if (left < opts.timeoutMs) dealer.receiveTimeout = left;
-      const reply = parseReplayReply(await dealer.receive());
+      const reply = parseReplayReply(await dealer.receive(), opts.decode);
       if (reply === null) result.malformed++;
       else if (reply.end) return { ...result, status: 'done' };
       else {

@@ -16,6 +16,13 @@
  * at all, means a new publisher run (reset). Unreadable replies, or no answer to a probe
  * after a reconnect, mean history_missing.
  *
+ * Snapshots (option `snapshots`, our worker's extension, snapshot.ts): when history is gone
+ * from the replay buffer (buffer_exceeded, late joins included), the publisher is asked for a
+ * snapshot of its cache valid at a seq (ask_snapshot), live batches are held meanwhile, and
+ * the tree is replaced by it (snapshot) with the batches from that seq applied on top: trust
+ * is never lost. A publisher that does not answer it (vLLM, SGLang: "unsupported", or no
+ * answer) gets today's history_missing, and is not asked again until it restarts.
+ *
  * Memory: applied batches are remembered as a 64-bit digest of their payload (duplicate vs
  * restart), and held + parked batches are bounded in bytes (maxHeldBytes): beyond it they
  * are dropped and announced (history_missing: held_overflow).
@@ -57,7 +64,16 @@ export type StreamAction =
   | { do: 'hold'; seq: bigint }
   | { do: 'replay'; ask: bigint }
   | { do: 'notice'; notice: StreamNotice }
-  | { do: 'trust'; trusted: boolean };
+  | { do: 'trust'; trusted: boolean }
+  /** Ask the replay endpoint for a snapshot; feed the outcome to snapshotDone. */
+  | { do: 'ask_snapshot' }
+  /** Replace everything built from this stream by these batches: the cache before batch `atSeq`. */
+  | { do: 'snapshot'; atSeq: bigint; topic: string; batches: KVEventBatch[] };
+
+/** A snapshot request's outcome (snapshot.ts's SnapshotResult without the byte count). */
+export type SnapshotOutcome =
+  | { status: 'done'; atSeq: bigint; batches: KVEventBatch[] }
+  | { status: 'unsupported' | 'timeout' | 'failed' | 'cancelled' };
 
 /**
  * A replay's outcome. `done`: end marker seen. `truncated`: stopped at the byte bound after a
@@ -84,6 +100,8 @@ export interface StreamStateOptions {
    * false: start at the first live batch instead (untrusted), as a viewer that wants only what is new. Default true.
    */
   replayHistory?: boolean;
+  /** When history is gone from the replay buffer, ask the publisher for a snapshot first. Default false. */
+  snapshots?: boolean;
 }
 
 export interface StreamCounters {
@@ -96,6 +114,11 @@ export interface StreamCounters {
   duplicates: number;
   probes: number;
   probeFinds: number;
+  /** Snapshots applied; snapshot requests that ended in today's history_missing instead. */
+  snapshots: number;
+  snapshotFallbacks: number;
+  /** Times the stream went from trusted to untrusted. */
+  trustLosses: number;
 }
 
 /** The first 8 bytes of the payload's SHA-1: tells a duplicate from new content at a seq. */
@@ -121,7 +144,7 @@ interface Replay {
 }
 
 export class StreamState {
-  readonly counters: StreamCounters = { batches: 0, gaps: 0, replays: 0, resets: 0, historyMissing: 0, malformedFrames: 0, duplicates: 0, probes: 0, probeFinds: 0 };
+  readonly counters: StreamCounters = { batches: 0, gaps: 0, replays: 0, resets: 0, historyMissing: 0, malformedFrames: 0, duplicates: 0, probes: 0, probeFinds: 0, snapshots: 0, snapshotFallbacks: 0, trustLosses: 0 };
   /** Last applied seq; a base of from − 1 while waiting for `from`; null before anything is known. */
   private last: bigint | null = null;
   /** Live batches below this seq are ignored (set by fromSeq until the first apply). */
@@ -132,6 +155,10 @@ export class StreamState {
   private readonly recent = new Map<bigint, bigint>();
   private maxTs = -Infinity;
   private replay: Replay | null = null;
+  /** A snapshot asked for: what to announce if it does not come. */
+  private snap: { reason: HistoryMissingReason; from: bigint } | null = null;
+  /** This publisher run did not answer a snapshot request: not asked again until it restarts. */
+  private noSnapshots = false;
   private held: Item[] = [];
   private heldBytes = 0;
   private liveTopic: string;
@@ -167,7 +194,7 @@ export class StreamState {
     const item: Item = { ...b, topic: b.topic ?? this.liveTopic, replayed: false };
     this.liveTopic = item.topic;
     this.touch(now);
-    if (this.replay) this.hold(item);
+    if (this.replay || this.snap) this.hold(item);
     else {
       this.ingest(item, now);
       this.recover(null, now);
@@ -225,16 +252,54 @@ export class StreamState {
   }
 
   tick(now: number): StreamAction[] {
-    if (this.closed || this.replay || this.idleMs <= 0 || !this.opts.hasReplay || now < this.nextProbeAt) return [];
+    if (this.closed || this.replay || this.snap || this.idleMs <= 0 || !this.opts.hasReplay || now < this.nextProbeAt) return [];
     this.probeGap = Math.min(this.probeGap * 2, MAX_PROBE_GAP_MS);
     this.nextProbeAt = now + this.probeGap;
     this.probe(false);
     return this.flush();
   }
 
+  /** The outcome of an ask_snapshot. */
+  snapshotDone(result: SnapshotOutcome, now: number): StreamAction[] {
+    const s = this.snap;
+    if (this.closed || !s) return [];
+    this.snap = null;
+    if (result.status !== 'done') {
+      this.counters.snapshotFallbacks++;
+      this.noSnapshots = true;
+      // Today's behaviour: announce what is lost, resume at the first batch held.
+      const items = this.takeHeld();
+      let first: bigint | null = this.minPending();
+      for (const i of items) if (first === null || i.seq < first) first = i.seq;
+      if (this.last !== null && first !== null && first > this.last + 1n) this.missing(s.reason, s.from, first, now);
+      else if (first === null) this.missing(s.reason, s.from, null, now);
+      for (const item of items.sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0))) this.ingest(item, now);
+      this.recover(null, now);
+      return this.flush();
+    }
+    const at = result.atSeq;
+    this.counters.snapshots++;
+    this.out.push({ do: 'snapshot', atSeq: at, topic: this.liveTopic, batches: result.batches });
+    this.last = at - 1n;
+    this.floor = null;
+    // Batches before atSeq still on their way (made before the snapshot) then read as duplicates.
+    for (const b of result.batches) if (b.ts > this.maxTs) this.maxTs = b.ts;
+    for (const [seq, i] of this.pending) {
+      if (seq >= at) continue;
+      this.pending.delete(seq);
+      this.heldBytes -= i.bytes;
+    }
+    this.setTrusted(true);
+    this.drainPending(now);
+    for (const item of this.takeHeld()) if (item.seq >= at) this.ingest(item, now);
+    this.recover(null, now);
+    return this.flush();
+  }
+
   close(): void {
     this.closed = true;
     this.replay = null;
+    this.snap = null;
     this.held = [];
     this.pending.clear();
     this.heldBytes = 0;
@@ -255,7 +320,7 @@ export class StreamState {
   }
 
   get replaying(): boolean {
-    return this.replay !== null;
+    return this.replay !== null || this.snap !== null;
   }
 
   /** Bytes of batches held during a replay or parked out of order. */
@@ -274,6 +339,7 @@ export class StreamState {
   private setTrusted(t: boolean): void {
     if (t === this.trustedNow) return;
     this.trustedNow = t;
+    if (!t) this.counters.trustLosses++;
     this.out.push({ do: 'trust', trusted: t });
   }
 
@@ -394,7 +460,7 @@ export class StreamState {
    * `after` describes the replay that just finished, to avoid asking again for what it lacked.
    */
   private recover(after: { from: bigint; lastSeq: bigint | null; result: ReplayOutcome } | null, now: number): void {
-    while (!this.replay && !this.closed && this.pending.size > 0) {
+    while (!this.replay && !this.snap && !this.closed && this.pending.size > 0) {
       const next = this.minPending()!;
       if (this.last === null && this.opts.hasReplay && this.opts.replayHistory === false) {
         this.last = next - 1n;
@@ -418,7 +484,8 @@ export class StreamState {
       } else if (after && (after.lastSeq === null || want <= after.lastSeq)) {
         // The replay that just ended should have had `want`: it is gone (or was unreadable).
         const unreadable = after.result.malformed > 0 && after.lastSeq !== null && want >= after.from;
-        this.missing(unreadable ? 'replay_malformed' : 'buffer_exceeded', want, next, now);
+        if (unreadable) this.missing('replay_malformed', want, next, now);
+        else if (!this.askSnapshot('buffer_exceeded', want)) this.missing('buffer_exceeded', want, next, now);
       } else {
         this.counters.gaps++;
         this.out.push({ do: 'notice', notice: { notice: 'gap', expected: want, got: next } });
@@ -431,7 +498,7 @@ export class StreamState {
 
   /** Asks the replay endpoint for anything after the last applied seq (from 0 when none). */
   private probe(reconnect: boolean): void {
-    if (this.replay || this.closed || !this.opts.hasReplay || this.pending.size > 0) return;
+    if (this.replay || this.snap || this.closed || !this.opts.hasReplay || this.pending.size > 0) return;
     if (this.floor !== null) return; // a fromSeq start replays on its own
     if (this.last === null && this.opts.replayHistory === false) return;
     this.counters.probes++;
@@ -474,6 +541,7 @@ export class StreamState {
   }
 
   private resetState(): void {
+    this.noSnapshots = false; // a new publisher run: it may answer snapshots
     this.last = null;
     this.floor = null;
     this.setTrusted(false);
@@ -522,7 +590,20 @@ export class StreamState {
       let first = replayed[0]?.seq ?? null;
       const p = this.minPending();
       if (p !== null && (first === null || p < first)) first = p;
-      if (first !== null && first > from) this.missing('buffer_exceeded', from, first, now);
+      if (first !== null && first > from) {
+        if (this.askSnapshot('buffer_exceeded', from)) {
+          // Held until the snapshot says which of them are still to apply.
+          this.replay = null;
+          for (const b of replayed) {
+            const item = this.replayItem(b);
+            this.held.push(item);
+            this.heldBytes += item.bytes;
+          }
+          this.checkHeldBound();
+          return;
+        }
+        this.missing('buffer_exceeded', from, first, now);
+      }
     }
     for (const b of replayed) this.ingest(this.replayItem(b), now);
     if (result.status === 'truncated' && replayed.length > 0 && !this.closed) {
@@ -537,6 +618,14 @@ export class StreamState {
     }
     for (const item of this.takeHeld()) this.ingest(item, now);
     this.recover({ from, lastSeq, result: result.status === 'truncated' ? { ...result, status: 'timeout' } : result }, now);
+  }
+
+  /** Asks for a snapshot instead of announcing `reason`, when that may work; false: announce it. */
+  private askSnapshot(reason: HistoryMissingReason, from: bigint): boolean {
+    if (!this.opts.snapshots || !this.opts.hasReplay || this.noSnapshots || this.snap || this.closed) return false;
+    this.snap = { reason, from };
+    this.out.push({ do: 'ask_snapshot' });
+    return true;
   }
 
   private takeHeld(): Item[] {

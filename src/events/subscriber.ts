@@ -6,13 +6,14 @@
  * (apply / notice → onItem, replay → requestReplay, whose outcome goes back in).
  */
 import * as zmq from 'zeromq';
-import { decodeBatch } from './codec.js';
+import { decodeBatch, type ArrayLayout } from './codec.js';
 import { assertEndpoint, connectAddressFor } from './config.js';
 import { attach, yieldToLoop } from './endpoint.js';
 import { applyCurveClient, type CurveClientOptions } from './curve.js';
 import { decodeSeq, END_OF_REPLAY_SEQ } from './frames.js';
 import { requestReplay, type ReplayedBatch } from './replay-client.js';
 import type { SharedSubscriber } from './shared-sub.js';
+import { requestSnapshot } from './snapshot.js';
 import { payloadDigest, StreamState, type StreamAction, type StreamBatch, type StreamCounters, type StreamNotice } from './stream-state.js';
 import type { KVEventBatch } from './types.js';
 import { loggerFromEnv } from '../log/logger.js';
@@ -21,7 +22,9 @@ export type { HistoryMissingReason, StreamNotice } from './stream-state.js';
 
 export type StreamItem =
   | { kind: 'batch'; seq: bigint; topic: string; batch: KVEventBatch; replayed: boolean }
-  | { kind: 'notice'; notice: StreamNotice };
+  | { kind: 'notice'; notice: StreamNotice }
+  /** Replace everything built from this stream by these batches (the publisher's cache before batch atSeq). */
+  | { kind: 'snapshot'; atSeq: bigint; topic: string; batches: KVEventBatch[] };
 
 /** The stream's counters (StreamCounters: probes are sync probes of the replay endpoint, and those that found something) and its state. */
 export interface StreamHealth extends StreamCounters {
@@ -75,6 +78,13 @@ export interface SubscriberOptions {
   shared?: SharedSubscriber | null;
   /** CURVE for the SUB and the replay DEALER (the publisher's public key, and ours). */
   curve?: CurveClientOptions | null;
+  /**
+   * When history is gone from the replay buffer, ask the publisher for a snapshot of its cache
+   * (our worker answers; vLLM and SGLang do not, and get history_missing as before). Default false.
+   */
+  snapshots?: boolean;
+  /** How legacy array events are read (SGLang's layout differs after `medium`). Default auto. */
+  arrayLayout?: ArrayLayout;
   /** Called synchronously, in order. An exception is logged, not propagated. */
   onItem: (item: StreamItem) => void;
 }
@@ -109,6 +119,7 @@ export class KVEventSubscriber {
       probeOnConnect: opts.probeOnConnect,
       maxHeldBytes: opts.maxHeldBytes,
       replayHistory: opts.replayHistory,
+      snapshots: opts.snapshots,
     });
   }
 
@@ -170,7 +181,7 @@ export class KVEventSubscriber {
   }
 
   private onLive(msg: Buffer[]): void {
-    const b = parseLive(msg);
+    const b = parseLive(msg, this.opts.arrayLayout);
     if (b) this.run(this.state.live(b, Date.now()));
     else this.state.malformed();
   }
@@ -239,6 +250,12 @@ export class KVEventSubscriber {
         case 'replay':
           this.startReplay(a.ask);
           break;
+        case 'ask_snapshot':
+          this.startSnapshot();
+          break;
+        case 'snapshot':
+          this.emitItem({ kind: 'snapshot', atSeq: a.atSeq, topic: a.topic, batches: a.batches });
+          break;
         case 'hold':
         case 'trust':
           break;
@@ -255,6 +272,7 @@ export class KVEventSubscriber {
       maxBytes: this.opts.maxReplayBytes,
       maxMessageSize: this.maxMessageSize,
       curve: this.opts.curve ?? null,
+      decode: { arrayLayout: this.opts.arrayLayout },
     };
     this.replayDone = requestReplay(this.replayEndpoint!, ask, opts).then(
       (r) => {
@@ -264,6 +282,26 @@ export class KVEventSubscriber {
       (err: unknown) => {
         loggerFromEnv('kv-events subscriber').warn(`replay failed: ${(err as Error).message}`);
         if (!this.closed) this.run(this.state.replayFailed(Date.now()));
+      },
+    );
+  }
+
+  private startSnapshot(): void {
+    const opts = {
+      timeoutMs: this.replayTimeoutMs,
+      signal: this.abort.signal,
+      maxMessageSize: this.maxMessageSize,
+      curve: this.opts.curve ?? null,
+      decode: { arrayLayout: this.opts.arrayLayout },
+    };
+    this.replayDone = requestSnapshot(this.replayEndpoint!, opts).then(
+      (r) => {
+        if (this.closed) return;
+        this.run(this.state.snapshotDone(r.status === 'done' ? { status: 'done', atSeq: r.atSeq, batches: r.batches } : r, Date.now()));
+      },
+      (err: unknown) => {
+        console.error(`kv-events subscriber: snapshot failed: ${(err as Error).message}`);
+        if (!this.closed) this.run(this.state.snapshotDone({ status: 'failed' }, Date.now()));
       },
     );
   }
@@ -282,13 +320,13 @@ function streamBatch(b: ReplayedBatch): StreamBatch {
 }
 
 /** A live PUB message [topic, seq, payload], or null when unreadable. */
-export function parseLive(msg: Buffer[]): StreamBatch | null {
+export function parseLive(msg: Buffer[], arrayLayout?: ArrayLayout): StreamBatch | null {
   if (msg.length !== 3 || msg[1]!.length !== 8) return null;
   const seq = decodeSeq(msg[1]!);
   if (seq === END_OF_REPLAY_SEQ) return null;
   try {
     const payload = msg[2]!;
-    return { seq, topic: msg[0]!.toString('utf8'), batch: decodeBatch(payload), digest: payloadDigest(payload), bytes: payload.length };
+    return { seq, topic: msg[0]!.toString('utf8'), batch: decodeBatch(payload, { arrayLayout }), digest: payloadDigest(payload), bytes: payload.length };
   } catch {
     return null;
   }

@@ -135,7 +135,7 @@ describe('CURVE on the event and replay sockets', { timeout: 115_000 }, () => {
       curve: { serverKey: server.publicKey },
       onItem: (item) => {
         if (item.kind === 'batch') index.applyBatch('curve', item.batch);
-        else if (item.notice.notice === 'reset' || item.notice.notice === 'history_missing') index.clearSource('curve');
+        else if (item.kind === 'notice' && (item.notice.notice === 'reset' || item.notice.notice === 'history_missing')) index.clearSource('curve');
       },
     });
     await keyed.start();

@@ -6,7 +6,7 @@
 import { appendFileSync } from 'node:fs';
 import { PrefixIndex } from '../../src/index/index.js';
 import type { StreamItem } from '../../src/events/subscriber.js';
-import { StreamFeed } from '../../router/streams.js';
+import { StreamFeed, type StreamFeedOptions } from '../../router/streams.js';
 import { exact, settle, type RouterView, type SourceCheck } from './invariant.js';
 
 export class Pipeline {
@@ -19,13 +19,14 @@ export class Pipeline {
     endpoint: string,
     replayEndpoint: string | null,
     topic: string,
+    opts: StreamFeedOptions = {},
   ) {
     this.index.addSource(source);
-    this.feed = new StreamFeed(source, endpoint, replayEndpoint, topic, this.index, (m) => this.log.push(m));
+    this.feed = new StreamFeed(source, endpoint, replayEndpoint, topic, this.index, (m) => this.log.push(m), null, opts);
   }
 
-  static async start(source: string, endpoint: string, replayEndpoint: string | null, topic = 'kv'): Promise<Pipeline> {
-    const p = new Pipeline(source, endpoint, replayEndpoint, topic);
+  static async start(source: string, endpoint: string, replayEndpoint: string | null, topic = 'kv', opts: StreamFeedOptions = {}): Promise<Pipeline> {
+    const p = new Pipeline(source, endpoint, replayEndpoint, topic, opts);
     await p.feed.start();
     return p;
   }

@@ -67,6 +67,8 @@ export function assertAccounted(items: StreamItem[], sent: number, opts: { since
     if (x.kind === 'batch') {
       if (x.seq !== expected) throw new Error(`expected seq ${expected}, got ${x.seq} (unannounced hole or disorder)`);
       expected++;
+    } else if (x.kind === 'snapshot') {
+      throw new Error('unexpected snapshot');
     } else if (x.notice.notice === 'history_missing') {
       if (x.notice.from !== expected) throw new Error(`history_missing from ${x.notice.from}, but next expected was ${expected}`);
       if (x.notice.resumedAt === null) throw new Error('history_missing without a resume point');

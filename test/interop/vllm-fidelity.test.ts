@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import * as zmq from 'zeromq';
 import { parseRouterConfig } from '../../router/config.js';
 import { startRouter, type RunningRouter } from '../../router/server.js';
+import { requestSnapshot } from '../../src/events/snapshot.js';
 import { skipLoudly } from './child.js';
 import { compareTrees, exchange, findServerPython, mismatches, settled, VllmServer, type Exchange, type ServerOpts } from './vllm-peer.js';
 
@@ -88,6 +89,13 @@ describe('the vLLM-like server itself', { skip: 'skip' in py ? py.skip : false }
     const salted = (await S.cache(0)).blocks.filter((b) => b.extra_keys !== null);
     assert.deepEqual([...new Set(salted.map((b) => JSON.stringify(b.extra_keys)))].sort(), ['["tenant-a"]', '["tenant-b"]']);
     assert.ok(salted.every((b) => b.parent_hash === null), 'only the first block carries the salt');
+  });
+
+  test('a snapshot request (our extension) gets vLLM\'s bare end marker: the router reads "unsupported" and keeps clear + untrusted', async () => {
+    // vLLM's handler reads the 3-frame request as a replay from a seq beyond every published one.
+    const r = await requestSnapshot(S.kvEvents.replay_endpoint, { timeoutMs: 10_000 });
+    // What the state machine does with "unsupported": test/events/stream-state-snapshot.test.ts.
+    assert.equal(r.status, 'unsupported');
   });
 
   test('X-data-parallel-rank picks the rank: each rank has its own pool', async () => {

@@ -208,6 +208,39 @@ export class BlockPool {
     return out;
   }
 
+  /**
+   * Every cached block as BlockStored events, in registration order (a parent is registered
+   * before its children: the scheduler's invariant), chained runs in one event: a snapshot.
+   * Exact only when no event is queued (between steps), as the published stream then says the same.
+   */
+  storedEvents(): KVEvent[] {
+    const out: KVEvent[] = [];
+    for (const [hash, id] of this.registry) {
+      const b = this.blocks[id]!;
+      const last = out.at(-1);
+      if (last?.type === 'BlockStored' && last.block_hashes.at(-1) === b.parent) {
+        const extra = last.extra_keys as (unknown[] | null)[] | undefined;
+        if (extra !== undefined) extra.push(b.extra);
+        else if (b.extra !== null) last.extra_keys = [...last.block_hashes.map(() => null), b.extra];
+        last.block_hashes.push(hash);
+        last.token_ids.push(...b.tokens!);
+      } else {
+        out.push({
+          type: 'BlockStored',
+          block_hashes: [hash],
+          parent_block_hash: b.parent,
+          token_ids: [...b.tokens!],
+          block_size: this.blockSize,
+          lora_id: null,
+          medium: this.medium,
+          lora_name: null,
+          ...(b.extra !== null ? { extra_keys: [b.extra] } : {}),
+        });
+      }
+    }
+    return out;
+  }
+
   /** The events queued since the last call. */
   takeEvents(): KVEvent[] {
     const e = this.events;

@@ -2,7 +2,7 @@
  * The scheduler process: scheduler + engine + paged cache + KV-event publisher.
  * Requests and control messages arrive from the API; outputs go to the detokenizer.
  */
-import { KVEventPublisher, QueueFullError } from '../../src/events/publisher.js';
+import { KVEventPublisher, QueueFullError, type CacheSnapshot } from '../../src/events/publisher.js';
 import type { KVEvent } from '../../src/events/types.js';
 import { PullQueue, PushQueue } from '../../src/queues/index.js';
 import { createEngine } from '../engines/create.js';
@@ -47,6 +47,9 @@ onShutdown('scheduler', async () => {
 
 const pending: SchedulerInMsg[] = [];
 let wake: (() => void) | null = null;
+// Snapshot requests (src/events/snapshot.ts) are answered between steps, like /cache.
+const snapshotWaiters: ((s: CacheSnapshot) => void)[] = [];
+publisher?.setSnapshotSource(() => new Promise((resolve) => (snapshotWaiters.push(resolve), wake?.())));
 
 function sendOuts(outs: SeqOutput[]): void {
   if (outs.length > 0) void toDetok.send({ type: 'outs', outs });
@@ -91,6 +94,7 @@ async function receive(): Promise<void> {
 async function loop(): Promise<never> {
   for (;;) {
     while (pending.length > 0) handle(pending.shift()!);
+    while (snapshotWaiters.length > 0) snapshotWaiters.shift()!({ atSeq: publisher!.nextSeq, events: scheduler.pool.storedEvents() });
     if (scheduler.idle) {
       await new Promise<void>((r) => (wake = r));
       wake = null;
