@@ -23,6 +23,7 @@ export interface WorkerParams {
   prefillTokensPerS: number;
   decodeStepMs: number;
   maxBatch: number;
+  maxNumBatchedTokens: number;
   maxWaiting: number;
 }
 
@@ -241,7 +242,7 @@ async function startFleetOnce(o: FleetOptions): Promise<Fleet> {
         '--kv-events-config', JSON.stringify(ev),
         '--block-size', String(w.blockSize), '--num-blocks', String(w.numBlocks),
         '--prefill-tokens-per-s', String(w.prefillTokensPerS), '--decode-step-ms', String(w.decodeStepMs),
-        '--max-batch', String(w.maxBatch), '--max-waiting', String(w.maxWaiting),
+        '--max-batch', String(w.maxBatch), '--max-num-batched-tokens', String(w.maxNumBatchedTokens), '--max-waiting', String(w.maxWaiting),
       ];
       children.push(spawnChild(`worker-${i}`, args));
       const url = `http://127.0.0.1:${port}`;

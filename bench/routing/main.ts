@@ -71,6 +71,8 @@ export interface BenchOptions {
   utilization: number;
   decodeStepMs: number;
   maxBatch: number;
+  /** The workers' per-step token budget (vLLM's max_num_batched_tokens). */
+  maxNumBatchedTokens: number;
   maxWaiting: number;
   outputScale: number;
   maxOutput: number;
@@ -116,6 +118,9 @@ export const DEFAULTS: BenchOptions = {
   utilization: 0.7,
   decodeStepMs: 10,
   maxBatch: 64,
+  // A whole prompt per step, as every run recorded before the vLLM-like scheduler (so figures stay
+  // comparable, and the prefill sizing above holds); 2048 chunks prefill as vLLM's default does.
+  maxNumBatchedTokens: 1 << 20,
   maxWaiting: 4096,
   outputScale: 0.1,
   maxOutput: 64,
@@ -166,6 +171,7 @@ export const USAGE = `npm run bench:routing -- [options]
   --prefill-tokens-per-s X  sim prefill speed (default: prefill keeps the fleet --utilization busy at the upper-bound hit rate)
   --utilization U         default ${DEFAULTS.utilization}
   --decode-step-ms MS     default ${DEFAULTS.decodeStepMs}; --max-batch N (${DEFAULTS.maxBatch}); --max-waiting N (${DEFAULTS.maxWaiting})
+  --max-num-batched-tokens N  the workers' token budget per step (default ${DEFAULTS.maxNumBatchedTokens}: a whole prompt per step; 2048: vLLM's chunked prefill)
   --output-scale F        Mooncake output_length × F as max_tokens (default ${DEFAULTS.outputScale}); --max-output N (${DEFAULTS.maxOutput})
   --requests N --rate R   synthetic workloads: request count (${DEFAULTS.requests}) and Poisson rate before --speed (${DEFAULTS.rate}/s)
   --groups N              system-prompt: groups sharing a system prompt (default ${DEFAULTS.groups})
@@ -203,7 +209,7 @@ function routerConfigOption(text: string): Record<string, unknown> {
 export function parseOptions(argv: string[]): BenchOptions | 'help' {
   const strings = [
     'workload', 'trace', 'slice', 'speed', 'workers', 'policies', 'replicas', 'replica-policies', 'block-size', 'num-blocks',
-    'cache-fraction', 'prefill-tokens-per-s', 'utilization', 'decode-step-ms', 'max-batch', 'max-waiting', 'output-scale',
+    'cache-fraction', 'prefill-tokens-per-s', 'utilization', 'decode-step-ms', 'max-batch', 'max-num-batched-tokens', 'max-waiting', 'output-scale',
     'max-output', 'requests', 'rate', 'groups', 'seed', 'timeout-ms', 'out', 'router-config', 'repeats', 'shared-load', 'probes',
     'burst-prefix-tokens', 'burst-tail-tokens',
   ];
@@ -255,6 +261,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (s('utilization')) o.utilization = num('utilization', s('utilization')!, 0.01);
   if (s('decode-step-ms')) o.decodeStepMs = num('decode-step-ms', s('decode-step-ms')!);
   if (s('max-batch')) o.maxBatch = Math.round(num('max-batch', s('max-batch')!, 1));
+  if (s('max-num-batched-tokens')) o.maxNumBatchedTokens = Math.round(num('max-num-batched-tokens', s('max-num-batched-tokens')!, 1));
   if (s('max-waiting')) o.maxWaiting = Math.round(num('max-waiting', s('max-waiting')!));
   if (s('output-scale')) o.outputScale = num('output-scale', s('output-scale')!);
   if (s('max-output')) o.maxOutput = Math.round(num('max-output', s('max-output')!, 1));
@@ -449,7 +456,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
   const realDuration = Math.max(1, duration / o.speed);
   const uncachedPerS = (ub.promptTokens - ub.cachedTokens) / realDuration;
   const prefill = o.prefillTokensPerS ?? Math.max(1000, Math.round(uncachedPerS / o.workers / o.utilization / 1000) * 1000);
-  const worker: WorkerParams = { blockSize: o.blockSize, numBlocks, prefillTokensPerS: prefill, decodeStepMs: o.decodeStepMs, maxBatch: o.maxBatch, maxWaiting: o.maxWaiting };
+  const worker: WorkerParams = { blockSize: o.blockSize, numBlocks, prefillTokensPerS: prefill, decodeStepMs: o.decodeStepMs, maxBatch: o.maxBatch, maxNumBatchedTokens: o.maxNumBatchedTokens, maxWaiting: o.maxWaiting };
   // What eviction leaves: one LRU the size of the whole fleet's caches (a perfect partition), and one worker's.
   const fleetLru = lruBound(wl.requests, o.blockSize, numBlocks * o.workers).hitRate;
   const oneLru = lruBound(wl.requests, o.blockSize, numBlocks).hitRate;
@@ -481,6 +488,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
       prefill_tokens_per_s: prefill,
       decode_step_ms: o.decodeStepMs,
       max_batch: o.maxBatch,
+      max_num_batched_tokens: o.maxNumBatchedTokens,
       max_waiting: o.maxWaiting,
       offered_uncached_prefill_tokens_per_s_at_upper_bound: Math.round(uncachedPerS),
       prefill_utilization_at_upper_bound: Math.round((uncachedPerS / (prefill * o.workers)) * 100) / 100,

@@ -62,7 +62,7 @@ test('message kinds from subject and the load message k field', () => {
 });
 
 test('shared-load fleet: the bench counts the routers\' NATS traffic and sees a decision on one replica reach the other', { skip: findNatsServer() ? false : 'nats-server not installed', timeout: 120_000 }, async () => {
-  const fleet = await startFleet({ workers: 2, routers: 2, policy: 'cache_aware', sharedLoad: true, worker: { blockSize: 16, numBlocks: 1024, prefillTokensPerS: 40_000, decodeStepMs: 5, maxBatch: 16, maxWaiting: 256 }, startTimeoutMs: 90_000 });
+  const fleet = await startFleet({ workers: 2, routers: 2, policy: 'cache_aware', sharedLoad: true, worker: { blockSize: 16, numBlocks: 1024, prefillTokensPerS: 40_000, decodeStepMs: 5, maxBatch: 16, maxNumBatchedTokens: 2048, maxWaiting: 256 }, startTimeoutMs: 90_000 });
   let watch: Awaited<ReturnType<typeof watchCluster>> | null = null;
   try {
     assert.match(fleet.natsUrl ?? '', /^nats:\/\/127\.0\.0\.1:\d+$/);

@@ -20,7 +20,7 @@ if (!natsBin) process.stderr.write('\n*** cluster-burst.test.ts SKIPPED: nats-se
 
 const BLOCK = 16;
 const PREFIX = 4096;
-const worker = { blockSize: BLOCK, numBlocks: 2048, prefillTokensPerS: 40_000, decodeStepMs: 5, maxBatch: 64, maxWaiting: 4096 };
+const worker = { blockSize: BLOCK, numBlocks: 2048, prefillTokensPerS: 40_000, decodeStepMs: 5, maxBatch: 64, maxNumBatchedTokens: 2048, maxWaiting: 4096 };
 const routerConfig = { cache_aware: { hot_prefix_requests: 1_000_000 } };
 
 async function burst(sharedLoad: boolean, seed: number): Promise<{ workers: string[]; failed: string[] }> {

@@ -8,7 +8,7 @@ import type { StreamHealth } from '../../router/streams.js';
 
 const stream = (over: Partial<StreamHealth> = {}): StreamHealth => ({
   trusted: true, connected: true, lastSeq: '3', batches: 3, gaps: 1, replays: 2, resets: 0, historyMissing: 0, malformed: 0,
-  duplicates: 0, probes: 0, probeFinds: 0, lagMs: 4, treeClears: 0, routedWithoutEvents: 0, silentWarnings: 0, silent: null, ...over,
+  duplicates: 0, probes: 0, probeFinds: 0, lagMs: 4, treeClears: 0, routedWithoutEvents: 0, silentWarnings: 0, silent: null, snapshots: 0, snapshotFallbacks: 0, trustLosses: 0, ...over,
 });
 
 const worker = (id: string, state: string, over: Partial<WorkerInput['ranks'][number]> = {}): WorkerInput => ({

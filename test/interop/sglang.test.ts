@@ -11,7 +11,6 @@ import { after, before, describe, test } from 'node:test';
 import { parseRouterConfig } from '../../router/config.js';
 import { startRouter, type RunningRouter } from '../../router/server.js';
 import type { DumpNode, SourceDump } from '../../src/index/index.js';
-import { hashName } from '../faults/invariant.js';
 import { freePort, freePortRange } from '../helpers/net.js';
 import { Child, findPython, PY_DIR, ROOT, skipLoudly, until } from './child.js';
 
@@ -68,6 +67,8 @@ describe('router in front of SGLang (data-parallel attention, 2 ranks)', { skip:
     const r = await fetch(`${routerUrl()}/workers/sg?dump`, { signal: AbortSignal.timeout(10_000) });
     return ((await r.json()) as { trees: Record<string, SourceDump | null> }).trees;
   };
+  // The router's dump names hashes as unsigned 64-bit decimals; SGLang's are signed.
+  const unsigned = (h: string) => BigInt.asUintN(64, BigInt(h)).toString();
   const dumpHashes = (d: SourceDump | null): Set<string> => {
     const out = new Set<string>();
     const walk = (n: DumpNode) => (n.hashes.forEach((h) => out.add(h)), n.children.forEach(walk));
@@ -86,7 +87,7 @@ describe('router in front of SGLang (data-parallel attention, 2 ranks)', { skip:
       const t = await trees();
       let ok = true;
       for (const rank of [0, 1]) {
-        const want = new Set((await serverHashes(rank)).map(hashName));
+        const want = new Set((await serverHashes(rank)).map(unsigned));
         const got = dumpHashes(t[String(rank)] ?? null);
         last = `rank ${rank}: server ${want.size}, router ${got.size}`;
         if (want.size !== got.size || [...want].some((h) => !got.has(h))) ok = false;
