@@ -22,6 +22,9 @@ export const TokenizerSpecSchema = z.union([
 ]);
 export type TokenizerSpec = z.infer<typeof TokenizerSpecSchema>;
 
+/** Transfer rates of cache tiers, tokens/s by medium name (router/cost/tiers.ts). */
+const TierRatesSchema = z.record(z.string().min(1), z.number().positive());
+
 /**
  * The KV-event stream of one worker, in the engines' --kv-events-config form: the keys vLLM's
  * KVEventsConfig knows (vllm/config/kv_events.py) are accepted so an engine's JSON can be pasted
@@ -47,6 +50,7 @@ export const WorkerSchema = z.object({
   dp_ranks: z.union([z.number().int().min(1).max(1024), z.array(z.number().int().min(0)).min(1)]).default(1).describe("Data-parallel ranks behind this url: a count (0..n-1) or an explicit list."),
   block_size: z.number().int().min(1).default(16).describe("Block size of the worker's KV cache (tokens), used for provisional entries until events say otherwise."),
   tokenizer: TokenizerSpecSchema.optional().describe("Tokenizer override for this worker; defaults to the router's."),
+  tiers: TierRatesSchema.optional().describe("This worker's transfer rates of slower cache tiers (tokens/s by medium, e.g. {\"CPU\": 400000}), over cache_aware.tiers and the defaults (router/cost/tiers.ts)."),
 }).strict();
 export type WorkerConfig = z.infer<typeof WorkerSchema>;
 export type WorkerInput = z.input<typeof WorkerSchema>;
@@ -136,6 +140,7 @@ export const RouterConfigSchema = z.object({
     hot_prefix_window_ms: z.number().int().min(1).default(5000).describe("Hot-spot guard: the window of hot_prefix_requests."),
     cost: z.enum(['ttft', 'weighted']).default('weighted').describe('"ttft": cost = predicted time to first token in ms plus the delay added to the requests already there, at each worker\'s rates learned online (router/cost/); hot prefixes are copied when waiting at the holder takes longer than recomputing elsewhere (no balance thresholds). "weighted": the token-weighted sum with the balance-threshold guard.'),
     ttft: TtftCostSchema.prefault({}).describe('Settings of the "ttft" cost.'),
+    tiers: TierRatesSchema.default({}).describe("A hit in a slower tier costs its load time: tokens/s by medium name (case-insensitive) over the defaults GPU free, CPU 190000, DISK 38000 (any other medium: as DISK); see router/cost/tiers.ts."),
   }).strict().prefault({}).describe("The cache_aware policy: cost = prefill_weight x uncached tokens + queued_prefill_weight x queued prefill + decode_weight x decoding requests; the lowest wins."),
   approx_tree: z.object({
     max_blocks_per_worker: z.number().int().min(1).default(200_000).describe("Blocks remembered per worker (LRU)."),

@@ -92,6 +92,7 @@ export class Registry {
           tokenizerKey: tk,
           load: this.opts.load.effective(source),
           heldBlocks: this.opts.index.stats(source).blocks,
+          ...(w.config.tiers ? { tierRates: w.config.tiers } : {}),
         });
       }
     }

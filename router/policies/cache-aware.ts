@@ -6,11 +6,14 @@ import { HotPrefixes, prefixKey, priceHotCopy, type HotPrefixView } from './hot-
 import { tieRank } from '../cluster/tie-break.js';
 import { RateLearner, type RateSettings } from '../cost/rates.js';
 import { predictTtft } from '../cost/ttft-model.js';
+import { ratesFor, tierLoadMs } from '../cost/tiers.js';
 
 /** cache_aware's settings: the weighted cost's weights, and the ttft cost's (router/config.ts). */
 export interface CacheAwareSettings extends CostWeights {
   cost?: 'ttft' | 'weighted';
   ttft?: RateSettings & { delay_weight: number; tie_tolerance_ms: number };
+  /** Transfer rates of slower cache tiers, tokens/s by medium (router/cost/tiers.ts). */
+  tiers?: Record<string, number>;
 }
 
 /**
@@ -59,12 +62,15 @@ export class CacheAwarePolicy implements Policy {
       // (provisional marks) still counts while nothing real is known for the prompt.
       const prov = Math.min(provisionalOf(r?.byMedium), indexMatched);
       const matched = c.trusted ? indexMatched : prov === indexMatched ? prov : 0;
-      const { terms, cost } = this.costOf(c, tokens.length, matched, Math.min(prov, matched));
+      const byMedium = mediumRecord(r?.byMedium);
+      // Only real hits load from a tier (an untrusted stream's real blocks count as zero).
+      const tier = tierLoadMs(c.trusted ? byMedium : undefined, ratesFor(this.w.tiers, c.tierRates));
+      const { terms, cost } = this.costOf(c, tokens.length, matched, Math.min(prov, matched), tier.total);
       return {
         candidate: c,
         matchedTokens: matched,
         indexMatchedTokens: indexMatched,
-        byMedium: mediumRecord(r?.byMedium),
+        byMedium,
         promptTokens: tokens.length,
         terms,
         cost,
@@ -79,15 +85,27 @@ export class CacheAwarePolicy implements Policy {
     return hot && !ttft ? demoteOverloaded(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold) : ranked;
   }
 
-  private costOf(c: Candidate, promptTokens: number, matched: number, sharedPending: number): { terms: Record<string, number>; cost: number } {
-    if (!this.rates) return costTerms(this.w, promptTokens, matched, c.load, sharedPending);
+  private costOf(c: Candidate, promptTokens: number, matched: number, sharedPending: number, tierMs: number): { terms: Record<string, number>; cost: number } {
+    if (!this.rates) {
+      const base = costTerms(this.w, promptTokens, matched, c.load, sharedPending);
+      if (tierMs <= 0) return base;
+      // In prefill-token equivalents: the tokens the prior prefill rate computes in that load time.
+      const tierLoad = this.w.prefill_weight * (tierMs / 1000) * (this.w.ttft?.prior.prefill_tokens_per_s ?? 20_000);
+      return { terms: { ...base.terms, tier_load: Math.round(tierLoad * 100) / 100 }, cost: base.cost + tierLoad };
+    }
     const rates = this.rates.ratesOf(c.source);
     const p = predictTtft({ promptTokens, matchedTokens: matched, sharedPending, load: c.load, rates, delayWeight: this.w.ttft!.delay_weight });
     const { cost_ms, ...parts } = p;
     // step_ms (the inter-token gap there with this request decoding too) explains only: not in the cost.
     const stepMs = rates.decodeStepMs + rates.decodeMsPerSeq * (c.load.activeDecodes + 1);
     const r2 = (v: number) => Math.round(v * 100) / 100;
-    return { terms: { ...parts, ms_per_ktok: r2(rates.msPerKtok), step_ms: r2(stepMs), rates_learned: rates.basis === 'prior' ? 0 : rates.basis === 'fleet' ? 0.5 : 1 }, cost: cost_ms };
+    // The tier load comes before the prefill can use the hit: it adds to this request's TTFT.
+    const terms: Record<string, number> = { ...parts, ms_per_ktok: r2(rates.msPerKtok), step_ms: r2(stepMs), rates_learned: rates.basis === 'prior' ? 0 : rates.basis === 'fleet' ? 0.5 : 1 };
+    if (tierMs > 0) {
+      terms.tier_load_ms = r2(tierMs);
+      terms.predicted_ttft_ms = r2(parts.predicted_ttft_ms + tierMs);
+    }
+    return { terms, cost: cost_ms + tierMs };
   }
 
   /**

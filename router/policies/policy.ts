@@ -14,6 +14,8 @@ export interface Candidate {
   load: WorkerLoad;
   /** Blocks its cache holds (index tree): ties go to the one with more free room. Absent: unknown (0). */
   heldBlocks?: number;
+  /** This worker's own transfer rates of slower cache tiers (tokens/s by medium), if configured. */
+  tierRates?: Readonly<Record<string, number>>;
 }
 
 export interface RouteRequest {
