@@ -210,8 +210,11 @@ export class RouterMetrics {
       ['historyMissing', 'Times history was confirmed missing (tree cleared)'],
       ['malformed', 'Malformed frames skipped'],
       ['silentWarnings', 'Warnings that requests were routed to a worker whose stream delivered nothing'],
+      ['snapshots', 'Times the tree was rebuilt from a publisher snapshot (history gone, trust kept)'],
+      ['snapshotFallbacks', 'Snapshot requests the publisher could not serve (the tree was cleared instead)'],
+      ['trustLosses', 'Times the stream stopped being trusted'],
     ] as const) {
-      const name = key === 'historyMissing' ? 'history_missing' : key === 'silentWarnings' ? 'silent_warnings' : key;
+      const name = key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
       const seen = new Map<string, number>();
       this.streamSeen.push(seen);
       new Counter({
