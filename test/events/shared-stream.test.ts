@@ -32,9 +32,9 @@ class Sink {
   }
 }
 
-async function worker(routerPort: number, topic: string): Promise<KVEventPublisher> {
+async function worker(routerPort: number, topic: string, replay = 'tcp://127.0.0.1:0'): Promise<KVEventPublisher> {
   // A named host: the PUB connects (to the router); the replay socket binds, as the engines do.
-  const p = await KVEventPublisher.create({ config: parseKVEventsConfig({ endpoint: `tcp://127.0.0.1:${routerPort}`, replay_endpoint: 'tcp://127.0.0.1:0', topic }) });
+  const p = await KVEventPublisher.create({ config: parseKVEventsConfig({ endpoint: `tcp://127.0.0.1:${routerPort}`, replay_endpoint: replay, topic }) });
   closers.push(() => p.close(100));
   return p;
 }
@@ -79,13 +79,16 @@ describe('router binds, publishers connect', { timeout: 30_000 }, () => {
     assert.ok(fb.health().replays + fb.health().probeFinds >= 1, 'and b from its own');
     assert.equal(sock.unknownTopic, 0);
 
-    // Worker b restarts (seq back to 0): only b's tree is cleared.
+    // Worker b restarts (seq back to 0) on its own replay endpoint, as an engine does: only b's tree is cleared.
+    const bReplay = b.replayEndpoint!;
     await b.close(100);
-    const b2 = await worker(port, 'w-b');
+    const b2 = await worker(port, 'w-b', bReplay);
     const before = sink.clears.length;
     let i2 = 500;
     await waitFor(() => (b2.publish(batchOf(i2++)), sink.clears.length > before && (sink.applied.get('b/0')?.length ?? 0) > 0), 'b restart seen');
-    assert.deepEqual(sink.clears.slice(before), ['b/0']);
+    // b's tree may be cleared more than once (the restart, then a slow-joiner gap that its replay
+    // cannot fill yet): never a's.
+    assert.ok(sink.clears.slice(before).length >= 1 && sink.clears.slice(before).every((s) => s === 'b/0'), JSON.stringify(sink.clears.slice(before)));
     assert.equal(fb.health().resets, 1);
     assert.equal(fa.health().resets, 0);
     a.publish(batchOf(ia++));
