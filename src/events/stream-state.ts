@@ -156,7 +156,11 @@ export class StreamState {
   private maxTs = -Infinity;
   private replay: Replay | null = null;
   /** A snapshot asked for: what to announce if it does not come. */
-  private snap: { reason: HistoryMissingReason; from: bigint } | null = null;
+  /**
+   * A snapshot asked for. `before`: the seqs received before asking; the publisher made them before
+   * the snapshot, so one at or past its seq cannot be real (a forged or stale frame): dropped.
+   */
+  private snap: { reason: HistoryMissingReason; from: bigint; before: Set<bigint> } | null = null;
   /** This publisher run did not answer a snapshot request: not asked again until it restarts. */
   private noSnapshots = false;
   private held: Item[] = [];
@@ -284,14 +288,21 @@ export class StreamState {
     this.floor = null;
     // Batches before atSeq still on their way (made before the snapshot) then read as duplicates.
     for (const b of result.batches) if (b.ts > this.maxTs) this.maxTs = b.ts;
+    // Kept: what the publisher made after the snapshot. Dropped: what the snapshot holds, and
+    // what came before asking yet claims a seq at or past it (it would open the same gap again).
+    const impossible = (seq: bigint) => seq >= at && s.before.has(seq);
     for (const [seq, i] of this.pending) {
-      if (seq >= at) continue;
+      if (seq >= at && !impossible(seq)) continue;
+      if (impossible(seq)) this.counters.malformedFrames++;
       this.pending.delete(seq);
       this.heldBytes -= i.bytes;
     }
     this.setTrusted(true);
     this.drainPending(now);
-    for (const item of this.takeHeld()) if (item.seq >= at) this.ingest(item, now);
+    for (const item of this.takeHeld()) {
+      if (impossible(item.seq)) this.counters.malformedFrames++;
+      else if (item.seq >= at) this.ingest(item, now);
+    }
     this.recover(null, now);
     return this.flush();
   }
@@ -623,7 +634,7 @@ export class StreamState {
   /** Asks for a snapshot instead of announcing `reason`, when that may work; false: announce it. */
   private askSnapshot(reason: HistoryMissingReason, from: bigint): boolean {
     if (!this.opts.snapshots || !this.opts.hasReplay || this.noSnapshots || this.snap || this.closed) return false;
-    this.snap = { reason, from };
+    this.snap = { reason, from, before: new Set([...this.pending.keys(), ...this.held.map((i) => i.seq)]) };
     this.out.push({ do: 'ask_snapshot' });
     return true;
   }

@@ -51,24 +51,35 @@ describe('stream state machine: snapshots', () => {
 
   test('the snapshot replaces the tree; batches from atSeq on apply on top, older ones are dropped; trust never lost', () => {
     const { s } = gapBeyondBuffer();
+    // Made after the snapshot (valid before seq 22), arriving while it is on its way.
     s.live(b(22), 0);
-    const out = s.snapshotDone({ status: 'done', atSeq: 21n, batches: [snapBatch(T0 + 21.5)] }, 0);
+    s.live(b(23), 0);
+    const out = s.snapshotDone({ status: 'done', atSeq: 22n, batches: [snapBatch(T0 + 21.5)] }, 0);
     assert.equal(out[0]!.do, 'snapshot');
     const snap = out[0] as Extract<StreamAction, { do: 'snapshot' }>;
-    assert.equal(snap.atSeq, 21n);
+    assert.equal(snap.atSeq, 22n);
     assert.equal(snap.batches.length, 1);
-    assert.deepEqual(applied(out), [21, 22]);
+    assert.deepEqual(applied(out), [22, 23]);
     assert.deepEqual(notices(out), []);
     assert.equal(s.trusted, true);
     assert.equal(s.counters.trustLosses, 0);
     assert.equal(s.counters.snapshots, 1);
     assert.equal(s.counters.historyMissing, 0);
-    assert.equal(s.lastSeq, 22n);
+    assert.equal(s.lastSeq, 23n);
     assert.equal(s.heldPayloadBytes, 0);
     // A batch made before the snapshot, still on its way, is a duplicate, not a restart.
     assert.deepEqual(s.live(b(19), 0), []);
     assert.equal(s.counters.resets, 0);
-    assert.deepEqual(applied(s.live(b(23), 0)), [23]);
+    assert.deepEqual(applied(s.live(b(24), 0)), [24]);
+  });
+
+  test('a frame received before asking that claims a seq at or past the snapshot (forged, stale) is dropped, not a new gap', () => {
+    const { s } = gapBeyondBuffer(); // 20 and 21 received before asking
+    const out = s.snapshotDone({ status: 'done', atSeq: 21n, batches: [snapBatch(T0 + 21)] }, 0);
+    assert.deepEqual(applied(out), [], '21 came before the request: it cannot be a batch made after a snapshot valid before 21');
+    assert.equal(s.counters.malformedFrames, 1);
+    assert.deepEqual(dos(out).filter((d) => d === 'ask_snapshot' || d === 'replay'), []);
+    assert.deepEqual(applied(s.live(b(21), 0)), [21]);
   });
 
   test('a snapshot valid past everything held applies none of it; the next live batch follows', () => {
