@@ -323,7 +323,7 @@ test('dump gives the source tree as JSON', () => {
   assert.equal(d.provisionalBlocks, 1);
   assert.equal(d.roots.length, 2);
   const root = d.roots.find((r) => r.children.length === 2)!;
-  assert.deepEqual(root.hashes, ['0x0000000000000001']);
+  assert.deepEqual(root.hashes, ['1'], 'decimal strings, as the engines and GET /cache');
   assert.deepEqual(root.children.map((c) => c.media[0] ?? 'provisional').sort(), ['CPU', 'GPU']);
   const deep = root.children.find((c) => c.media[0] === 'GPU')!;
   assert.equal(deep.children.length, 1);
