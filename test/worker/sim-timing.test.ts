@@ -49,9 +49,9 @@ describe('sim step time', () => {
     const c = parseWorkerArgs(['--engine', 'sim', '--speed-factor', '2', '--max-num-batched-tokens', '512', '--decode-step-ms', '5']);
     assert.deepEqual([c.prefillTokensPerS, c.decodeStepMs, c.speedFactor, c.maxNumBatchedTokens], [null, 5, 2, 512]);
     for (const [argv, re] of [
-      [['--speed-factor', '0'], /--speed-factor \(speedFactor\)/],
+      [['--speed-factor', '0'], /--speed-factor \(speed_factor\)/],
       [['--speed-factor', 'fast'], /--speed-factor/],
-      [['--max-num-batched-tokens', '0'], /--max-num-batched-tokens \(maxNumBatchedTokens\)/],
+      [['--max-num-batched-tokens', '0'], /--max-num-batched-tokens \(max_num_batched_tokens\)/],
       [['--max-num-batched-tokens', '1.5'], /--max-num-batched-tokens/],
     ] as [string[], RegExp][]) {
       assert.throws(() => parseWorkerArgs(['--engine', 'sim', ...argv]), (e: unknown) => e instanceof ConfigError && re.test(e.message), argv.join(' '));
