@@ -29,6 +29,7 @@ import { PredictionAccuracy } from './observe/accuracy.js';
 import { evidenceOf } from './observe/evidence.js';
 import { TokenParity, tapBatches } from './observe/parity.js';
 import { RecentDecisions } from './observe/recent-decisions.js';
+import { HitBound } from './observe/hit-bound.js';
 import { requestIdAndAccessLog } from '../src/http/access-log.js';
 import { methodNotAllowed } from '../src/http/method-not-allowed.js';
 import type { Logger } from '../src/log/logger.js';
@@ -86,7 +87,7 @@ export function createRouter(config: RouterConfig, log: (msg: string) => void = 
   const pool = new TokenizePool(config.tokenizer_threads);
   const adminKey = config.admin_key ?? process.env.KV_ROUTER_ADMIN_KEY ?? null;
   const decisionLog = config.decision_log ? new DecisionLog(config.decision_log, log) : null;
-  const pipeline = new RequestPipeline({ config, registry, load, policy, pool, metrics, decisionLog, cluster, recentDecisions, accuracy, parity, rates: rateLearnerOf(policy) });
+  const pipeline = new RequestPipeline({ config, registry, load, policy, pool, metrics, decisionLog, cluster, recentDecisions, accuracy, parity, rates: rateLearnerOf(policy), hitBound: new HitBound() });
 
   const discovery = new DiscoveryController({
     registry,

@@ -19,6 +19,9 @@ export class RouterMetrics {
   readonly upstreamSeconds: Histogram<'worker'>;
   readonly upstreamErrors: Counter<'worker' | 'status'>;
   readonly promptTokens: Counter<'worker'>;
+  /** Prompt tokens of routed requests, and what one unlimited cache of every earlier prompt held of them (observe/hit-bound.ts). */
+  readonly routedPromptTokens: Counter;
+  readonly boundCachedTokens: Counter;
   readonly retries: Counter<'worker' | 'reason'>;
   /** Per stream counter: each (worker, rank)'s cumulative value at the last scrape. */
   private readonly streamSeen: Map<string, number>[] = [];
@@ -113,6 +116,16 @@ export class RouterMetrics {
       name: 'kv_router_prompt_tokens_total',
       help: 'Prompt tokens routed to each worker',
       labelNames: ['worker'],
+      registers: [r],
+    });
+    this.routedPromptTokens = new Counter({
+      name: 'kv_router_routed_prompt_tokens_total',
+      help: 'Prompt tokens of routed requests (first attempt), the denominator of the hit-rate upper bound',
+      registers: [r],
+    });
+    this.boundCachedTokens = new Counter({
+      name: 'kv_router_bound_cached_tokens_total',
+      help: 'Tokens of routed prompts one unlimited prefix cache of every earlier routed prompt would have held: the hit-rate upper bound since start',
       registers: [r],
     });
     this.retries = new Counter({

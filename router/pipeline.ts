@@ -5,6 +5,7 @@ import type { ClusterLink } from './cluster/link.js';
 import type { LoadAccounting } from './load.js';
 import { adapterOf } from './models.js';
 import type { RouterMetrics } from './metrics.js';
+import type { HitBound } from './observe/hit-bound.js';
 import type { Candidate, Policy, RouteRequest, Scored } from './policies/policy.js';
 import { forward, type Attempt, type AttemptEnd, type AttemptFailure } from './proxy.js';
 import type { Registry, WorkerEntry } from './registry.js';
@@ -37,6 +38,8 @@ export interface PipelineDeps {
   accuracy?: PredictionAccuracy | null;
   /** The router's token ids against the chosen worker's BlockStored events. */
   parity?: TokenParity | null;
+  /** The hit rate's upper bound since start (one unlimited cache of every routed prompt). */
+  hitBound?: HitBound | null;
   /** Learns each worker's speed from its requests' timing (cache_aware's ttft cost). */
   rates?: RateLearner | null;
 }
@@ -246,6 +249,7 @@ export class RequestPipeline {
     if (d.cluster && !dec.req.loadOnly) d.cluster.routed(c.source, dec.req.tokensFor(c), c.blockSize, dec.req.lora, dec.req.salt);
     d.registry.get(c.workerId)?.streams.get(c.rank)?.noteRouted();
     this.watchParity(dec, s);
+    if (attempt === 0 && !dec.req.loadOnly) this.observeBound(dec, c);
     trace?.begin(s);
     const untrack = d.registry.trackPending(c.workerId, ac, dec.parsed.stream);
     const endpoint = pathOf(dec.parsed.endpoint);
@@ -337,6 +341,15 @@ export class RequestPipeline {
     if (r.kind === 'exhausted') this.d.metrics.requests.inc({ worker: dec.ranked[0]?.candidate.workerId ?? 'none', outcome: 'no_worker', endpoint: pathOf(endpoint) });
     if (r.kind !== 'response') trace.finish(r.kind === 'exhausted' ? 'no_worker' : 'aborted');
     return r.res;
+  }
+
+  private observeBound(dec: Decision, c: Candidate): void {
+    const b = this.d.hitBound;
+    if (!b) return;
+    const tokens = dec.req.tokensFor(c);
+    const hit = b.observe(tokens, c.blockSize, dec.req.lora, dec.req.salt);
+    this.d.metrics.routedPromptTokens.inc(tokens.length);
+    if (hit > 0) this.d.metrics.boundCachedTokens.inc(hit);
   }
 
   private rejected(r: Rejected, endpoint: Endpoint): Rejected {

@@ -33,6 +33,8 @@ export const METRIC_NAMES: Record<keyof MetricsInput, string[]> = {
   predicted_cached: ['kv_router_predicted_cached_tokens_total', 'kv_router_expected_cached_tokens_total'],
   actual_cached: ['kv_router_actual_cached_tokens_total'],
   accuracy: ['kv_router_prediction_accuracy'],
+  routed_prompt_tokens: ['kv_router_routed_prompt_tokens_total'],
+  bound_cached: ['kv_router_bound_cached_tokens_total'],
 };
 
 export async function collectInput(s: DashboardSources, now = Date.now()): Promise<SnapshotInput> {

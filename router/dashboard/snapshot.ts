@@ -45,6 +45,9 @@ export interface MetricsInput {
   predicted_cached: MetricSample[] | null;
   actual_cached: MetricSample[] | null;
   accuracy: MetricSample[] | null;
+  /** The hit rate's upper bound since start: its numerator and denominator (router/observe/hit-bound.ts). */
+  routed_prompt_tokens?: MetricSample[] | null;
+  bound_cached?: MetricSample[] | null;
 }
 
 export interface HotPrefixInput {
@@ -97,6 +100,8 @@ export interface Series {
   ttfb_p99_ms: (number | null)[];
   hit_rate_actual: (number | null)[];
   hit_rate_predicted: (number | null)[];
+  /** Since start: one unlimited cache of every routed prompt (the best any routing could do). */
+  hit_rate_bound: (number | null)[];
   /** In flight per worker (all ranks). */
   load: Record<string, (number | null)[]>;
 }
@@ -126,6 +131,13 @@ export interface SnapshotState {
 
 const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
 const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || b <= 0 ? null : a / b);
+
+function boundSinceStart(m: MetricsInput): number | null {
+  const total = (v: MetricSample[] | null | undefined) => (v ? v.reduce((a, x) => a + x.value, 0) : null);
+  const prompt = total(m.routed_prompt_tokens);
+  const bound = total(m.bound_cached);
+  return prompt === null || bound === null || prompt <= 0 ? null : bound / prompt;
+}
 
 export function buildSnapshot(input: SnapshotInput, prev: SnapshotState | null): { snapshot: Snapshot; state: SnapshotState } {
   const m = input.metrics;
@@ -189,6 +201,7 @@ export function buildSnapshot(input: SnapshotInput, prev: SnapshotState | null):
     ttfb_p99_ms: q(0.99),
     hit_rate_actual: actual && dPrompt > 0 ? (actualNow - prev!.actual) / dPrompt : null,
     hit_rate_predicted: predicted && dPrompt > 0 ? (predictedNow - prev!.predicted) / dPrompt : null,
+    hit_rate_bound: boundSinceStart(m),
     load,
   });
 
@@ -215,6 +228,8 @@ export function buildSnapshot(input: SnapshotInput, prev: SnapshotState | null):
       predicted_cached: m.predicted_cached !== null,
       actual_cached: m.actual_cached !== null,
       accuracy: m.accuracy !== null,
+      routed_prompt_tokens: (m.routed_prompt_tokens ?? null) !== null,
+      bound_cached: (m.bound_cached ?? null) !== null,
     },
   };
   const state: SnapshotState = { at_ms: input.now_ms, requests, ttfb_buckets: buckets, prompt: promptNow, predicted: predictedNow, actual: actualNow, series };
@@ -222,7 +237,7 @@ export function buildSnapshot(input: SnapshotInput, prev: SnapshotState | null):
 }
 
 function emptySeries(): Series {
-  return { t: [], requests_per_s: [], ttfb_p50_ms: [], ttfb_p99_ms: [], hit_rate_actual: [], hit_rate_predicted: [], load: {} };
+  return { t: [], requests_per_s: [], ttfb_p50_ms: [], ttfb_p99_ms: [], hit_rate_actual: [], hit_rate_predicted: [], hit_rate_bound: [], load: {} };
 }
 
 type Point = { [K in Exclude<keyof Series, 'load'>]: Series[K][number] } & { load: Record<string, number> };
@@ -243,6 +258,7 @@ function appendPoint(s: Series, p: Point): Series {
     ttfb_p99_ms: keep(s.ttfb_p99_ms, p.ttfb_p99_ms),
     hit_rate_actual: keep(s.hit_rate_actual, p.hit_rate_actual),
     hit_rate_predicted: keep(s.hit_rate_predicted, p.hit_rate_predicted),
+    hit_rate_bound: keep(s.hit_rate_bound, p.hit_rate_bound),
     load,
   };
 }

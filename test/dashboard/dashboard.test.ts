@@ -118,6 +118,13 @@ test('the live page lists every worker, follows real traffic, and turns a killed
     const decided = await page.$$eval('#decisions tbody tr', (trs) => trs.map((tr) => [...(tr as HTMLTableRowElement).cells].map((c) => c.textContent ?? '')));
     assert.ok(decided.some(([, prompt, cands, pick]) => Number(prompt!.replace(/,/g, '')) > 0 && /worker-\d:0/.test(pick!) && ids.every((id) => cands!.includes(id))), JSON.stringify(decided.slice(0, 3)));
 
+    // The hit-rate chart carries the upper bound since start; conversations repeat prefixes, so it is above zero.
+    await waitUntil('the upper bound in the snapshot', 15_000, async () => {
+      const snap = (await (await fetch(`${router.url}/dashboard/snapshot`)).json()) as { series: { hit_rate_bound: (number | null)[] } };
+      return (snap.series.hit_rate_bound.at(-1) ?? 0) > 0;
+    });
+    assert.ok(await page.evaluate(() => document.querySelector('#chart-hit')?.textContent?.includes('upper bound (since start)')), 'the chart legend names the bound');
+
     // For the README picture only: let the charts gather a history.
     if (shot) await waitUntil('a chart history for the picture', 60_000, () => statuses.length >= 150);
 

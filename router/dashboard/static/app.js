@@ -131,7 +131,7 @@ function renderCharts(s) {
   const t = s.series;
   chart('chart-rps', ['requests/s'], [t.t, t.requests_per_s]);
   chart('chart-ttfb', ['p50', 'p99'], [t.t, t.ttfb_p50_ms, t.ttfb_p99_ms]);
-  chart('chart-hit', ['predicted', 'actual'], [t.t, t.hit_rate_predicted, t.hit_rate_actual]);
+  chart('chart-hit', ['predicted', 'actual', 'upper bound (since start)'], [t.t, t.hit_rate_predicted, t.hit_rate_actual, t.hit_rate_bound]);
   const workers = Object.keys(t.load).sort();
   chart('chart-load', workers.length ? workers : ['(none)'], [t.t, ...(workers.length ? workers.map((w) => t.load[w]) : [t.t.map(() => null)])]);
 }
