@@ -80,7 +80,8 @@ export class CacheAwarePolicy implements Policy {
     const hot = this.hotPrefix(req, scored);
     if (hot && ttft) priceHotCopy(scored);
     // Ties go by a replica-consistent hash (router/cluster/tie-break.ts), not at random: a stable pre-order, then no coin.
-    scored.sort((x, y) => tieRank(req.tokensFor(x.candidate), x.candidate.source) - tieRank(req.tokensFor(y.candidate), y.candidate.source));
+    const tie = new Map(scored.map((x) => [x, tieRank(req.tokensFor(x.candidate), x.candidate.source)]));
+    scored.sort((x, y) => tie.get(x)! - tie.get(y)!);
     const ranked = sortByCost(scored, ttft ? this.w.ttft!.tie_tolerance_ms : this.w.tie_tolerance, () => 0);
     return hot && !ttft ? demoteOverloaded(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold) : ranked;
   }
