@@ -1,0 +1,148 @@
+/**
+ * The bench's child processes: publisher hosts (fork) and the router (spawned as a user starts it,
+ * `node bin/kv-router.js --config FILE`, plus an IPC channel). Every child has the channel, so it
+ * stops itself when the bench dies however it dies (src/proc/parent.ts); an exit hook SIGKILLs
+ * whatever is still alive when the bench exits normally or on an error.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { FromHost, HostStats, ToHost } from './protocol.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const live = new Set<ChildProcess>();
+let hooked = false;
+
+function track(p: ChildProcess): void {
+  if (!hooked) {
+    hooked = true;
+    process.on('exit', () => {
+      for (const c of live) c.kill('SIGKILL');
+    });
+  }
+  live.add(p);
+  p.once('exit', () => live.delete(p));
+}
+
+/** Pids of every child started and not yet exited. */
+export function livePids(): number[] {
+  return [...live].map((p) => p.pid!).filter((p) => p !== undefined);
+}
+
+function exited(p: ChildProcess): Promise<void> {
+  return p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', () => r()));
+}
+
+/** SIGTERM, then SIGKILL after graceMs; resolves when it is gone. */
+export async function stopProcess(p: ChildProcess, graceMs: number): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  p.kill('SIGTERM');
+  const t = setTimeout(() => p.kill('SIGKILL'), graceMs);
+  await exited(p);
+  clearTimeout(t);
+}
+
+export class Host {
+  private readonly waiting: { type: string; resolve: (m: FromHost) => void; reject: (e: Error) => void }[] = [];
+  private error: Error | null = null;
+
+  constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m: FromHost) => {
+      if (m.type === 'error') this.fail(new Error(`publisher host ${proc.pid}: ${m.message}`));
+      const i = this.waiting.findIndex((w) => w.type === m.type);
+      if (i >= 0) this.waiting.splice(i, 1)[0]!.resolve(m);
+    });
+    proc.once('exit', (code, sig) => this.fail(new Error(`publisher host ${proc.pid} exited (${sig ?? code})`)));
+  }
+
+  static start(): Host {
+    const p = fork(fileURLToPath(new URL('./publisher-host.ts', import.meta.url)), [], { cwd: root, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    track(p);
+    return new Host(p);
+  }
+
+  private fail(e: Error): void {
+    this.error ??= e;
+    for (const w of this.waiting.splice(0)) w.reject(e);
+  }
+
+  send(m: ToHost): void {
+    this.proc.send(m);
+  }
+
+  /** Sends `m` and resolves with the host's next message of type `reply`. */
+  request<T extends FromHost['type']>(m: ToHost, reply: T): Promise<Extract<FromHost, { type: T }>> {
+    if (this.error) return Promise.reject(this.error);
+    const p = new Promise<FromHost>((resolve, reject) => this.waiting.push({ type: reply, resolve, reject }));
+    this.send(m);
+    return p as Promise<Extract<FromHost, { type: T }>>;
+  }
+
+  async stats(): Promise<HostStats> {
+    return (await this.request({ type: 'stats' }, 'stats')).stats;
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc.connected) this.proc.send({ type: 'stop' } satisfies ToHost);
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), 5000);
+    await exited(this.proc);
+    clearTimeout(t);
+  }
+}
+
+export interface RouterProc {
+  proc: ChildProcess;
+  /** Last stderr lines (error messages). */
+  tail: string[];
+  /** Full-GC heap (SIGUSR2: the router prints it when started with --expose-gc). */
+  heapAfterGc(): Promise<number>;
+}
+
+/** `node [--expose-gc] [extra] bin/kv-router.js --config FILE --quiet`, with an IPC channel so it dies with the bench. */
+export function startRouter(configFile: string, nodeArgs: string[]): RouterProc {
+  const proc = spawn(process.execPath, ['--expose-gc', ...nodeArgs, 'bin/kv-router.js', '--config', configFile, '--quiet'], {
+    cwd: root,
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+  });
+  track(proc);
+  const tail: string[] = [];
+  const heapWaiters: ((n: number) => void)[] = [];
+  let buf = '';
+  proc.stderr!.on('data', (d: Buffer) => {
+    buf += d.toString('utf8');
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      const m = /^heap-after-gc (\d+)/.exec(line);
+      if (m) heapWaiters.shift()?.(Number(m[1]));
+      else {
+        tail.push(line);
+        if (tail.length > 30) tail.shift();
+      }
+    }
+  });
+  return {
+    proc,
+    tail,
+    heapAfterGc: () =>
+      new Promise<number>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('router did not report its heap')), 30_000);
+        heapWaiters.push((n) => {
+          clearTimeout(t);
+          resolve(n);
+        });
+        proc.kill('SIGUSR2');
+      }),
+  };
+}
+
+/** Resident set size of a process (bytes), from /proc. */
+export function rssOf(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
