@@ -1,3 +1,4 @@
+import * as zmq from 'zeromq';
 import { KVEventSubscriber } from '../src/events/subscriber.js';
 import { offsetEndpoint } from '../src/events/config.js';
 import { SharedSubscriber } from '../src/events/shared-sub.js';
@@ -42,6 +43,22 @@ export interface SilenceOptions {
 }
 
 const DEFAULT_SILENCE: SilenceOptions = { requests: 5, afterMs: 10_000 };
+
+/**
+ * libzmq's context allows 1023 sockets by default, and every (worker, rank) stream holds three (its
+ * SUB and the monitor pair behind its connection events), so a router could not subscribe to more
+ * than ~340 sources ("Too many open file descriptors" at 170 workers × 2 ranks). Raised to libzmq's
+ * own limit before the first socket exists (libzmq reads it when the context starts); the process's
+ * fd limit (ulimit -n) still applies.
+ */
+function raiseSocketLimit(): void {
+  try {
+    if (zmq.context.maxSockets < zmq.context.maxSocketsLimit) zmq.context.maxSockets = zmq.context.maxSocketsLimit;
+  } catch {
+    /* a context already started keeps its limit */
+  }
+}
+raiseSocketLimit();
 
 export interface StreamFeedOptions {
   silence?: SilenceOptions;
