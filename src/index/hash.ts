@@ -95,6 +95,82 @@ export function chainKey(
   out[1] = h2;
 }
 
+/**
+ * Keys of blocks [from, to) of `bs` tokens each, chained from `root`, into
+ * keys[2b] (lo), keys[2b + 1] (hi); block b's parent is keys[2b - 2..] (the root for b = 0).
+ * The same function as chainKey, block after block, written out a second time on
+ * purpose: V8 keeps type feedback per function, and chainKey also sees the event
+ * path's arrays (holey, typed), which makes its loads polymorphic and it ~2x slower.
+ * Here only prompts pass. test/index/hash.test.ts holds the two equal.
+ */
+export function chainKeys(
+  rootLo: number,
+  rootHi: number,
+  lLo: number,
+  lHi: number,
+  tokens: ArrayLike<number>,
+  bs: number,
+  from: number,
+  to: number,
+  keys: Uint32Array,
+): void {
+  let pLo = from === 0 ? rootLo : keys[2 * from - 2];
+  let pHi = from === 0 ? rootHi : keys[2 * from - 1];
+  const len = (bs + 4) * 4;
+  for (let b = from; b < to; b++) {
+    let h1 = C1 | 0;
+    let h2 = C2 | 0;
+    let h3 = C3 | 0;
+    let h4 = C4 | 0;
+    let k1 = 0;
+    let k2 = 0;
+    let k3 = 0;
+    let k4 = 0;
+    k1 = Math.imul(pLo, C1); k1 = (k1 << 15) | (k1 >>> 17); h1 ^= Math.imul(k1, C2);
+    h1 = (h1 << 19) | (h1 >>> 13); h1 = (h1 + h2) | 0; h1 = (Math.imul(h1, 5) + 0x561ccd1b) | 0;
+    k2 = Math.imul(pHi, C2); k2 = (k2 << 16) | (k2 >>> 16); h2 ^= Math.imul(k2, C3);
+    h2 = (h2 << 17) | (h2 >>> 15); h2 = (h2 + h3) | 0; h2 = (Math.imul(h2, 5) + 0x0bcaa747) | 0;
+    k3 = Math.imul(lLo, C3); k3 = (k3 << 17) | (k3 >>> 15); h3 ^= Math.imul(k3, C4);
+    h3 = (h3 << 15) | (h3 >>> 17); h3 = (h3 + h4) | 0; h3 = (Math.imul(h3, 5) + 0x96cd1c35) | 0;
+    k4 = Math.imul(lHi, C4); k4 = (k4 << 18) | (k4 >>> 14); h4 ^= Math.imul(k4, C1);
+    h4 = (h4 << 13) | (h4 >>> 19); h4 = (h4 + h1) | 0; h4 = (Math.imul(h4, 5) + 0x32ac3b17) | 0;
+
+    const end = (b + 1) * bs;
+    let i = b * bs;
+    for (; i + 4 <= end; i += 4) {
+      k1 = Math.imul(tokens[i], C1); k1 = (k1 << 15) | (k1 >>> 17); h1 ^= Math.imul(k1, C2);
+      h1 = (h1 << 19) | (h1 >>> 13); h1 = (h1 + h2) | 0; h1 = (Math.imul(h1, 5) + 0x561ccd1b) | 0;
+      k2 = Math.imul(tokens[i + 1], C2); k2 = (k2 << 16) | (k2 >>> 16); h2 ^= Math.imul(k2, C3);
+      h2 = (h2 << 17) | (h2 >>> 15); h2 = (h2 + h3) | 0; h2 = (Math.imul(h2, 5) + 0x0bcaa747) | 0;
+      k3 = Math.imul(tokens[i + 2], C3); k3 = (k3 << 17) | (k3 >>> 15); h3 ^= Math.imul(k3, C4);
+      h3 = (h3 << 15) | (h3 >>> 17); h3 = (h3 + h4) | 0; h3 = (Math.imul(h3, 5) + 0x96cd1c35) | 0;
+      k4 = Math.imul(tokens[i + 3], C4); k4 = (k4 << 18) | (k4 >>> 14); h4 ^= Math.imul(k4, C1);
+      h4 = (h4 << 13) | (h4 >>> 19); h4 = (h4 + h1) | 0; h4 = (Math.imul(h4, 5) + 0x32ac3b17) | 0;
+    }
+    const rem = end - i;
+    if (rem >= 3) {
+      k3 = Math.imul(tokens[i + 2], C3); k3 = (k3 << 17) | (k3 >>> 15); h3 ^= Math.imul(k3, C4);
+    }
+    if (rem >= 2) {
+      k2 = Math.imul(tokens[i + 1], C2); k2 = (k2 << 16) | (k2 >>> 16); h2 ^= Math.imul(k2, C3);
+    }
+    if (rem >= 1) {
+      k1 = Math.imul(tokens[i], C1); k1 = (k1 << 15) | (k1 >>> 17); h1 ^= Math.imul(k1, C2);
+    }
+
+    h1 ^= len; h2 ^= len; h3 ^= len; h4 ^= len;
+    h1 = (h1 + h2 + h3 + h4) | 0;
+    h2 = (h2 + h1) | 0; h3 = (h3 + h1) | 0; h4 = (h4 + h1) | 0;
+    h1 = fmix32(h1); h2 = fmix32(h2); h3 = fmix32(h3); h4 = fmix32(h4);
+    h1 = (h1 + h2 + h3 + h4) | 0;
+    h2 = (h2 + h1) | 0;
+    keys[2 * b] = h1;
+    keys[2 * b + 1] = h2;
+    pLo = h1;
+    pHi = h2;
+  }
+}
+
 function fmix32(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);

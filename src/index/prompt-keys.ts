@@ -1,4 +1,4 @@
-import { chainKey, loraKey, saltRoot, type Key64 } from './hash.js';
+import { chainKeys, loraKey, saltRoot, type Key64 } from './hash.js';
 import type { LoraRef } from './prefix-index.js';
 
 /**
@@ -10,7 +10,6 @@ export class PromptKeys {
   readonly lora: Key64;
   readonly root: Key64;
   private readonly bySize = new Map<number, { keys: Uint32Array; done: number }>();
-  private readonly out = new Uint32Array(2);
 
   constructor(
     readonly tokens: ArrayLike<number>,
@@ -34,16 +33,10 @@ export class PromptKeys {
     let e = this.bySize.get(bs);
     if (e === undefined) this.bySize.set(bs, (e = { keys: new Uint32Array(this.blocks(bs) * 2), done: 0 }));
     const want = Math.min(n, this.blocks(bs));
-    const k = e.keys;
-    const out = this.out;
-    for (let b = e.done; b < want; b++) {
-      const pLo = b === 0 ? this.root.lo : k[2 * b - 2];
-      const pHi = b === 0 ? this.root.hi : k[2 * b - 1];
-      chainKey(pLo, pHi, this.lora.lo, this.lora.hi, this.tokens, b * bs, bs, out);
-      k[2 * b] = out[0];
-      k[2 * b + 1] = out[1];
+    if (want > e.done) {
+      chainKeys(this.root.lo, this.root.hi, this.lora.lo, this.lora.hi, this.tokens, bs, e.done, want, e.keys);
+      e.done = want;
     }
-    if (want > e.done) e.done = want;
-    return k;
+    return e.keys;
   }
 }

@@ -36,19 +36,30 @@ export class PromptWalker {
     const found = this.found;
     const nBlocks = Math.floor(Math.min(nTokens, prompt.tokens.length) / bs);
     let done = 0; // blocks walked
+    let last = -2; // record of the last block found
+    let prev = -1; // its words' offset
+    const span = W * K; // provisional and media words of a record
     let chunk = 8; // small first: most of a novel prompt is never looked up
     walk: for (let b = 0; b < nBlocks; b += chunk, chunk = Math.min(MAX_CHUNK, chunk * 2)) {
       const c = Math.min(chunk, nBlocks - b);
       const keys = prompt.keys(bs, b + c);
       let nFound = 0;
       while (nFound < c) {
-        const n = ns.find(keys[2 * (b + nFound)], keys[2 * (b + nFound) + 1]);
+        const n = ns.findNear(last + 1, keys[2 * (b + nFound)], keys[2 * (b + nFound) + 1]);
         if (n < 0) break;
-        found[nFound++] = n;
+        found[nFound++] = last = n;
       }
       const rec = ns.rec;
       for (let k = 0; k < nFound; k++) {
         const base = found[k] * ns.stride + HEADER;
+        // Along a chain most blocks have the previous block's holders: then no source changes tier.
+        let same = prev >= 0;
+        for (let j = 0; same && j < span; j++) same = rec[base + j] === rec[prev + j];
+        prev = base;
+        if (same) {
+          done++;
+          continue;
+        }
         const at = done * bs;
         let any = 0;
         for (let w = 0; w < W; w++) {

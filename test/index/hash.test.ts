@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chainKey, engineKey, loraKey, saltRoot } from '../../src/index/hash.js';
+import { chainKey, chainKeys, engineKey, loraKey, saltRoot } from '../../src/index/hash.js';
 import { prng, randInt } from './helpers.js';
 
 const key = (pLo: number, pHi: number, toks: number[], lora: string | number | null = null): string => {
@@ -90,4 +90,27 @@ test('a salt is a root of its own: stable, distinct per salt, never the plain ro
   assert.deepEqual(saltRoot(null), { lo: 0, hi: 0 });
   const keys = [a, saltRoot('tenant-b'), saltRoot(''), saltRoot(null), loraKey('tenant-a')].map((k) => `${k.lo}:${k.hi}`);
   assert.equal(new Set(keys).size, keys.length);
+});
+
+test('chainKeys (the prompt path) equals chainKey chained block by block, from any start block', () => {
+  const rnd = prng(11);
+  for (let trial = 0; trial < 200; trial++) {
+    const bs = 1 + randInt(rnd, 33);
+    const nBlocks = 1 + randInt(rnd, 12);
+    const toks = Array.from({ length: nBlocks * bs + randInt(rnd, bs) }, () => randInt(rnd, 0x1_0000_0000));
+    const root = saltRoot(trial % 3 === 0 ? `s${trial}` : null);
+    const l = loraKey(trial % 4 === 0 ? 'lora' : null);
+    const want = new Uint32Array(nBlocks * 2);
+    const out = new Uint32Array(2);
+    for (let b = 0; b < nBlocks; b++) {
+      chainKey(b === 0 ? root.lo : want[2 * b - 2], b === 0 ? root.hi : want[2 * b - 1], l.lo, l.hi, toks, b * bs, bs, out);
+      want[2 * b] = out[0];
+      want[2 * b + 1] = out[1];
+    }
+    const got = new Uint32Array(nBlocks * 2);
+    const split = randInt(rnd, nBlocks + 1);
+    chainKeys(root.lo, root.hi, l.lo, l.hi, toks, bs, 0, split, got);
+    chainKeys(root.lo, root.hi, l.lo, l.hi, toks, bs, split, nBlocks, got);
+    assert.deepEqual(got, want, `bs ${bs}, ${nBlocks} blocks, split at ${split}`);
+  }
 });
