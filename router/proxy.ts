@@ -265,7 +265,8 @@ class HeaderTimeout extends Error {
 function failureOf(e: unknown, signal: AbortSignal): AttemptFailure {
   const reason = signal.aborted ? (signal.reason as Error | undefined) : undefined;
   if (reason instanceof HeaderTimeout) return { reason: 'timeout', error: reason.message };
-  if (reason?.name === 'OutOfRotation') return { reason: 'out_of_rotation', error: reason.message };
+  // Aborted before its body left for the worker: it never reached it, so it is as safe to move on as a refused connection.
+  if (reason?.name === 'OutOfRotation') return { reason: (e as { sent?: boolean })?.sent === false ? 'refused' : 'out_of_rotation', error: reason.message };
   const code = (e as NodeJS.ErrnoException)?.code ?? (e as { cause?: { code?: string } })?.cause?.code;
   return { reason: code === 'ECONNREFUSED' ? 'refused' : 'connect', error: errText(e) };
 }

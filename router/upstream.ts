@@ -55,8 +55,11 @@ function post(url: string, body: Uint8Array, headers: Record<string, string>, si
         });
       },
     );
-    req.on('error', (e: NodeJS.ErrnoException & { reusedSocket?: boolean }) => {
+    let sent = false;
+    req.on('finish', () => (sent = true));
+    req.on('error', (e: NodeJS.ErrnoException & { reusedSocket?: boolean; sent?: boolean }) => {
       e.reusedSocket = req.reusedSocket;
+      e.sent = sent;
       reject(e);
     });
     req.end(body);

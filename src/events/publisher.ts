@@ -262,6 +262,9 @@ export class KVEventPublisher {
     }
     if (this.router) {
       releaseCurveServer(this.router);
+      // close() frees the port later, on ZeroMQ's I/O thread; unbinding first lets a restarted
+      // engine bind the same replay endpoint as soon as this returns.
+      if (this.replayEndpoint) await this.router.unbind(this.replayEndpoint).catch(() => {});
       this.router.close();
       if (this.replayEndpoint) removeIpcFile(this.replayEndpoint);
     }
