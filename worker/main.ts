@@ -18,7 +18,8 @@ import { watchParent } from '../src/proc/parent.js';
 import { loraModules } from './adapters.js';
 import { modelName, parseWorkerArgs, USAGE, type WorkerConfig } from './config.js';
 import { SPEC_ENV, type ChildMsg, type Endpoints, type ParentMsg, type ProcSpec } from './proc.js';
-import { loadWorkerTokenizer } from './tokenizer.js';
+import { loadWorkerTokenizer, tokenizerFilesOf } from './tokenizer.js';
+import { ThreadTokenizer } from './api/tokenize.js';
 import { createLogger, exportLogSettings, resolveLogSettings, type Logger } from '../src/log/logger.js';
 
 const STAGES = { scheduler: './scheduler/main.ts', detokenizer: './detokenizer/main.ts' } as const;
@@ -123,11 +124,19 @@ process.on('SIGTERM', () => void shutdown(0, undefined, config.drainTimeoutMs));
 watchParent((why) => void shutdown(0, `${why}; stopping`, config.drainTimeoutMs));
 
 try {
-  const [tokenizer] = await Promise.all([loadWorkerTokenizer(config), startStage('scheduler'), startStage('detokenizer')]);
+  // The encoder thread loads its own tokenizer (seconds of CPU for a large one) before the worker listens,
+  // as vLLM loads its tokenizer before serving: a worker that says it is up is not still loading.
+  const encoder = new ThreadTokenizer(tokenizerFilesOf(config));
+  const [tokenizer] = await Promise.all([
+    loadWorkerTokenizer(config),
+    startStage('scheduler'),
+    startStage('detokenizer'),
+    encoder.warm().catch((e) => log.error(`tokenizer thread failed to start: ${(e as Error).message}`)),
+  ]);
   client = await PipelineClient.open(endpoints.scheduler, endpoints.api);
   const c = client;
   const metrics = new WorkerMetrics(async () => (await c.ctl('load')).load);
-  const app = createApp({ client, tokenizer, config, model: modelName(config), adapters: loraModules(config), metrics, stopping: () => stopping }, { accessLog: log.child('kv-worker access') });
+  const app = createApp({ client, tokenizer, config, model: modelName(config), adapters: loraModules(config), metrics, stopping: () => stopping }, { accessLog: log.child('kv-worker access'), encoder });
   const port = await new Promise<number>((resolve, reject) => {
     server = serve({ fetch: drain.wrap(app.fetch), hostname: config.host, port: config.port }, (info) => resolve(info.port));
     server.once('error', reject);
