@@ -25,6 +25,17 @@ export interface WorkerParams {
   maxBatch: number;
   maxNumBatchedTokens: number;
   maxWaiting: number;
+  /** Per worker, what divides its sim step time (a mixed fleet); absent: all 1. */
+  speedFactors?: number[];
+}
+
+/** cache_aware's costs, selectable per run as `cache_aware:ttft` / `cache_aware:weighted`. */
+export const COSTS = ['ttft', 'weighted'];
+
+/** `cache_aware:ttft` → cache_aware with that cost; a plain name has no variant. */
+export function splitPolicy(name: string): { policy: string; cost: string | null } {
+  const i = name.indexOf(':');
+  return i < 0 ? { policy: name, cost: null } : { policy: name.slice(0, i), cost: name.slice(i + 1) };
 }
 
 export interface FleetOptions {
@@ -243,6 +254,7 @@ async function startFleetOnce(o: FleetOptions): Promise<Fleet> {
         '--block-size', String(w.blockSize), '--num-blocks', String(w.numBlocks),
         '--prefill-tokens-per-s', String(w.prefillTokensPerS), '--decode-step-ms', String(w.decodeStepMs),
         '--max-batch', String(w.maxBatch), '--max-num-batched-tokens', String(w.maxNumBatchedTokens), '--max-waiting', String(w.maxWaiting),
+        ...(w.speedFactors ? ['--speed-factor', String(w.speedFactors[i])] : []),
       ];
       children.push(spawnChild(`worker-${i}`, args));
       const url = `http://127.0.0.1:${port}`;
@@ -251,17 +263,19 @@ async function startFleetOnce(o: FleetOptions): Promise<Fleet> {
       workerSpecs.push({ id: `w${i}`, url, kv_events: { endpoint: ev.endpoint, replay_endpoint: ev.replay_endpoint, topic: ev.topic }, block_size: w.blockSize });
     }
     // Routers start alongside the workers: they subscribe (ipc connects before the bind) and probe until healthy.
+    const variant = splitPolicy(o.policy);
     for (let r = 0; r < o.routers; r++) {
       const port = await freePort();
       const cfg = {
         description: 'kv-router routing benchmark (bench/routing)',
         host: '127.0.0.1',
         port,
-        policy: o.policy,
+        policy: variant.policy,
         tokenizer_threads: 0,
         approx_tree: { block_size: w.blockSize },
         health: { interval_ms: 500, timeout_ms: 2000, failure_threshold: 5, poll_load: true },
         ...o.routerConfig,
+        ...(variant.cost ? { [variant.policy]: { ...(o.routerConfig?.[variant.policy] as object | undefined), cost: variant.cost } } : {}),
         ...(natsUrl ? { cluster: { nats_url: natsUrl, replica_id: `bench-${r}`, subject_prefix: SUBJECT_PREFIX } } : {}),
         ...(o.decisionLogPrefix ? { decision_log: `${o.decisionLogPrefix}router-${r}.decisions.jsonl` } : {}),
         workers: workerSpecs,

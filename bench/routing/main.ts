@@ -17,11 +17,12 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pollLoads, replay, type LoadSample, type RequestResult } from './client.js';
 import { probePropagation, perRequest, watchCluster, type ClusterWatch } from './cluster.js';
-import { findNatsServer, liveChildren, startFleet, type Fleet, type WorkerParams } from './fleet.js';
+import { COSTS, findNatsServer, liveChildren, splitPolicy, startFleet, type Fleet, type WorkerParams } from './fleet.js';
 import { cdfSvg, loadSvg } from './plots.js';
 import { fleetLines, runKey, table, writeReport, type Report } from './report.js';
 import { combineRepeats, loadSeries, runStats, type RunStats } from './stats.js';
 import { calibration, calibrationLines } from './calibration.js';
+import { costGoals } from './cost-goals.js';
 import { lruBound, upperBound } from './upper-bound.js';
 import {
   burstWorkload,
@@ -74,6 +75,8 @@ export interface BenchOptions {
   /** The workers' per-step token budget (vLLM's max_num_batched_tokens). */
   maxNumBatchedTokens: number;
   maxWaiting: number;
+  /** Per worker, what divides its sim step time (a mixed fleet); absent: all 1. */
+  speedFactors?: number[];
   outputScale: number;
   maxOutput: number;
   /** Synthetic workloads. */
@@ -170,6 +173,7 @@ export const USAGE = `npm run bench:routing -- [options]
   --cache-fraction F      default ${DEFAULTS.cacheFraction}
   --prefill-tokens-per-s X  sim prefill speed (default: prefill keeps the fleet --utilization busy at the upper-bound hit rate)
   --utilization U         default ${DEFAULTS.utilization}
+  --speed-factors a,b,…   per worker, what divides its step time (a mixed fleet: 2,2,1,1,1,1,1,1); default all 1
   --decode-step-ms MS     default ${DEFAULTS.decodeStepMs}; --max-batch N (${DEFAULTS.maxBatch}); --max-waiting N (${DEFAULTS.maxWaiting})
   --max-num-batched-tokens N  the workers' token budget per step (default ${DEFAULTS.maxNumBatchedTokens}: a whole prompt per step; 2048: vLLM's chunked prefill)
   --output-scale F        Mooncake output_length × F as max_tokens (default ${DEFAULTS.outputScale}); --max-output N (${DEFAULTS.maxOutput})
@@ -209,7 +213,7 @@ function routerConfigOption(text: string): Record<string, unknown> {
 export function parseOptions(argv: string[]): BenchOptions | 'help' {
   const strings = [
     'workload', 'trace', 'slice', 'speed', 'workers', 'policies', 'replicas', 'replica-policies', 'block-size', 'num-blocks',
-    'cache-fraction', 'prefill-tokens-per-s', 'utilization', 'decode-step-ms', 'max-batch', 'max-num-batched-tokens', 'max-waiting', 'output-scale',
+    'cache-fraction', 'prefill-tokens-per-s', 'utilization', 'decode-step-ms', 'max-batch', 'max-num-batched-tokens', 'max-waiting', 'speed-factors', 'output-scale',
     'max-output', 'requests', 'rate', 'groups', 'seed', 'timeout-ms', 'out', 'router-config', 'repeats', 'shared-load', 'probes',
     'burst-prefix-tokens', 'burst-tail-tokens',
   ];
@@ -262,6 +266,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (s('decode-step-ms')) o.decodeStepMs = num('decode-step-ms', s('decode-step-ms')!);
   if (s('max-batch')) o.maxBatch = Math.round(num('max-batch', s('max-batch')!, 1));
   if (s('max-num-batched-tokens')) o.maxNumBatchedTokens = Math.round(num('max-num-batched-tokens', s('max-num-batched-tokens')!, 1));
+  if (s('speed-factors')) o.speedFactors = list(s('speed-factors')!).map((x) => num('speed-factors', x, 0.001));
   if (s('max-waiting')) o.maxWaiting = Math.round(num('max-waiting', s('max-waiting')!));
   if (s('output-scale')) o.outputScale = num('output-scale', s('output-scale')!);
   if (s('max-output')) o.maxOutput = Math.round(num('max-output', s('max-output')!, 1));
@@ -276,8 +281,16 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (v['no-plots']) o.plots = false;
   if (v.quiet) o.quiet = true;
   if (v['decision-log']) o.decisionLog = true;
-  for (const p of [...o.policies, ...o.replicaPolicies, ...o.extraRuns.map((r) => r.policy)]) if (!POLICIES.includes(p)) throw new Error(`unknown policy "${p}" (known: ${POLICIES.join(', ')})`);
+  for (const p of [...o.policies, ...o.replicaPolicies, ...o.extraRuns.map((r) => r.policy)]) checkPolicy(p);
+  if (o.speedFactors && o.speedFactors.length !== o.workers) throw new Error(`--speed-factors lists ${o.speedFactors.length} factor(s) for ${o.workers} worker(s)`);
   return o;
+}
+
+/** A policy name, or `cache_aware:ttft` / `cache_aware:weighted` (cache_aware with that cost, in the same run). */
+function checkPolicy(p: string): void {
+  const { policy, cost } = splitPolicy(p);
+  if (!POLICIES.includes(policy)) throw new Error(`unknown policy "${policy}" (known: ${POLICIES.join(', ')})`);
+  if (cost !== null && (policy !== 'cache_aware' || !COSTS.includes(cost))) throw new Error(`unknown policy variant "${p}" (known: ${COSTS.map((c) => `cache_aware:${c}`).join(', ')})`);
 }
 
 export function buildWorkload(o: BenchOptions): Workload {
@@ -308,8 +321,8 @@ export interface PlannedRun {
 
 /** `cache_aware` (one router), `cache_aware@4` (4 replicas, shared load), `cache_aware@4/local` (4 replicas, each on its own view). */
 export function parseRunSpec(spec: string): PlannedRun {
-  const m = /^([a-z_]+)(?:@(\d+)(\/local)?)?$/.exec(spec);
-  if (!m) throw new Error(`--policies entry "${spec}" must be POLICY, POLICY@N or POLICY@N/local`);
+  const m = /^([a-z_]+(?::[a-z]+)?)(?:@(\d+)(\/local)?)?$/.exec(spec);
+  if (!m) throw new Error(`--policies entry "${spec}" must be POLICY, POLICY@N or POLICY@N/local (POLICY may be cache_aware:ttft or cache_aware:weighted)`);
   const replicas = m[2] === undefined ? 1 : Number(m[2]);
   if (!(replicas >= 1)) throw new Error(`--policies entry "${spec}": N must be ≥ 1`);
   if (replicas === 1) return { policy: m[1]!, replicas: 1, shared: null };
@@ -456,7 +469,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
   const realDuration = Math.max(1, duration / o.speed);
   const uncachedPerS = (ub.promptTokens - ub.cachedTokens) / realDuration;
   const prefill = o.prefillTokensPerS ?? Math.max(1000, Math.round(uncachedPerS / o.workers / o.utilization / 1000) * 1000);
-  const worker: WorkerParams = { blockSize: o.blockSize, numBlocks, prefillTokensPerS: prefill, decodeStepMs: o.decodeStepMs, maxBatch: o.maxBatch, maxNumBatchedTokens: o.maxNumBatchedTokens, maxWaiting: o.maxWaiting };
+  const worker: WorkerParams = { blockSize: o.blockSize, numBlocks, prefillTokensPerS: prefill, decodeStepMs: o.decodeStepMs, maxBatch: o.maxBatch, maxNumBatchedTokens: o.maxNumBatchedTokens, maxWaiting: o.maxWaiting, ...(o.speedFactors ? { speedFactors: o.speedFactors } : {}) };
   // What eviction leaves: one LRU the size of the whole fleet's caches (a perfect partition), and one worker's.
   const fleetLru = lruBound(wl.requests, o.blockSize, numBlocks * o.workers).hitRate;
   const oneLru = lruBound(wl.requests, o.blockSize, numBlocks).hitRate;
@@ -481,6 +494,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
     },
     fleet: {
       workers: o.workers,
+      ...(o.speedFactors ? { speed_factors: o.speedFactors } : {}),
       block_size: o.blockSize,
       num_blocks: numBlocks,
       cache_tokens_per_worker: numBlocks * o.blockSize,
@@ -677,20 +691,8 @@ function goals(r: Report): string[] {
   const g: string[] = [];
   const ca = p.cache_aware;
   const rr = p.round_robin;
-  if (ca) {
-    const frac = ca.hit_rate / Math.max(1e-9, r.upper_bound_hit_rate);
-    g.push(`cache_aware hit rate ${pct(ca.hit_rate)} = ${(frac * 100).toFixed(0)}% of the upper bound ${pct(r.upper_bound_hit_rate)} (goal ≥ 90%): ${frac >= 0.9 ? 'met' : 'not met'}`);
-    const range = ca.spread.hit_rate.map((h) => `${((h / Math.max(1e-9, r.upper_bound_hit_rate)) * 100).toFixed(0)}%`);
-    if (ca.repeats > 1) g.push(`  over ${ca.repeats} repeats: ${range.join('–')} of the bound`);
-  }
-  if (ca && rr) {
-    const ratio = ca.ttft_p99_ms / rr.ttft_p99_ms;
-    g.push(`cache_aware TTFT p99 ${ca.ttft_p99_ms} ms vs round_robin ${rr.ttft_p99_ms} ms = ${ratio.toFixed(2)}× (goal ≤ 0.5×): ${ratio <= 0.5 ? 'met' : 'not met'}`);
-    if (ca.repeats > 1 && rr.repeats === ca.repeats) {
-      const each = ca.per_repeat.map((c, i) => c.ttft_p99_ms / rr.per_repeat[i]!.ttft_p99_ms);
-      g.push(`  repeat by repeat (same machine minutes): ${each.map((x) => `${x.toFixed(2)}×`).join(', ')}`);
-    }
-  }
+  // Issue 15: each cache_aware cost against the baselines (bench/routing/cost-goals.ts).
+  g.push(...costGoals(r));
   for (const [k, s] of Object.entries(p)) {
     if (s.replicas === 1) continue;
     const single = p[s.policy];

@@ -77,6 +77,7 @@ export function fleetLines(r: Report): string[] {
     `requests: ${r.workload_stats.requests}, ${r.workload_stats.prompt_tokens} prompt tokens (mean ${r.workload_stats.mean_prompt_tokens}), ${r.workload_stats.duration_s} s of arrivals at speed ${r.speed}; ${r.workload_stats.unique_blocks} distinct ${f.block_size}-token blocks`,
     `fleet: ${f.workers} sim workers × ${f.num_blocks} blocks of ${f.block_size} tokens = ${f.cache_tokens_per_worker} cached tokens each (the whole fleet holds ${f.fleet_cache_fraction_of_working_set}× the workload's distinct blocks, one worker ${(Number(f.fleet_cache_fraction_of_working_set) / Number(f.workers)).toFixed(2)}×${Number(f.fleet_cache_fraction_of_working_set) < 1 ? ': caches must evict' : Number(f.fleet_cache_fraction_of_working_set) / Number(f.workers) < 1 ? ': a worker that sees everything must evict' : ''}); prefill ${f.prefill_tokens_per_s} tokens/s, decode step ${f.decode_step_ms} ms, max batch ${f.max_batch}`,
     `timing model: ${f.timing_note}`,
+    ...(Array.isArray(r.fleet.speed_factors) ? [`mixed fleet: worker step times divided by ${(r.fleet.speed_factors as number[]).join(', ')} (w0, w1, …); the routers are not told`] : []),
     `upper bound (one unlimited cache that saw every earlier request): ${(r.upper_bound_hit_rate * 100).toFixed(1)}% hit rate; one LRU cache the size of the whole fleet's (a perfect partition): ${(r.fleet_lru_hit_rate * 100).toFixed(1)}%; one worker's cache alone: ${(r.single_worker_lru_hit_rate * 100).toFixed(1)}%`,
   ];
 }
