@@ -95,7 +95,7 @@ const RateFields = {
   prefill_tokens_per_s: z.number().positive().describe("Prefill throughput of uncached prompt tokens."),
   overhead_ms: z.number().min(0).describe("Time to first token of an empty request on an idle worker (HTTP, scheduling, one step)."),
   ms_per_running_request: z.number().min(0).describe("Time to first token added by each request running there."),
-  ms_per_waiting_request: z.number().min(0).describe("Time to first token added by each request waiting there."),
+  ms_per_waiting_request: z.number().min(0).describe("Time to first token added by each request waiting there, beyond its prefill tokens (those count in the wait): scheduling only in an engine that batches all waiting prefills into its steps."),
   decode_step_ms: z.number().min(0).describe("Inter-token gap at batch 1."),
   decode_ms_per_sequence: z.number().min(0).describe("Inter-token gap added per sequence in the batch."),
 };
@@ -103,7 +103,7 @@ const RatePriorSchema = z.object({
   prefill_tokens_per_s: RateFields.prefill_tokens_per_s.default(20_000),
   overhead_ms: RateFields.overhead_ms.default(5),
   ms_per_running_request: RateFields.ms_per_running_request.default(1),
-  ms_per_waiting_request: RateFields.ms_per_waiting_request.default(5),
+  ms_per_waiting_request: RateFields.ms_per_waiting_request.default(1),
   decode_step_ms: RateFields.decode_step_ms.default(10),
   decode_ms_per_sequence: RateFields.decode_ms_per_sequence.default(0.2),
 }).strict();
