@@ -51,6 +51,8 @@ export interface FleetOptions {
   decisionLogPrefix?: string;
   startTimeoutMs?: number;
   log?: (line: string) => void;
+  /** Node options before the router's script, e.g. ['--cpu-prof', '--cpu-prof-dir=/tmp/p'] (NODE_OPTIONS refuses --cpu-prof). */
+  routerNodeArgs?: string[];
 }
 
 export interface Child {
@@ -282,7 +284,7 @@ async function startFleetOnce(o: FleetOptions): Promise<Fleet> {
       };
       const file = join(dir, `router-${r}.json`);
       writeFileSync(file, JSON.stringify(cfg, null, 2));
-      children.push(spawnChild(`router-${r}`, [routerBin, '--config', file]));
+      children.push(spawnChild(`router-${r}`, [...(o.routerNodeArgs ?? []), routerBin, '--config', file]));
       routerUrls.push(`http://127.0.0.1:${port}`);
     }
     log(`started ${o.workers} worker(s) and ${o.routers} router(s) (policy ${o.policy}); waiting until ready`);

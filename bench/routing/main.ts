@@ -77,6 +77,8 @@ export interface BenchOptions {
   maxWaiting: number;
   /** Per worker, what divides its sim step time (a mixed fleet); absent: all 1. */
   speedFactors?: number[];
+  /** Node options for every router process (--router-node-args '--cpu-prof --cpu-prof-dir=DIR'). */
+  routerNodeArgs?: string[];
   outputScale: number;
   maxOutput: number;
   /** Synthetic workloads. */
@@ -184,6 +186,7 @@ export const USAGE = `npm run bench:routing -- [options]
   --out DIR               results directory (default bench/results)
   --repeats N             run each policy N times, interleaved, fresh fleet each time; report medians with min–max (default 1)
   --decision-log          routers log every decision to bench/results/tmp/routing/<workload>.<run>.router-N.decisions.jsonl
+  --router-node-args='A B' node options for every router, e.g. --router-node-args='--cpu-prof --cpu-prof-dir=/tmp/prof'
   --router-config JSON    merged into every router's config, e.g. '{"cache_aware":{"decode_weight":256}}'
   --no-plots              skip the SVG plots
   --quiet                 no progress output`;
@@ -215,7 +218,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
     'workload', 'trace', 'slice', 'speed', 'workers', 'policies', 'replicas', 'replica-policies', 'block-size', 'num-blocks',
     'cache-fraction', 'prefill-tokens-per-s', 'utilization', 'decode-step-ms', 'max-batch', 'max-num-batched-tokens', 'max-waiting', 'speed-factors', 'output-scale',
     'max-output', 'requests', 'rate', 'groups', 'seed', 'timeout-ms', 'out', 'router-config', 'repeats', 'shared-load', 'probes',
-    'burst-prefix-tokens', 'burst-tail-tokens',
+    'burst-prefix-tokens', 'burst-tail-tokens', 'router-node-args',
   ];
   const { values: v } = parseArgs({
     args: argv,
@@ -277,6 +280,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (s('timeout-ms')) o.timeoutMs = Math.round(num('timeout-ms', s('timeout-ms')!, 100));
   if (s('out')) o.out = s('out')!;
   if (s('repeats')) o.repeats = Math.round(num('repeats', s('repeats')!, 1));
+  if (s('router-node-args')) o.routerNodeArgs = s('router-node-args')!.split(/\s+/).filter(Boolean);
   if (s('router-config')) o.routerConfig = routerConfigOption(s('router-config')!);
   if (v['no-plots']) o.plots = false;
   if (v.quiet) o.quiet = true;
@@ -539,6 +543,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchResult> {
         sharedLoad: run.shared === true,
         worker,
         ...(o.routerConfig ? { routerConfig: o.routerConfig } : {}),
+        ...(o.routerNodeArgs ? { routerNodeArgs: o.routerNodeArgs } : {}),
         ...(o.decisionLog ? { decisionLogPrefix: decisionLogPrefix(o, wl.name, o.repeats > 1 ? `${key}-${r + 1}` : key) } : {}),
         log: () => {},
       });
