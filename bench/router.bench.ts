@@ -1,12 +1,19 @@
 /**
  * Router overhead, side by side in one run against one `sim` worker:
  *  - added latency per request (p50/p99): through the router (cache_aware, real tokenization,
- *    real event stream) versus straight to the worker, interleaved, for 1k- and 8k-token prompts;
- *  - the highest request rate sustained (closed loop, fixed concurrency) through the router vs direct;
- *  - the same through nginx as a plain round-robin proxy, where nginx is installed.
+ *    real event stream) versus straight to the worker, interleaved, for 1k- and 8k-token prompts
+ *    (as text the router tokenizes, and as token ids), and for chats behind one shared ~8k-token
+ *    system prompt with a new user turn each request (`chat`: the prefix cache's case);
+ *  - the highest request rate sustained (closed loop, fixed concurrency) through the router vs
+ *    direct, and its ratio per round; the CPU ms per request of the proxy and of the worker
+ *    (from /proc: robust to a busy machine where the rates are not);
+ *  - the same through nginx as a plain round-robin proxy (the reference), when nginx is found
+ *    at /usr/sbin/nginx or /usr/bin/nginx (the header line names the binary or says it is skipped).
  * Each figure: median over rounds, with min–max spread. Results: bench/results/router.json.
  *
- *   npm run bench:router [-- --rounds 5 --requests 200 --concurrency 16 --seconds 5]
+ *   npm run bench:router [-- --rounds 5 --requests 200 --concurrency 16 --seconds 4 --sizes 1024,8192
+ *                           --kinds text,ids,chat --chat-system-tokens 8192 --no-nginx
+ *                           "--router-node-args=--cpu-prof --cpu-prof-dir=/tmp/prof"]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
@@ -248,8 +255,10 @@ async function main(): Promise<void> {
 
   let nginx: ChildProcess | null = null;
   let viaNginx: string | null = null;
+  let nginxBin: string | null = null;
   if (!a['no-nginx']) {
     const bin = nginxConf(dir, nPort, `127.0.0.1:${wPort}`);
+    nginxBin = bin;
     if (bin) {
       nginx = spawn(bin, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
       children.push(nginx);
@@ -261,9 +270,9 @@ async function main(): Promise<void> {
   }
   const targets: [string, string][] = [['direct', direct], ['router', routed], ...(viaNginx ? ([['nginx', viaNginx]] as [string, string][]) : [])];
   console.log(`router overhead: one sim worker, ${ROUNDS} rounds × ${REQUESTS} sequential requests per target and size; rate: ${CONC} concurrent clients for ${SECONDS} s`);
-  console.log(`targets: ${targets.map(([n, u]) => `${n} ${u}`).join(', ')}${viaNginx ? '' : ' (nginx not installed: skipped)'}\n`);
+  console.log(`targets: ${targets.map(([n, u]) => `${n} ${u}`).join(', ')}${viaNginx ? ` (nginx: ${nginxBin})` : a['no-nginx'] ? ' (nginx: --no-nginx)' : ' (nginx not installed: skipped)'}\n`);
 
-  const results: Record<string, unknown> = { rounds: ROUNDS, requests: REQUESTS, concurrency: CONC, seconds: SECONDS, sizes: {} };
+  const results: Record<string, unknown> = { rounds: ROUNDS, requests: REQUESTS, concurrency: CONC, seconds: SECONDS, nginx: viaNginx ? nginxBin : null, sizes: {} };
   const tok = await Tokenizer.loadDefault();
   const kinds = a.kinds!.split(',');
   const cases: Case[] = [];
