@@ -37,6 +37,7 @@ const { values: a } = parseArgs({
     /** text, ids: completion prompts of each size; chat: the shared-system-prompt chat case. */
     kinds: { type: 'string', default: 'text,ids,chat' },
     'chat-system-tokens': { type: 'string', default: '8192' },
+    'tokenizer-threads': { type: 'string', default: '2' },
     /** Extra node flags for the router process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof". */
     'router-node-args': { type: 'string', default: '' },
   },
@@ -246,7 +247,7 @@ async function main(): Promise<void> {
   writeFileSync(cfg, JSON.stringify({
     port: rPort,
     policy: 'cache_aware',
-    tokenizer_threads: 2,
+    tokenizer_threads: Number(a['tokenizer-threads']),
     workers: [{ id: 'sim', url: direct, kv_events: { endpoint: `tcp://127.0.0.1:${pub}`, replay_endpoint: `tcp://127.0.0.1:${rep}`, topic: 'kv-events' } }],
   }));
   const router = launch(['bin/kv-router.js', '--config', cfg, '--quiet'], a['router-node-args']!.split(' ').filter(Boolean));
@@ -272,7 +273,7 @@ async function main(): Promise<void> {
   console.log(`router overhead: one sim worker, ${ROUNDS} rounds × ${REQUESTS} sequential requests per target and size; rate: ${CONC} concurrent clients for ${SECONDS} s`);
   console.log(`targets: ${targets.map(([n, u]) => `${n} ${u}`).join(', ')}${viaNginx ? ` (nginx: ${nginxBin})` : a['no-nginx'] ? ' (nginx: --no-nginx)' : ' (nginx not installed: skipped)'}\n`);
 
-  const results: Record<string, unknown> = { rounds: ROUNDS, requests: REQUESTS, concurrency: CONC, seconds: SECONDS, nginx: viaNginx ? nginxBin : null, sizes: {} };
+  const results: Record<string, unknown> = { tokenizer_threads: Number(a['tokenizer-threads']), rounds: ROUNDS, requests: REQUESTS, concurrency: CONC, seconds: SECONDS, nginx: viaNginx ? nginxBin : null, sizes: {} };
   const tok = await Tokenizer.loadDefault();
   const kinds = a.kinds!.split(',');
   const cases: Case[] = [];
