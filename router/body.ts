@@ -1,3 +1,5 @@
+import type { IncomingMessage } from 'node:http';
+
 /** A request body over the limit: answered 413 before the rest of it is read. */
 export class BodyTooLarge extends Error {
   override name = 'BodyTooLarge';
@@ -39,4 +41,44 @@ export async function readBody(req: Request, limit: number): Promise<Uint8Array>
     off += p.byteLength;
   }
   return out;
+}
+
+/**
+ * `readBody` on the node request itself (no web stream in between): the same limit, checked the
+ * same way. Past the limit it stops reading; the HTTP server discards the rest after the 413.
+ */
+export function readNodeBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) return Promise.reject(new BodyTooLarge(limit));
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let total = 0;
+    const done = (err: Error | null) => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+      if (err) reject(err);
+      else resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total));
+    };
+    const onData = (b: Buffer) => {
+      total += b.length;
+      if (total > limit) {
+        req.pause();
+        done(new BodyTooLarge(limit));
+        return;
+      }
+      parts.push(b);
+    };
+    const onEnd = () => done(null);
+    const onError = (e: Error) => done(e);
+    const onClose = () => {
+      if (!req.complete) done(new Error('the client closed the request before its body ended'));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+    if (req.readableEnded) done(null);
+  });
 }

@@ -8,6 +8,7 @@ import type { RouterMetrics } from './metrics.js';
 import type { HitBound } from './observe/hit-bound.js';
 import type { Candidate, Policy, RouteRequest, Scored } from './policies/policy.js';
 import { forward, type Attempt, type AttemptEnd, type AttemptFailure } from './proxy.js';
+import { Relay } from './relay.js';
 import type { Registry, WorkerEntry } from './registry.js';
 import type { RateLearner } from './cost/rates.js';
 import { parseBody, type Endpoint, type PromptOf } from './requests.js';
@@ -309,6 +310,12 @@ export class RequestPipeline {
 
   /** The whole way: decide, then commit and forward (attempts walk down the ranking). */
   async handle(endpoint: Endpoint, raw: Uint8Array, signal: AbortSignal, headers: Record<string, string>): Promise<Response> {
+    const r = await this.dispatch(endpoint, raw, signal, headers);
+    return r instanceof Relay ? r.toResponse() : r;
+  }
+
+  /** As `handle`, the worker's response left as a Relay (the HTTP route writes it onto the socket). */
+  async dispatch(endpoint: Endpoint, raw: Uint8Array, signal: AbortSignal, headers: Record<string, string>): Promise<Response | Relay> {
     const prep = await this.prepare(endpoint, raw);
     if (prep instanceof Rejected) return prep.res;
     // From here to the first attempt's commit nothing awaits: rank, commit and send in one turn.
@@ -340,7 +347,7 @@ export class RequestPipeline {
     if (r.kind === 'aborted' && r.worker === null) this.d.metrics.requests.inc({ worker: 'none', outcome: 'aborted', endpoint: pathOf(endpoint) });
     if (r.kind === 'exhausted') this.d.metrics.requests.inc({ worker: dec.ranked[0]?.candidate.workerId ?? 'none', outcome: 'no_worker', endpoint: pathOf(endpoint) });
     if (r.kind !== 'response') trace.finish(r.kind === 'exhausted' ? 'no_worker' : 'aborted');
-    return r.res;
+    return r.kind === 'response' ? r.relay : r.res;
   }
 
   private observeBound(dec: Decision, c: Candidate): void {

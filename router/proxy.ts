@@ -2,6 +2,9 @@ import type { Scored } from './policies/policy.js';
 import { openAIError } from './errors.js';
 import { postUpstream, type UpstreamResponse } from './upstream.js';
 import type { UsageTap } from './observe/usage.js';
+import { errText, Relay, type RelayHeaders } from './relay.js';
+
+export { errText };
 
 /** Why an attempt failed before its first byte. */
 export type FailureReason =
@@ -79,7 +82,8 @@ export interface ForwardOptions {
 
 /** What forward() decided, besides the response: the pipeline's metrics read it. */
 export type ForwardResult =
-  | { kind: 'response'; res: Response; attempts: number }
+  /** Bytes flow: the relay carries them to the client (as a Response, or onto the node socket). */
+  | { kind: 'response'; relay: Relay; attempts: number }
   | { kind: 'aborted'; res: Response; worker: string | null }
   | { kind: 'exhausted'; res: Response; attempts: number; lastError: string };
 
@@ -161,18 +165,19 @@ export async function forward(o: ForwardOptions): Promise<ForwardResult> {
     }
     attempt.firstByte(res.status);
 
-    const outHeaders = new Headers();
-    for (const [k, v] of Object.entries(res.headers)) {
+    const outHeaders: RelayHeaders = {};
+    for (const k in res.headers) {
+      const v = res.headers[k];
       if (v === undefined || DROP_HEADERS.has(k)) continue;
-      if (Array.isArray(v)) for (const x of v) outHeaders.append(k, x);
-      else outHeaders.set(k, v);
+      outHeaders[k] = v;
     }
-    outHeaders.set('x-kv-router-worker', c.workerId);
-    if (w.ranks > 1) outHeaders.set('x-kv-router-rank', String(c.rank));
-    outHeaders.set('x-kv-router-cached-tokens', String(s.matchedTokens));
-    if (s.terms.predicted_ttft_ms !== undefined) outHeaders.set('x-kv-router-predicted-ttft-ms', String(s.terms.predicted_ttft_ms));
-    outHeaders.set('x-kv-router-attempts', String(made));
-    const sse = String(res.headers['content-type'] ?? '').includes('text/event-stream');
+    outHeaders['x-kv-router-worker'] = c.workerId;
+    if (w.ranks > 1) outHeaders['x-kv-router-rank'] = String(c.rank);
+    outHeaders['x-kv-router-cached-tokens'] = String(s.matchedTokens);
+    if (s.terms.predicted_ttft_ms !== undefined) outHeaders['x-kv-router-predicted-ttft-ms'] = String(s.terms.predicted_ttft_ms);
+    outHeaders['x-kv-router-attempts'] = String(made);
+    const ct = res.headers['content-type'];
+    const sse = typeof ct === 'string' && ct.includes('text/event-stream');
     const outcome: AttemptEnd = res.status >= 200 && res.status < 300 ? 'ok' : 'upstream_status';
 
     let finished = false;
@@ -182,65 +187,21 @@ export async function forward(o: ForwardOptions): Promise<ForwardResult> {
       detach();
       attempt.ended(end);
     };
-    if (first.done) {
-      finish(outcome);
-      return { kind: 'response', res: new Response(null, { status: res.status, headers: outHeaders }), attempts: made };
-    }
-
-    const tap = attempt.tap?.(sse, res.status) ?? null;
-    let held: Buffer | null = first.value;
-    const up = res;
-    const body = new ReadableStream<Uint8Array>({
-      async pull(ctrl) {
-        // Loops until something is sent: a tap may hold a chunk back or drop it.
-        for (;;) {
-          let chunk: Buffer;
-          if (held !== null) {
-            chunk = held;
-            held = null;
-          } else {
-            let r: IteratorResult<Buffer>;
-            try {
-              r = await up.chunks.next();
-              attempt.progress();
-            } catch (e) {
-              if (o.signal.aborted) {
-                finish('aborted');
-                return;
-              }
-              const rest = tap?.flush();
-              if (rest && rest.length > 0) ctrl.enqueue(rest);
-              finish('stream_error');
-              if (sse) {
-                const err = { error: { message: `upstream worker ${c.workerId} failed mid-stream: ${errText(e)}`, type: 'upstream_error', param: null, code: 'upstream_stream_error' } };
-                ctrl.enqueue(new TextEncoder().encode(`data: ${JSON.stringify(err)}\n\n`));
-                ctrl.close();
-              } else ctrl.error(e);
-              return;
-            }
-            if (r.done) {
-              const rest = tap?.flush();
-              if (rest && rest.length > 0) ctrl.enqueue(rest);
-              finish(outcome);
-              ctrl.close();
-              return;
-            }
-            chunk = r.value;
-          }
-          const out = tap ? tap.push(chunk) : chunk;
-          if (out.length > 0) {
-            ctrl.enqueue(out);
-            return;
-          }
-        }
-      },
-      cancel() {
-        // The client went away: stop the worker's work too.
-        up.destroy();
-        finish('aborted');
-      },
-    }, { highWaterMark: 0 });
-    return { kind: 'response', res: new Response(body, { status: res.status, headers: outHeaders }), attempts: made };
+    if (first.done) finish(outcome);
+    const relay = new Relay({
+      status: res.status,
+      headers: outHeaders,
+      sse,
+      first: first.done ? null : first.value,
+      up: res,
+      tap: first.done ? null : attempt.tap?.(sse, res.status) ?? null,
+      clientSignal: o.signal,
+      workerId: c.workerId,
+      outcome,
+      progress: () => attempt.progress(),
+      finish,
+    });
+    return { kind: 'response', relay, attempts: made };
   }
   return exhausted(made, lastError, null);
 
@@ -295,11 +256,4 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     }
     signal.addEventListener('abort', done, { once: true });
   });
-}
-
-export function errText(e: unknown): string {
-  const err = e as Error & { cause?: { code?: string; message?: string } };
-  if (err?.cause?.code) return `${err.cause.code}${err.cause.message ? ` (${err.cause.message})` : ''}`;
-  if (err?.cause?.message) return err.cause.message;
-  return err?.message ?? String(e);
 }

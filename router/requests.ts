@@ -16,13 +16,14 @@ function isTokenIds(v: unknown): v is number[] {
 }
 
 /** The prompt's accepted shapes: string | string[] | number[] | number[][]. */
-const Prompt = z.custom<string | string[] | number[] | number[][]>((p) => {
+function isPrompt(p: unknown): p is string | string[] | number[] | number[][] {
   if (typeof p === 'string') return true;
   if (!Array.isArray(p) || p.length === 0) return false;
   if (typeof p[0] === 'string') return p.every((x) => typeof x === 'string');
   if (typeof p[0] === 'number') return isTokenIds(p);
   return p.every(isTokenIds);
-}, { error: PROMPT_SHAPE });
+}
+const Prompt = z.custom<string | string[] | number[] | number[][]>(isPrompt, { error: PROMPT_SHAPE });
 
 export const CompletionBodySchema = z.object({
   model: z.string().optional(),
@@ -60,9 +61,15 @@ export function parseBody(endpoint: Endpoint, body: unknown): ParsedBody {
   if (typeof b.stream !== 'undefined' && b.stream !== null && typeof b.stream !== 'boolean') return { ok: false, message: 'stream: must be a boolean', param: 'stream' };
   const ok = (prompt: PromptOf): ParsedBody => ({ ok: true, prompt, model: b.model as string | undefined, stream: b.stream === true, cacheSalt });
   if (endpoint === 'completions') {
-    const r = CompletionBodySchema.safeParse(body);
-    if (!r.success) return bad(r.error, body);
-    const p = r.data.prompt;
+    // The schema's own checks, done by hand on the hot path (model and stream are checked above);
+    // a body they reject goes through the schema for its exact error.
+    let p: string | string[] | number[] | number[][];
+    if (isPrompt(b.prompt) && (b.stream === undefined || typeof b.stream === 'boolean')) p = b.prompt;
+    else {
+      const r = CompletionBodySchema.safeParse(body);
+      if (!r.success) return bad(r.error, body);
+      p = r.data.prompt;
+    }
     // A batch of prompts routes by its first prompt.
     if (typeof p === 'string') return ok({ kind: 'tokenize', input: { kind: 'text', text: p } });
     if (typeof p[0] === 'string') return ok({ kind: 'tokenize', input: { kind: 'text', text: p[0] } });

@@ -31,9 +31,10 @@ export interface TokenizeJob {
 
 /**
  * `server`: the tokenizer itself failed (a 500), else the input could not be tokenized (a 400).
- * `ready`: the thread has booted and listens for jobs (sent once, first).
+ * `ready`: the thread has booted and listens for jobs (sent once, first). `tokens` travel as a
+ * transferred Uint32Array (no per-element structured clone of a long array).
  */
-export type TokenizeReply = { ready: true } | { id: number; tokens: number[] } | { id: number; error: string; server?: boolean };
+export type TokenizeReply = { ready: true } | { id: number; tokens: Uint32Array } | { id: number; error: string; server?: boolean };
 
 /** A chat job as the template reads it, with the engines' defaults. */
 function templateInput(input: Extract<TokenizeInput, { kind: 'chat' }>): ChatTemplateInput {

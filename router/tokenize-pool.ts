@@ -1,7 +1,8 @@
 import { Worker } from 'node:worker_threads';
-import { Tokenizer } from '../src/tokenizer/tokenizer.js';
+import { defaultTokenizerFiles } from '../src/tokenizer/tokenizer.js';
+import { loadFastTokenizer, type FastTokenizer } from '../src/tokenizer/fast.js';
 import type { ThreadFaultForTest, TokenizeInput, TokenizeJob, TokenizeReply, TokenizerFiles } from './tokenize-job.js';
-import { tokenizeWith } from './tokenize-job.js';
+import { tokenizeFast } from './tokenize-job.js';
 import type { TokenizerSpec } from './config.js';
 
 export type { TokenizeInput } from './tokenize-job.js';
@@ -49,7 +50,8 @@ interface Thread {
 
 /**
  * Tokenization off the main event loop: a few worker threads, each with its own tokenizers;
- * a job goes to the thread with the fewest jobs outstanding. With 0 threads, tokenizes inline.
+ * a job goes to the thread with the fewest jobs outstanding. With 0 threads, tokenizes inline
+ * (with the same fast tokenizer: native encode, prefix cache).
  *
  * A thread that dies is replaced and its jobs go to the replacement; the job it was running is
  * charged with the death, and a job charged twice is rejected (`TokenizerCrashedError`). A job past
@@ -59,7 +61,7 @@ interface Thread {
  */
 export class TokenizePool {
   private readonly threads: Thread[] = [];
-  private readonly inline = new Map<string, Promise<Tokenizer>>();
+  private readonly inline = new Map<string, Promise<FastTokenizer>>();
   private readonly vocabSizes = new Map<string, Promise<number>>();
   private readonly boot: string;
   private readonly deadlineMs: number;
@@ -118,13 +120,11 @@ export class TokenizePool {
     if (this.broken) return Promise.reject(this.broken);
     const files = filesOf(spec);
     if (this.threads.length === 0) {
-      return this.inlineTokenizer(files).then((tok: Tokenizer) => {
-        try {
-          return tokenizeWith(tok, input);
-        } catch (e) {
+      return this.inlineTokenizer(files).then((tok) =>
+        tokenizeFast(tok, input).catch((e: unknown) => {
           throw new TokenizeError((e as Error).message);
-        }
-      });
+        }),
+      );
     }
     const job: TokenizeJob = { id: this.nextId++, files, input, ...(opts.faultForTest ? { faultForTest: opts.faultForTest } : {}) };
     return this.submit(this.leastLoaded(), job);
@@ -158,7 +158,7 @@ export class TokenizePool {
       if (!p) return;
       this.settle(t, p);
       if ('error' in r) p.reject(r.server ? new Error(r.error) : new TokenizeError(r.error));
-      else p.resolve(r.tokens);
+      else p.resolve(toNumbers(r.tokens));
     });
     worker.on('error', (e) => this.died(t, `tokenizer thread failed: ${e.message}`));
     worker.on('exit', (code) => this.died(t, `tokenizer thread exited (${code})`));
@@ -251,11 +251,12 @@ export class TokenizePool {
     }
   }
 
-  private inlineTokenizer(files: TokenizerFiles | null): Promise<Tokenizer> {
+  /** Inline too: the native encoder where it loads (it encodes off the event loop) and the prefix cache, as the threads have. */
+  private inlineTokenizer(files: TokenizerFiles | null): Promise<FastTokenizer> {
     const key = files ? JSON.stringify(files) : 'default';
     let p = this.inline.get(key);
     if (!p) {
-      p = files ? Tokenizer.load(files) : Tokenizer.loadDefault();
+      p = loadFastTokenizer(files ?? defaultTokenizerFiles());
       this.inline.set(key, p);
     }
     return p;
@@ -282,4 +283,10 @@ export class TokenizeTimeoutError extends TokenizerUnavailableError {
 /** Threads keep dying as they start; the pool stopped respawning them. */
 export class TokenizerCrashLoopError extends TokenizerUnavailableError {
   override name = 'TokenizerCrashLoopError';
+}
+
+function toNumbers(a: Uint32Array): number[] {
+  const out = new Array<number>(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i]!;
+  return out;
 }

@@ -43,7 +43,9 @@ async function handle(job: TokenizeJob): Promise<void> {
   }
   if (job.faultForTest) injectFault(job.faultForTest);
   try {
-    reply = { id: job.id, tokens: await tokenizeFast(tok, job.input) };
+    const tokens = Uint32Array.from(await tokenizeFast(tok, job.input));
+    parentPort!.postMessage({ id: job.id, tokens } satisfies TokenizeReply, [tokens.buffer]);
+    return;
   } catch (e) {
     reply = { id: job.id, error: (e as Error).message };
   }

@@ -31,15 +31,43 @@ export async function postUpstream(url: string, body: Uint8Array, headers: Recor
   }
 }
 
+interface Target {
+  https: boolean;
+  options: http.RequestOptions;
+}
+/** Parsed upstream URLs (a handful: workers × endpoints), so a request parses none. */
+const targets = new Map<string, Target>();
+
+function targetOf(url: string): Target {
+  let t = targets.get(url);
+  if (!t) {
+    const u = new URL(url);
+    const https = u.protocol === 'https:';
+    t = {
+      https,
+      options: {
+        protocol: u.protocol,
+        hostname: u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname,
+        port: u.port || (https ? 443 : 80),
+        path: u.pathname + u.search,
+        ...(u.username || u.password ? { auth: `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}` } : {}),
+      },
+    };
+    if (targets.size >= 4096) targets.clear();
+    targets.set(url, t);
+  }
+  return t;
+}
+
 function post(url: string, body: Uint8Array, headers: Record<string, string>, signal: AbortSignal): Promise<UpstreamResponse> {
   return new Promise((resolve, reject) => {
-    const u = new URL(url);
-    const mod = u.protocol === 'https:' ? https : http;
+    const t = targetOf(url);
+    const mod = t.https ? https : http;
     const req = mod.request(
-      u,
       {
+        ...t.options,
         method: 'POST',
-        agent: u.protocol === 'https:' ? agents.https : agents.http,
+        agent: t.https ? agents.https : agents.http,
         headers: { ...headers, 'content-length': String(body.byteLength) },
         signal,
       },

@@ -1,5 +1,9 @@
 import type { Context, Hono } from 'hono';
-import { BodyTooLarge, readBody } from '../body.js';
+import { ServerResponse } from 'node:http';
+import type { HttpBindings } from '@hono/node-server';
+import { BodyTooLarge, readBody, readNodeBody } from '../body.js';
+import { Relay } from '../relay.js';
+import { holdOpen } from '../../src/http/drain.js';
 import { openAIError } from '../errors.js';
 import type { Policy } from '../policies/policy.js';
 import { pathOf, Rejected, type RequestPipeline } from '../pipeline.js';
@@ -17,7 +21,9 @@ export interface OpenAIRoutesDeps {
 export function openAIRoutes(app: Hono, d: OpenAIRoutesDeps): void {
   const body = async (c: Context): Promise<Uint8Array | Response> => {
     try {
-      return await readBody(c.req.raw, d.maxBodyBytes);
+      // Under @hono/node-server: read off the node request itself (no web stream in between).
+      const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
+      return await (incoming ? readNodeBody(incoming, d.maxBodyBytes) : readBody(c.req.raw, d.maxBodyBytes));
     } catch (e) {
       if (e instanceof BodyTooLarge) return openAIError(413, e.message);
       throw e;
@@ -27,11 +33,18 @@ export function openAIRoutes(app: Hono, d: OpenAIRoutesDeps): void {
   const completion = (endpoint: Endpoint) => async (c: Context) => {
     const raw = await body(c);
     if (raw instanceof Response) return raw;
-    const auth = c.req.header('authorization');
+    // Under @hono/node-server the response goes straight onto the node socket (the fast path).
+    const node = c.env as Partial<HttpBindings> | undefined;
+    const outgoing = node?.outgoing instanceof ServerResponse ? node.outgoing : undefined;
+    const auth = node?.incoming ? node.incoming.headers.authorization : c.req.header('authorization');
     // The client's own key goes to the engine unless it is the router's admin key.
     const headers: Record<string, string> = auth && !(d.adminKey && auth === `Bearer ${d.adminKey}`) ? { authorization: auth } : {};
-    headers[REQUEST_ID_HEADER] = requestIdOf(c);
-    return d.pipeline.handle(endpoint, raw, c.req.raw.signal, headers);
+    const id = requestIdOf(c);
+    headers[REQUEST_ID_HEADER] = id;
+    const r = await d.pipeline.dispatch(endpoint, raw, c.req.raw.signal, headers);
+    if (!(r instanceof Relay)) return r;
+    if (!outgoing) return r.toResponse();
+    return r.send(outgoing, { [REQUEST_ID_HEADER]: id }, (endEarly) => holdOpen(c.req.raw, endEarly) ?? (() => {}));
   };
   app.post('/v1/completions', completion('completions'));
   app.post('/v1/chat/completions', completion('chat'));

@@ -47,6 +47,19 @@ export interface DrainResult {
   ended: number;
 }
 
+/** Requests whose handler may write the response itself (see `holdOpen`), by their Request. */
+const holds = new WeakMap<Request, (endEarly: (sseError: string) => void) => () => void>();
+
+/**
+ * For a handler that writes its response straight onto the node socket instead of returning it as
+ * the Response body: keeps `req` in flight for the drain until the returned `finish` is called;
+ * at the drain deadline `endEarly` gets the SSE error event to end a stream with (after its last
+ * whole event; another body is cut). Null when the request did not come through a drain.
+ */
+export function holdOpen(req: Request, endEarly: (sseError: string) => void): (() => void) | null {
+  return holds.get(req)?.(endEarly) ?? null;
+}
+
 export class HttpDrain {
   private draining = false;
   private readonly inFlight = new Set<InFlight>();
@@ -77,6 +90,15 @@ export class HttpDrain {
         if (this.inFlight.size === 0) this.onIdle?.();
       };
       this.inFlight.add(entry);
+      let held = false;
+      holds.set(req, (endEarly) => {
+        held = true;
+        entry.endEarly = () => {
+          endEarly(sseErrorEvent(`${this.what} is shutting down: the stream was ended before it finished`));
+          finish();
+        };
+        return finish;
+      });
       let res: Response;
       try {
         res = await fetch(req, ...rest);
@@ -84,6 +106,8 @@ export class HttpDrain {
         finish();
         throw err;
       }
+      // Written by the handler itself: in flight until it says it is done.
+      if (held) return res;
       if (!res.body) {
         finish();
         return res;
