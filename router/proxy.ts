@@ -89,7 +89,8 @@ export type ForwardResult =
 
 /** Upstream statuses that mean "this worker cannot take it now": try the next one. */
 const RETRY_STATUS = new Set([429, 502, 503, 504]);
-const DROP_HEADERS = new Set(['content-length', 'content-encoding', 'transfer-encoding', 'connection', 'keep-alive', 'date', 'server']);
+// content-encoding stays: the body's bytes pass unchanged (the upstream client does not decode them).
+const DROP_HEADERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'date', 'server']);
 
 /**
  * Sends the request to the best candidate; on failure before the first response byte moves on

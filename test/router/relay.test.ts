@@ -4,6 +4,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { fakeUpstream, routerWith, sleep, waitHealthy } from './helpers.js';
 import { SseFramer } from '../../router/relay.js';
 
@@ -84,6 +85,20 @@ test('a non-streamed body in several chunks arrives byte for byte, with the rout
   assert.equal(one.headers['content-length'], String('{"ok":true}'.length));
   const m = await (await fetch(r2.url + '/metrics')).text();
   assert.match(m, /kv_router_requests_total\{worker="small",outcome="ok",endpoint="\/v1\/completions"\} 1/);
+});
+
+test('a compressed body passes with its content-encoding, so the client can decode it', async () => {
+  const json = '{"id":"cmpl-z","choices":[{"text":"zip"}]}';
+  const up = track(await fakeUpstream((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+    res.end(gzipSync(json));
+  }));
+  const r = track(await routerWith({ policy: 'round_robin', workers: [{ id: 'gz', url: up.url }] }));
+  await waitHealthy(r, 1);
+  const res = await raw(`${r.url}/v1/completions`, JSON.stringify({ prompt: [1, 2, 3] }));
+  assert.equal(res.status, 200);
+  assert.equal(res.headers['content-encoding'], 'gzip');
+  assert.equal(gunzipSync(res.body).toString(), json);
 });
 
 test('a non-streamed body cut mid-way by the worker reaches the client cut, never as a complete response', async () => {
