@@ -185,6 +185,7 @@ export async function subscriberRun(impl: SubscriberImpl, batches: number, perBa
 export async function loadBaseline(commit: string): Promise<(SubscriberImpl & { cleanup(): void }) | null> {
   const dir = mkdtempSync(join(tmpdir(), 'kv-events-baseline-'));
   const cleanup = () => rmSync(dir, { recursive: true, force: true });
+  process.once('exit', cleanup); // also when the bench fails half way
   try {
     const tar = execFileSync('git', ['-C', ROOT, 'archive', commit, 'src'], { maxBuffer: 256 << 20 });
     mkdirSync(join(dir, 'x'));

@@ -248,7 +248,8 @@ export class StreamState {
 
   live(b: StreamBatch, now: number): StreamAction[] {
     if (this.closed) return [];
-    const item: Item = { ...b, topic: b.topic ?? this.liveTopic, replayed: false };
+    // Field by field, not a spread: one fixed shape for every item (this runs for every live batch).
+    const item: Item = { seq: b.seq, topic: b.topic ?? this.liveTopic, batch: b.batch, digest: b.digest, bytes: b.bytes, replayed: false };
     this.liveTopic = item.topic;
     this.touch(now);
     if (this.replay || this.snap) this.hold(item);
@@ -484,7 +485,7 @@ export class StreamState {
     this.last = item.seq;
     this.floor = null;
     this.counters.batches++;
-    if (item.seq === 0n || item.batch.events.some((e) => e.type === 'AllBlocksCleared')) this.setTrusted(true);
+    if (!this.trustedNow && (item.seq === 0n || item.batch.events.some((e) => e.type === 'AllBlocksCleared'))) this.setTrusted(true);
     if (item.replayed) {
       if (this.replay) this.replay.applied++;
     } else this.lag = now - item.batch.ts * 1000;
@@ -700,6 +701,6 @@ export class StreamState {
   }
 
   private replayItem(b: StreamBatch): Item {
-    return { ...b, topic: b.topic ?? this.liveTopic, replayed: true };
+    return { seq: b.seq, topic: b.topic ?? this.liveTopic, batch: b.batch, digest: b.digest, bytes: b.bytes, replayed: true };
   }
 }
