@@ -7,6 +7,7 @@
  */
 import { Unpackr } from 'msgpackr';
 import { tryDecodeBatchFast } from './batch-decoder.js';
+import { decodeBatchShape } from './shape-decoder.js';
 import { MsgpackWriter } from './msgpack-writer.js';
 import type { AllBlocksCleared, BlockHash, BlockRemoved, BlockStored, KVEvent, KVEventBatch } from './types.js';
 
@@ -44,10 +45,21 @@ const REMOVED_OPTIONAL = ['group_idx', 'locality', 'ownership'] as const;
 // ---------------------------------------------------------------------------- decode
 
 /**
- * Decodes a batch: the shape-specific decoder (batch-decoder.ts) for what publishers send,
- * the reference decoder for everything else, which also decides every rejection.
+ * Decodes a batch: the exact-shape decoder (shape-decoder.ts) for the batches publishers send,
+ * then the shape-specific decoder (batch-decoder.ts) for the other shapes they may send, then the
+ * reference decoder for everything else, which also decides every rejection. All three give
+ * the same result for what they accept.
  */
 export function decodeBatch(payload: Uint8Array, opts: DecodeOptions = {}): KVEventBatch {
+  const layout = opts.arrayLayout ?? 'auto';
+  return decodeBatchShape(payload, layout) ?? tryDecodeBatchFast(payload, layout) ?? decodeBatchReference(payload, opts);
+}
+
+/**
+ * decodeBatch without the exact-shape decoder (what decodeBatch was before it): kept as the
+ * baseline that benchmarks and property tests compare the exact-shape decoder with.
+ */
+export function decodeBatchGeneral(payload: Uint8Array, opts: DecodeOptions = {}): KVEventBatch {
   return tryDecodeBatchFast(payload, opts.arrayLayout ?? 'auto') ?? decodeBatchReference(payload, opts);
 }
 
