@@ -12,7 +12,7 @@
  * values, so many costs tie). Also timed, for context: the registry's per-request stats() reads and
  * serialising the ranked candidates as /route does.
  *
- * Run: flock /work/bench.lock npm run bench:fleet-decision   (node --import tsx bench/fleet-scale-decision.bench.ts)
+ * Run: flock /work/bench.lock node --import tsx bench/fleet-scale-decision.bench.ts
  *      flags: --sources 32,128,512 --blocks-per-source N --requests N --repeats N --cost weighted|ttft|both --quick
  * Writes bench/results/fleet-decision.json.
  */

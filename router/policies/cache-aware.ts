@@ -5,7 +5,7 @@ import type { MatchIndex, PromptKeysRef } from './match-index.js';
 import { mediumRecord } from './match-index.js';
 import { HotPrefixes, prefixKey, priceHotCopy, type HotPrefixView } from './hot-prefixes.js';
 import { tieHead, tieRankFrom } from '../cluster/tie-break.js';
-import { RateLearner, type RateSettings } from '../cost/rates.js';
+import { RateLearner, type RateSettings, type WorkerRates } from '../cost/rates.js';
 import { predictTtft, type TtftParts } from '../cost/ttft-model.js';
 import { ratesFor, tierRate, type TierRates } from '../cost/tiers.js';
 
@@ -34,6 +34,9 @@ export class CacheAwarePolicy implements Policy {
 
   /** Each worker's learned speed (ttft cost only). */
   readonly rates: RateLearner | null;
+  /** rates.ratesOf per source, valid while rates.revision stays (a large fleet's decision asks every candidate's). */
+  private readonly rateCache = new Map<string, WorkerRates>();
+  private rateRev = -1;
 
   constructor(
     private readonly index: MatchIndex,
@@ -133,7 +136,7 @@ export class CacheAwarePolicy implements Policy {
       const tierLoad = this.w.prefill_weight * (tierMs / 1000) * (this.w.ttft?.prior.prefill_tokens_per_s ?? 20_000);
       return { terms: { ...base.terms, tier_load: Math.round(tierLoad * 100) / 100 }, cost: base.cost + tierLoad };
     }
-    const rates = this.rates.ratesOf(c.source);
+    const rates = this.ratesOf(c.source);
     const p = predictTtft({ promptTokens, matchedTokens: matched, sharedPending, load: c.load, rates, delayWeight: this.w.ttft!.delay_weight });
     // The parts but cost_ms, in their order (a plain copy: object rest and spread were a good part of a 512-candidate decision).
     const terms: Record<string, number> = {};
@@ -149,6 +152,20 @@ export class CacheAwarePolicy implements Policy {
       terms.predicted_ttft_ms = r2(p.predicted_ttft_ms + tierMs);
     }
     return { terms, cost: p.cost_ms + tierMs };
+  }
+
+  private ratesOf(source: string): WorkerRates {
+    const learner = this.rates!;
+    if (learner.revision !== this.rateRev) {
+      this.rateCache.clear();
+      this.rateRev = learner.revision;
+    }
+    let r = this.rateCache.get(source);
+    if (r === undefined) {
+      r = learner.ratesOf(source);
+      this.rateCache.set(source, r);
+    }
+    return r;
   }
 
   /**
@@ -192,6 +209,7 @@ export class CacheAwarePolicy implements Policy {
   }
 
   forget(source: string): void {
+    this.rateCache.delete(source);
     this.rates?.forget(source);
   }
 }

@@ -96,6 +96,15 @@ test('cache_aware rank equals the reference rank over random fleets (one and sev
       const got = view(policy.rank(req, cands));
       assert.deepStrictEqual(got, want, `seed ${seed} query ${q}`);
       if (cands.length > 0 && rnd() < 0.7) policy.commit(req, cands[randInt(rnd, cands.length)]!);
+      if (rates) {
+        // The policy's cached rates are the learner's answers, also right after an observation or a forgotten worker.
+        const learner = rates as unknown as { ratesOf(s: string): unknown };
+        const cached = policy as unknown as { ratesOf(s: string): unknown };
+        for (const s of sources) assert.deepStrictEqual(cached.ratesOf(s), learner.ratesOf(s), `seed ${seed} query ${q} rates of ${s}`);
+        const s = sources[randInt(rnd, sources.length)]!;
+        if (rnd() < 0.5) rates.observeTtft(s, { uncachedTokens: randInt(rnd, 2000), aheadTokens: randInt(rnd, 500), runningDecodes: randInt(rnd, 4), ttftMs: 10 + randInt(rnd, 400) });
+        else if (rnd() < 0.2) policy.forget(s);
+      }
     }
   }
 });
