@@ -88,6 +88,9 @@ interface Row {
   cost: string;
   rankP50us: number;
   rankP99us: number;
+  /** The same ranks in process CPU time (getrusage): immune to being descheduled, GC included. */
+  rankCpuP50us: number;
+  rankCpuP99us: number;
   referenceP50us: number;
   referenceP99us: number;
   candidatesP50us: number;
@@ -103,6 +106,7 @@ function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
   const candidates = (): Candidate[] =>
     sources.map((s, i) => ({ workerId: s.slice(0, s.indexOf(':')), rank: i % 2, source: s, trusted: true, blockSize: 16, tokenizerKey: 'k', load: loads[i]!, heldBlocks: index.stats(s).blocks }));
   const rank: number[] = [];
+  const rankCpu: number[] = [];
   const ref: number[] = [];
   const cand: number[] = [];
   const json: number[] = [];
@@ -119,20 +123,27 @@ function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
     let theirs: Scored[];
     let tm: number;
     let tr: number;
+    let cpu: number;
     if (k % 2 === 0) {
+      const c0 = process.cpuUsage();
       const a0 = performance.now();
       mine = policy.rank(req, c);
       const a1 = performance.now();
+      const cu = process.cpuUsage(c0);
+      cpu = cu.user + cu.system;
       theirs = rankReference(policy, index, req, c);
       tm = a1 - a0;
       tr = performance.now() - a1;
     } else {
       const a0 = performance.now();
       theirs = rankReference(policy, index, req, c);
+      const c0 = process.cpuUsage();
       const a1 = performance.now();
       mine = policy.rank(req, c);
-      tr = a1 - a0;
       tm = performance.now() - a1;
+      const cu = process.cpuUsage(c0);
+      cpu = cu.user + cu.system;
+      tr = a1 - a0;
     }
     const j0 = performance.now();
     JSON.stringify(mine.map((s) => ({ worker: s.candidate.workerId, rank: s.candidate.rank, source: s.candidate.source, matched_tokens: s.matchedTokens, by_medium: s.byMedium ?? {}, terms: s.terms, cost: s.cost })));
@@ -140,6 +151,7 @@ function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
     identical &&= same(mine, theirs);
     if (k < 50) continue; // warm-up
     rank.push(tm * 1000);
+    rankCpu.push(cpu);
     ref.push(tr * 1000);
     cand.push((t1 - t0) * 1000);
     json.push((j1 - j0) * 1000);
@@ -149,6 +161,8 @@ function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
     cost,
     rankP50us: q(rank, 0.5),
     rankP99us: q(rank, 0.99),
+    rankCpuP50us: q(rankCpu, 0.5),
+    rankCpuP99us: q(rankCpu, 0.99),
     referenceP50us: q(ref, 0.5),
     referenceP99us: q(ref, 0.99),
     candidatesP50us: q(cand, 0.5),
@@ -168,7 +182,7 @@ for (let r = 0; r < REPEATS; r++) {
       const row = runOne(n, cost, bodyList);
       runs.push(row);
       log(
-        `repeat ${r + 1} ${cost.padEnd(8)} ${String(n).padStart(4)} sources: rank p50 ${row.rankP50us.toFixed(0)} p99 ${row.rankP99us.toFixed(0)} us | before p50 ${row.referenceP50us.toFixed(0)} p99 ${row.referenceP99us.toFixed(0)} us | ` +
+        `repeat ${r + 1} ${cost.padEnd(8)} ${String(n).padStart(4)} sources: rank p50 ${row.rankP50us.toFixed(0)} p99 ${row.rankP99us.toFixed(0)} us (CPU p50 ${row.rankCpuP50us.toFixed(0)} p99 ${row.rankCpuP99us.toFixed(0)}) | before p50 ${row.referenceP50us.toFixed(0)} p99 ${row.referenceP99us.toFixed(0)} us | ` +
           `registry stats() for all ${row.candidatesP50us.toFixed(0)} us, /route JSON ${row.routeJsonP50us.toFixed(0)} us | identical ${row.identical}`,
       );
     }
@@ -183,6 +197,8 @@ for (const cost of COSTS) {
     const row = {
       rank_p50_us: s('rankP50us'),
       rank_p99_us: s('rankP99us'),
+      rank_cpu_p50_us: s('rankCpuP50us'),
+      rank_cpu_p99_us: s('rankCpuP99us'),
       before_p50_us: s('referenceP50us'),
       before_p99_us: s('referenceP99us'),
       speedup_p50: summarize(rs.map((x) => x.referenceP50us / x.rankP50us)),
@@ -194,7 +210,7 @@ for (const cost of COSTS) {
     results[`${cost}-${n}`] = row;
     const f = (v: Summary) => `${v.median.toFixed(0)} [${v.min.toFixed(0)}-${v.max.toFixed(0)}]`;
     log(
-      `  ${cost.padEnd(8)} ${String(n).padStart(4)}: rank p50 ${f(row.rank_p50_us)} p99 ${f(row.rank_p99_us)} | before p50 ${f(row.before_p50_us)} p99 ${f(row.before_p99_us)} | x${row.speedup_p50.median.toFixed(2)} p50, x${row.speedup_p99.median.toFixed(2)} p99 | identical ${row.identical}`,
+      `  ${cost.padEnd(8)} ${String(n).padStart(4)}: rank p50 ${f(row.rank_p50_us)} p99 ${f(row.rank_p99_us)} (CPU p50 ${f(row.rank_cpu_p50_us)} p99 ${f(row.rank_cpu_p99_us)}) | before p50 ${f(row.before_p50_us)} p99 ${f(row.before_p99_us)} | x${row.speedup_p50.median.toFixed(2)} p50, x${row.speedup_p99.median.toFixed(2)} p99 | identical ${row.identical}`,
     );
   }
   const lo = results[`${cost}-${SOURCES[0]}`]!.rank_p50_us as Summary;
