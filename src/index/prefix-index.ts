@@ -200,10 +200,7 @@ export class PrefixIndex {
    * hybrid hit: what every full-attention group and every sliding window allow.
    */
   match(prompt: ArrayLike<number> | PromptKeys, opts: MatchOptions = {}): Map<SourceId, SourceMatch> {
-    const v = this.matchView(prompt, opts);
-    const out = new Map<SourceId, SourceMatch>();
-    for (const id of this.bySource.keys()) out.set(id, { matchedTokens: v.matchedTokens(id), byMedium: v.byMedium(id)! });
-    return out;
+    return this.matchView(prompt, opts).all();
   }
 
   /**
@@ -565,6 +562,31 @@ export class MatchView {
     for (let m = 0; m < this.K; m++) {
       const c = this.counts[s.slot * this.K + m];
       if (c !== 0) out[m < M ? this.names[m] : PROVISIONAL] = c;
+    }
+    return out;
+  }
+
+  /** Every source's match, as PrefixIndex.match returns it (one pass over the sources, no lookups). */
+  all(): Map<SourceId, SourceMatch> {
+    const out = new Map<SourceId, SourceMatch>();
+    const K = this.K;
+    const M = K - 1;
+    const counts = this.counts;
+    for (const s of this.bySource.values()) {
+      const h = this.hybrid?.get(s.id);
+      if (h !== undefined) {
+        out.set(s.id, { matchedTokens: h.matchedTokens, byMedium: { ...h.byMedium } });
+        continue;
+      }
+      const byMedium: Record<string, number> = {};
+      let matchedTokens = 0;
+      for (let m = 0; m < K; m++) {
+        const c = counts[s.slot * K + m];
+        if (c === 0) continue;
+        byMedium[m < M ? this.names[m] : PROVISIONAL] = c;
+        matchedTokens += c;
+      }
+      out.set(s.id, { matchedTokens, byMedium });
     }
     return out;
   }
