@@ -59,6 +59,7 @@ const { values: a } = parseArgs({
     'fill-rate': { type: 'string' },
     'route-rps': { type: 'string' },
     'cpu-prof': { type: 'string' },
+    'no-quiet': { type: 'boolean', default: false },
     out: { type: 'string' },
   },
 });
@@ -81,6 +82,7 @@ const common: Omit<FleetParams, 'workers'> = {
   windowMs: num(a['window-s'], 15, 1) * 1000,
   repeats: num(a.repeats, 3, 3),
   routeRps: num(a['route-rps'], 50, 50),
+  quietWindow: !a['no-quiet'],
   routerNodeArgs: a['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${resolve(a['cpu-prof'])}`] : [],
   log,
 };
@@ -98,8 +100,10 @@ function summary(f: FleetResult) {
     fill_seconds: f.fillSeconds,
     fill_blocks_per_s: f.fillBlocksPerS,
     base_heap_bytes: f.baseHeapBytes,
+    base_buffer_bytes: f.baseBufferBytes,
     base_rss_bytes: f.baseRssBytes,
     bytes_per_block_heap: s('bytesPerBlockHeap'),
+    bytes_per_block_heap_and_buffers: s('bytesPerBlockHeapAndBuffers'),
     bytes_per_block_rss: s('bytesPerBlockRss'),
     decision_p50_ms: s('decisionP50Ms'),
     decision_p99_ms: s('decisionP99Ms'),
@@ -116,6 +120,7 @@ function summary(f: FleetResult) {
     history_missing: s('historyMissing'),
     dropped_batches: s('dropped'),
     windows: f.windows,
+    quiet: f.quiet,
   };
 }
 
@@ -167,12 +172,18 @@ async function main(): Promise<void> {
       sources: f.sources,
       baseline_sources: b.sources,
       bytes_per_block_heap: f.bytes_per_block_heap,
+      bytes_per_block_heap_and_buffers: f.bytes_per_block_heap_and_buffers,
+      bytes_per_block_rss: f.bytes_per_block_rss,
+      decision_p50_ms: f.decision_p50_ms,
       decision_p99_ms: f.decision_p99_ms,
       route_client_p99_ms: f.route_client_p99_ms,
       lag_p50_ms: f.lag_p50_ms,
       lag_p99_ms: f.lag_p99_ms,
       applied_block_events_per_s: f.applied_block_events_per_s,
       decision_p99_under_1ms: f.decision_p99_ms.median < 1,
+      decision_share_under_1ms: f.decision_share_under_1ms,
+      // The same /route load with no events: what of the latency is waiting behind event batches.
+      quiet: f.quiet && { decision_p50_ms: f.quiet.decisionP50Ms, decision_p99_ms: f.quiet.decisionP99Ms, decision_share_under_1ms: f.quiet.decisionShareUnder1ms, route_client_p50_ms: f.quiet.routeP50Ms, route_client_p99_ms: f.quiet.routeP99Ms },
       ratio_vs_baseline: ratios,
     },
     child_pids: [...baseline.hostPids, baseline.routerPid, ...full.hostPids, full.routerPid],
@@ -181,7 +192,8 @@ async function main(): Promise<void> {
   log(`                         ${key(f).padStart(22)} ${key(b).padStart(22)}  ratio`);
   const row = (name: string, x: Summary, y: Summary, d = 2) => log(`${name.padEnd(24)} ${fmt(x, d).padStart(22)} ${fmt(y, d).padStart(22)}  ${(x.median / y.median).toFixed(2)}`);
   row('held blocks', f.held_blocks, b.held_blocks, 0);
-  row('bytes/block (heap)', f.bytes_per_block_heap, b.bytes_per_block_heap, 0);
+  row('bytes/block (heap+buf)', f.bytes_per_block_heap_and_buffers, b.bytes_per_block_heap_and_buffers, 0);
+  row('bytes/block (JS heap)', f.bytes_per_block_heap, b.bytes_per_block_heap, 0);
   row('bytes/block (RSS)', f.bytes_per_block_rss, b.bytes_per_block_rss, 0);
   row('decision p50 ms', f.decision_p50_ms, b.decision_p50_ms, 3);
   row('decision p99 ms', f.decision_p99_ms, b.decision_p99_ms, 3);
@@ -192,6 +204,11 @@ async function main(): Promise<void> {
   row('lag p99 ms', f.lag_p99_ms, b.lag_p99_ms, 1);
   row('applied block ev/s', f.applied_block_events_per_s, b.applied_block_events_per_s, 0);
   row('offered block ev/s', f.offered_block_events_per_s, b.offered_block_events_per_s, 0);
+  const qrow = (name: string, x: number | undefined, y: number | undefined, d = 2) => log(`${name.padEnd(24)} ${(x ?? NaN).toFixed(d).padStart(22)} ${(y ?? NaN).toFixed(d).padStart(22)}  ${((x ?? NaN) / (y ?? NaN)).toFixed(2)}`);
+  qrow('quiet: decision p50 ms', f.quiet?.decisionP50Ms, b.quiet?.decisionP50Ms, 3);
+  qrow('quiet: decision p99 ms', f.quiet?.decisionP99Ms, b.quiet?.decisionP99Ms, 3);
+  qrow('quiet: /route p50 ms', f.quiet?.routeP50Ms, b.quiet?.routeP50Ms);
+  qrow('quiet: /route p99 ms', f.quiet?.routeP99Ms, b.quiet?.routeP99Ms);
   log(`goal decision p99 < 1 ms at ${f.sources} sources: ${result.summary.decision_p99_under_1ms ? 'met' : 'missed'}; load ${load1.map((x) => x.toFixed(2)).join(' ')}`);
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(result, null, 2) + '\n');

@@ -42,7 +42,8 @@ export class Workload {
   token(conv: number, pos: number): number {
     const s = this.sys(conv);
     const owner = pos < s.blocks * BLOCK ? 0x4000_0000 + s.id : conv;
-    return mix32(mix32(owner + this.seed) ^ pos) % 151_000;
+    // | 0: an int32, so arrays of tokens hold Smis as a tokenizer's or JSON.parse's do (a uint32 from mix32 makes them doubles)
+    return (mix32(mix32(owner + this.seed) ^ pos) % 151_000) | 0;
   }
 
   /** Engine hash of block b of a conversation: the same for every source holding it. */

@@ -55,7 +55,9 @@ async function main(): Promise<void> {
     process.on('SIGUSR2', () => {
       gc();
       gc();
-      process.stderr.write(`heap-after-gc ${process.memoryUsage().heapUsed}\n`);
+      const m = process.memoryUsage();
+      // The JS heap, then the ArrayBuffers (the prefix index's node store lives there, not on the heap).
+      process.stderr.write(`heap-after-gc ${m.heapUsed} ${m.arrayBuffers}\n`);
     });
   }
 }

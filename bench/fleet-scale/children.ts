@@ -95,7 +95,8 @@ export interface RouterProc {
   /** Last stderr lines (error messages). */
   tail: string[];
   /** Full-GC heap (SIGUSR2: the router prints it when started with --expose-gc). */
-  heapAfterGc(): Promise<number>;
+  /** The router's JS heap and ArrayBuffer bytes after a full GC (buffers 0 from a router that reports only the heap). */
+  heapAfterGc(): Promise<{ heap: number; buffers: number }>;
 }
 
 /** `node [--expose-gc] [extra] bin/kv-router.js --config FILE --quiet`, with an IPC channel so it dies with the bench. */
@@ -106,7 +107,7 @@ export function startRouter(configFile: string, nodeArgs: string[]): RouterProc 
   });
   track(proc);
   const tail: string[] = [];
-  const heapWaiters: ((n: number) => void)[] = [];
+  const heapWaiters: ((n: { heap: number; buffers: number }) => void)[] = [];
   let buf = '';
   proc.stderr!.on('data', (d: Buffer) => {
     buf += d.toString('utf8');
@@ -114,8 +115,8 @@ export function startRouter(configFile: string, nodeArgs: string[]): RouterProc 
     while ((nl = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
-      const m = /^heap-after-gc (\d+)/.exec(line);
-      if (m) heapWaiters.shift()?.(Number(m[1]));
+      const m = /^heap-after-gc (\d+)(?: (\d+))?/.exec(line);
+      if (m) heapWaiters.shift()?.({ heap: Number(m[1]), buffers: Number(m[2] ?? 0) });
       else {
         tail.push(line);
         if (tail.length > 30) tail.shift();
@@ -126,7 +127,7 @@ export function startRouter(configFile: string, nodeArgs: string[]): RouterProc 
     proc,
     tail,
     heapAfterGc: () =>
-      new Promise<number>((resolve, reject) => {
+      new Promise<{ heap: number; buffers: number }>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error('router did not report its heap')), 30_000);
         heapWaiters.push((n) => {
           clearTimeout(t);

@@ -30,6 +30,8 @@ export interface FleetParams {
   repeats: number;
   /** /route requests per second during a window (open loop, one at a time). */
   routeRps: number;
+  /** Measure one more window with the publishers stopped (FleetResult.quiet). */
+  quietWindow: boolean;
   /** Node flags of the router process (e.g. --cpu-prof). */
   routerNodeArgs: string[];
   log: (line: string) => void;
@@ -38,8 +40,12 @@ export interface FleetParams {
 export interface WindowResult {
   heldBlocks: number;
   heapBytes: number;
+  /** ArrayBuffers (the index's node store and per-source tables live there, outside the JS heap). */
+  bufferBytes: number;
   rssBytes: number;
   bytesPerBlockHeap: number;
+  /** (JS heap + ArrayBuffers) after a full GC, minus the same before any event, per held block: what the index costs. */
+  bytesPerBlockHeapAndBuffers: number;
   bytesPerBlockRss: number;
   /** Router's own kv_router_decision_seconds over the window (ms). */
   decisionP50Ms: number;
@@ -70,10 +76,17 @@ export interface FleetResult {
   ranks: number;
   hosts: number;
   baseHeapBytes: number;
+  baseBufferBytes: number;
   baseRssBytes: number;
   fillSeconds: number;
   fillBlocksPerS: number;
   windows: WindowResult[];
+  /**
+   * One more window with the publishers stopped (no event batches to apply): the same /route load, so
+   * the difference to the windows above is what waiting behind event batches on the router's one
+   * thread costs (the decision itself is synchronous: the histogram times only rank).
+   */
+  quiet: WindowResult | null;
   hostPids: number[];
   routerPid: number;
 }
@@ -153,7 +166,9 @@ export async function runFleet(p: FleetParams): Promise<FleetResult> {
       if (ok) break;
       await sleep(250);
     }
-    const baseHeapBytes = await race(r.heapAfterGc());
+    const baseMem = await race(r.heapAfterGc());
+    const baseHeapBytes = baseMem.heap;
+    const baseBufferBytes = baseMem.buffers;
     const baseRssBytes = rssOf(r.proc.pid!);
     p.log(`${label}: router ready (pid ${r.proc.pid}, publisher processes ${hosts.map((h) => h.proc.pid).join(' ')}, heap ${(baseHeapBytes / 2 ** 20).toFixed(0)} MiB); filling ${p.workers * p.ranks} sources to ${p.shape.capacity} blocks each`);
 
@@ -181,12 +196,22 @@ export async function runFleet(p: FleetParams): Promise<FleetResult> {
     }
     const windows: WindowResult[] = [];
     for (let i = 0; i < p.repeats; i++) {
-      const w = await race(measureWindow(p, base, hosts, r, baseHeapBytes, baseRssBytes, bodies));
+      const w = await race(measureWindow(p, base, hosts, r, baseMem, baseRssBytes, bodies));
       windows.push(w);
       p.log(
-        `${label} window ${i + 1}/${p.repeats}: held ${w.heldBlocks}, ${w.bytesPerBlockHeap.toFixed(0)} B/block heap (${w.bytesPerBlockRss.toFixed(0)} RSS); ` +
+        `${label} window ${i + 1}/${p.repeats}: held ${w.heldBlocks}, ${w.bytesPerBlockHeapAndBuffers.toFixed(0)} B/block heap+buffers (${w.bytesPerBlockHeap.toFixed(0)} heap, ${w.bytesPerBlockRss.toFixed(0)} RSS); ` +
           `decision p50 ${w.decisionP50Ms.toFixed(3)} p99 ${w.decisionP99Ms.toFixed(3)} ms (≤1 ms: ${(w.decisionShareUnder1ms * 100).toFixed(1)}%), /route p50 ${w.routeP50Ms.toFixed(2)} p99 ${w.routeP99Ms.toFixed(2)} ms; ` +
           `lag p50 ${w.lagP50Ms.toFixed(1)} p99 ${w.lagP99Ms.toFixed(1)} ms; applied ${Math.round(w.appliedBlockEventsPerS)} of ${Math.round(w.offeredBlockEventsPerS)} block events/s`,
+      );
+    }
+    let quiet: WindowResult | null = null;
+    if (p.quietWindow) {
+      for (const h of hosts) h.send({ type: 'steady', blocksPerS: 0, stepMs: p.stepMs });
+      await sleep(1000); // batches already sent are applied
+      const w = await race(measureWindow(p, base, hosts, r, baseMem, baseRssBytes, bodies));
+      quiet = w;
+      p.log(
+        `${label} quiet window (no events): decision p50 ${w.decisionP50Ms.toFixed(3)} p99 ${w.decisionP99Ms.toFixed(3)} ms (≤1 ms: ${(w.decisionShareUnder1ms * 100).toFixed(1)}%), /route p50 ${w.routeP50Ms.toFixed(2)} p99 ${w.routeP99Ms.toFixed(2)} ms; applied ${Math.round(w.appliedBlockEventsPerS)} block events/s`,
       );
     }
     return {
@@ -195,10 +220,12 @@ export async function runFleet(p: FleetParams): Promise<FleetResult> {
       ranks: p.ranks,
       hosts: p.hosts,
       baseHeapBytes,
+      baseBufferBytes,
       baseRssBytes,
       fillSeconds,
       fillBlocksPerS: want / fillSeconds,
       windows,
+      quiet,
       hostPids: hosts.map((h) => h.proc.pid!),
       routerPid: r.proc.pid!,
     };
@@ -209,7 +236,7 @@ export async function runFleet(p: FleetParams): Promise<FleetResult> {
   }
 }
 
-async function measureWindow(p: FleetParams, base: string, hosts: Host[], r: RouterProc, baseHeap: number, baseRss: number, bodies: string[]): Promise<WindowResult> {
+async function measureWindow(p: FleetParams, base: string, hosts: Host[], r: RouterProc, baseMem: { heap: number; buffers: number }, baseRss: number, bodies: string[]): Promise<WindowResult> {
   const m0 = await getText(`${base}/metrics`);
   const s0 = sumStats(await Promise.all(hosts.map((h) => h.stats())));
   const t0 = performance.now();
@@ -252,7 +279,9 @@ async function measureWindow(p: FleetParams, base: string, hosts: Host[], r: Rou
   const m1 = await getText(`${base}/metrics`);
   const s1 = sumStats(await Promise.all(hosts.map((h) => h.stats())));
   const secs = (performance.now() - t0) / 1000;
-  const heapBytes = await r.heapAfterGc();
+  const mem = await r.heapAfterGc();
+  const heapBytes = mem.heap;
+  const bufferBytes = mem.buffers;
   const rssBytes = rssOf(r.proc.pid!);
   const heldBlocks = sumOf(m1, 'kv_router_tree_blocks');
   const b0 = bucketsOf(m0, 'kv_router_decision_seconds');
@@ -266,8 +295,10 @@ async function measureWindow(p: FleetParams, base: string, hosts: Host[], r: Rou
   return {
     heldBlocks,
     heapBytes,
+    bufferBytes,
     rssBytes,
-    bytesPerBlockHeap: (heapBytes - baseHeap) / heldBlocks,
+    bytesPerBlockHeap: (heapBytes - baseMem.heap) / heldBlocks,
+    bytesPerBlockHeapAndBuffers: (heapBytes + bufferBytes - baseMem.heap - baseMem.buffers) / heldBlocks,
     bytesPerBlockRss: (rssBytes - baseRss) / heldBlocks,
     decisionP50Ms: q50.estimate * 1000,
     decisionP99Ms: q99.estimate * 1000,

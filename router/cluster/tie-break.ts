@@ -7,10 +7,20 @@
  */
 const HEAD_TOKENS = 64;
 
-export function tieRank(tokens: ArrayLike<number>, source: string): number {
+/**
+ * The prompt head's part of every candidate's rank (FNV-1a over its first tokens): computed once
+ * per request, then tieRankFrom(head, source) per candidate costs only the source's characters.
+ */
+export function tieHead(tokens: ArrayLike<number>): number {
   let h = 0x811c9dc5;
   const n = Math.min(tokens.length, HEAD_TOKENS);
   for (let i = 0; i < n; i++) h = Math.imul(h ^ (tokens[i]! >>> 0), 0x01000193);
+  return h;
+}
+
+/** The rank of `source` for a prompt whose head hashed to `head` (tieHead): tieRank without re-hashing the head. */
+export function tieRankFrom(head: number, source: string): number {
+  let h = head;
   for (let i = 0; i < source.length; i++) h = Math.imul(h ^ source.charCodeAt(i), 0x01000193);
   // Final avalanche (murmur3 fmix32): FNV alone leaves the low bits of the last characters weak.
   h ^= h >>> 16;
@@ -19,4 +29,8 @@ export function tieRank(tokens: ArrayLike<number>, source: string): number {
   h = Math.imul(h, 0xc2b2ae35);
   h ^= h >>> 16;
   return h >>> 0;
+}
+
+export function tieRank(tokens: ArrayLike<number>, source: string): number {
+  return tieRankFrom(tieHead(tokens), source);
 }

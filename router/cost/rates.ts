@@ -105,6 +105,7 @@ export class RateLearner {
   private readonly ttftOpts: FitOptions;
   private readonly itlOpts: FitOptions;
   private fleet: ReturnType<RateLearner['fleetMedian']> | undefined;
+  private rev = 0;
 
   constructor(
     private readonly s: RateSettings,
@@ -174,13 +175,20 @@ export class RateLearner {
     return this.fleet;
   }
 
+  /** Changes whenever an answer of ratesOf may change (an observation, a forgotten worker): callers may cache until then. */
+  get revision(): number {
+    return this.rev;
+  }
+
   observeTtft(source: string, o: TtftObservation): void {
+    this.rev++;
     const st = this.state(source);
     this.fleet = undefined;
     st.ttft = fitUpdate(st.ttft, ttftX(o), o.ttftMs, this.ttftOpts);
   }
 
   observeGap(source: string, batch: number, gapMs: number): void {
+    this.rev++;
     const st = this.state(source);
     st.itl = fitUpdate(st.itl, [1, Math.max(1, batch)], gapMs, this.itlOpts);
   }
@@ -229,6 +237,7 @@ export class RateLearner {
   }
 
   forget(source: string): void {
+    this.rev++;
     this.per.delete(source);
     this.fleet = undefined;
   }

@@ -1,4 +1,4 @@
-import { PromptKeys } from '../../src/index/index.js';
+import { promptKeysOf } from '../../src/index/index.js';
 
 /**
  * The hit rate's upper bound since the router started: what one unlimited prefix cache that had
@@ -20,7 +20,8 @@ export class HitBound {
     this.promptTokens += n;
     const blocks = Math.floor(n / blockSize);
     if (blocks === 0) return 0;
-    const keys = new PromptKeys(tokens, blockSize, lora, salt).keys(blockSize, blocks);
+    // The request's own keys: the policy hashed this token array already (rank, commit), so nothing is hashed again.
+    const keys = promptKeysOf(tokens, blockSize, lora, salt).keys(blockSize, blocks);
     // 53 of the key's 64 bits: a JS number, exact in a Set; a collision only nudges a statistic.
     const key = (b: number) => (keys[2 * b + 1]! & 0x1f_ffff) * 0x1_0000_0000 + keys[2 * b]!;
     let held = 0;

@@ -1,12 +1,13 @@
 import type { Candidate, CostWeights, Policy, RouteRequest, Scored } from './policy.js';
 import { costTerms, demoteOverloaded, sortByCost } from './policy.js';
-import type { MatchIndex, MatchResult, PromptKeysRef } from './match-index.js';
-import { mediumRecord, provisionalOf } from './match-index.js';
+import { stableSortIndices } from './sort.js';
+import type { MatchIndex, PromptKeysRef } from './match-index.js';
+import { mediumRecord } from './match-index.js';
 import { HotPrefixes, prefixKey, priceHotCopy, type HotPrefixView } from './hot-prefixes.js';
-import { tieRank } from '../cluster/tie-break.js';
-import { RateLearner, type RateSettings } from '../cost/rates.js';
-import { predictTtft } from '../cost/ttft-model.js';
-import { ratesFor, tierLoadMs } from '../cost/tiers.js';
+import { tieHead, tieRankFrom } from '../cluster/tie-break.js';
+import { RateLearner, type RateSettings, type WorkerRates } from '../cost/rates.js';
+import { predictTtft, type TtftParts } from '../cost/ttft-model.js';
+import { ratesFor, tierRate, type TierRates } from '../cost/tiers.js';
 
 /** cache_aware's settings: the weighted cost's weights, and the ttft cost's (router/config.ts). */
 export interface CacheAwareSettings extends CostWeights {
@@ -30,10 +31,12 @@ export class CacheAwarePolicy implements Policy {
   private readonly hot: HotPrefixes;
   /** The matched-prefix key of each ranked request, counted when it is committed (a memo: no answer depends on it). */
   private readonly keys = new WeakMap<RouteRequest, { key: string; holders: string[] }>();
-  private readonly promptKeys = new WeakMap<number[], PromptKeysRef>();
 
   /** Each worker's learned speed (ttft cost only). */
   readonly rates: RateLearner | null;
+  /** rates.ratesOf per source, valid while rates.revision stays (a large fleet's decision asks every candidate's). */
+  private readonly rateCache = new Map<string, WorkerRates>();
+  private rateRev = -1;
 
   constructor(
     private readonly index: MatchIndex,
@@ -48,25 +51,36 @@ export class CacheAwarePolicy implements Policy {
 
   rank(req: RouteRequest, candidates: Candidate[]): Scored[] {
     // One walk per distinct token sequence (one per tokenizer; usually just one).
-    const matches = new Map<number[], Map<string, MatchResult>>();
-    const scored = candidates.map((c): Scored => {
+    const lookups = new Map<number[], Lookup>();
+    let lastTokens: number[] | null = null;
+    let last: Lookup | null = null;
+    // Tier rates: the fleet's, unless a worker has its own (ratesFor), each medium's rate looked up once.
+    const fleetRates = ratesFor(this.w.tiers, undefined);
+    const fleetRate = new Map<string, number>();
+    const n = candidates.length;
+    const scored = new Array<Scored>(n);
+    for (let i = 0; i < n; i++) {
+      const c = candidates[i]!;
       const tokens = req.tokensFor(c);
-      let m = matches.get(tokens);
-      if (!m) {
-        m = this.index.match(this.keysOf(req, tokens, c.blockSize), { lora: req.lora, salt: req.salt, maxTokens: tokens.length - 1 });
-        matches.set(tokens, m);
+      if (tokens !== lastTokens) {
+        lastTokens = tokens;
+        last = lookups.get(tokens) ?? null;
+        if (last === null) {
+          last = this.lookup(req, tokens, c.blockSize);
+          lookups.set(tokens, last);
+        }
       }
-      const r = m.get(c.source);
-      const indexMatched = Math.min(r?.matchedTokens ?? 0, tokens.length);
+      const m = last!;
+      const indexMatched = Math.min(m.matched(c.source), tokens.length);
+      const byMedium = m.byMedium(c.source);
       // Untrusted stream: its real blocks count as zero; what this router itself predicted
       // (provisional marks) still counts while nothing real is known for the prompt.
-      const prov = Math.min(provisionalOf(r?.byMedium), indexMatched);
+      const prov = Math.min(byMedium?.provisional ?? 0, indexMatched);
       const matched = c.trusted ? indexMatched : prov === indexMatched ? prov : 0;
-      const byMedium = mediumRecord(r?.byMedium);
       // Only real hits load from a tier (an untrusted stream's real blocks count as zero).
-      const tier = tierLoadMs(c.trusted ? byMedium : undefined, ratesFor(this.w.tiers, c.tierRates));
-      const { terms, cost } = this.costOf(c, tokens.length, matched, Math.min(prov, matched), tier.total);
-      return {
+      const tierMs = c.trusted && byMedium !== undefined ? tierTotalMs(byMedium, c.tierRates ? ratesFor(this.w.tiers, c.tierRates) : fleetRates, c.tierRates ? null : fleetRate) : 0;
+      const { terms, cost } = this.costOf(c, tokens.length, matched, Math.min(prov, matched), tierMs);
+      scored[i] = {
         candidate: c,
         matchedTokens: matched,
         indexMatchedTokens: indexMatched,
@@ -75,15 +89,43 @@ export class CacheAwarePolicy implements Policy {
         terms,
         cost,
       };
-    });
+    }
     const ttft = this.rates !== null;
     const hot = this.hotPrefix(req, scored);
     if (hot && ttft) priceHotCopy(scored);
     // Ties go by a replica-consistent hash (router/cluster/tie-break.ts), not at random: a stable pre-order, then no coin.
-    const tie = new Map(scored.map((x) => [x, tieRank(req.tokensFor(x.candidate), x.candidate.source)]));
-    scored.sort((x, y) => tie.get(x)! - tie.get(y)!);
-    const ranked = sortByCost(scored, ttft ? this.w.ttft!.tie_tolerance_ms : this.w.tie_tolerance, () => 0);
+    // The prompt head is hashed once per token sequence, then each candidate adds only its source.
+    const tie = new Float64Array(n);
+    let headTokens: number[] | null = null;
+    let head = 0;
+    for (let i = 0; i < n; i++) {
+      const tokens = req.tokensFor(scored[i]!.candidate);
+      if (tokens !== headTokens) {
+        headTokens = tokens;
+        head = tieHead(tokens);
+      }
+      tie[i] = tieRankFrom(head, scored[i]!.candidate.source);
+    }
+    // Stable, by tie rank: as scored.sort((x, y) => tie(x) - tie(y)) (the ranks are uint32).
+    const order = new Int32Array(n);
+    for (let i = 0; i < n; i++) order[i] = i;
+    stableSortIndices(order, 0, n, tie);
+    const pre = new Array<Scored>(n);
+    for (let i = 0; i < n; i++) pre[i] = scored[order[i]!]!;
+    const ranked = sortByCost(pre, ttft ? this.w.ttft!.tie_tolerance_ms : this.w.tie_tolerance, () => 0);
     return hot && !ttft ? demoteOverloaded(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold) : ranked;
+  }
+
+  /** The index's answers for one token sequence, per source (a view when the index has one, else match()'s Map). */
+  private lookup(req: RouteRequest, tokens: number[], blockSize: number): Lookup {
+    const prompt = this.keysOf(req, tokens, blockSize);
+    const opts = { lora: req.lora, salt: req.salt, maxTokens: tokens.length - 1 };
+    if (this.index.matchView) {
+      const v = this.index.matchView(prompt, opts);
+      return { matched: (s) => v.matchedTokens(s), byMedium: (s) => v.byMedium(s) };
+    }
+    const m = this.index.match(prompt, opts);
+    return { matched: (s) => m.get(s)?.matchedTokens ?? 0, byMedium: (s) => mediumRecord(m.get(s)?.byMedium) };
   }
 
   private costOf(c: Candidate, promptTokens: number, matched: number, sharedPending: number, tierMs: number): { terms: Record<string, number>; cost: number } {
@@ -94,19 +136,36 @@ export class CacheAwarePolicy implements Policy {
       const tierLoad = this.w.prefill_weight * (tierMs / 1000) * (this.w.ttft?.prior.prefill_tokens_per_s ?? 20_000);
       return { terms: { ...base.terms, tier_load: Math.round(tierLoad * 100) / 100 }, cost: base.cost + tierLoad };
     }
-    const rates = this.rates.ratesOf(c.source);
+    const rates = this.ratesOf(c.source);
     const p = predictTtft({ promptTokens, matchedTokens: matched, sharedPending, load: c.load, rates, delayWeight: this.w.ttft!.delay_weight });
-    const { cost_ms, ...parts } = p;
+    // The parts but cost_ms, in their order (a plain copy: object rest and spread were a good part of a 512-candidate decision).
+    const terms: Record<string, number> = {};
+    for (const k in p) if (k !== 'cost_ms') terms[k] = p[k as keyof TtftParts];
     // step_ms (the inter-token gap there with this request decoding too) explains only: not in the cost.
     const stepMs = rates.decodeStepMs + rates.decodeMsPerSeq * (c.load.activeDecodes + 1);
-    const r2 = (v: number) => Math.round(v * 100) / 100;
+    terms.ms_per_ktok = r2(rates.msPerKtok);
+    terms.step_ms = r2(stepMs);
+    terms.rates_learned = rates.basis === 'prior' ? 0 : rates.basis === 'fleet' ? 0.5 : 1;
     // The tier load comes before the prefill can use the hit: it adds to this request's TTFT.
-    const terms: Record<string, number> = { ...parts, ms_per_ktok: r2(rates.msPerKtok), step_ms: r2(stepMs), rates_learned: rates.basis === 'prior' ? 0 : rates.basis === 'fleet' ? 0.5 : 1 };
     if (tierMs > 0) {
       terms.tier_load_ms = r2(tierMs);
-      terms.predicted_ttft_ms = r2(parts.predicted_ttft_ms + tierMs);
+      terms.predicted_ttft_ms = r2(p.predicted_ttft_ms + tierMs);
     }
-    return { terms, cost: cost_ms + tierMs };
+    return { terms, cost: p.cost_ms + tierMs };
+  }
+
+  private ratesOf(source: string): WorkerRates {
+    const learner = this.rates!;
+    if (learner.revision !== this.rateRev) {
+      this.rateCache.clear();
+      this.rateRev = learner.revision;
+    }
+    let r = this.rateCache.get(source);
+    if (r === undefined) {
+      r = learner.ratesOf(source);
+      this.rateCache.set(source, r);
+    }
+    return r;
   }
 
   /**
@@ -136,15 +195,9 @@ export class CacheAwarePolicy implements Policy {
     return this.hot.top(n);
   }
 
-  /** The prompt's block keys, hashed once per request and shared by rank and commit (a cache, not state). */
+  /** The prompt's block keys, hashed once per request and shared by rank and commit (the index memoizes them per token array). */
   private keysOf(req: RouteRequest, tokens: number[], blockSize: number): number[] | PromptKeysRef {
-    if (!this.index.promptKeys) return tokens;
-    let k = this.promptKeys.get(tokens);
-    if (!k) {
-      k = this.index.promptKeys(tokens, blockSize, { lora: req.lora, salt: req.salt });
-      this.promptKeys.set(tokens, k);
-    }
-    return k;
+    return this.index.promptKeys ? this.index.promptKeys(tokens, blockSize, { lora: req.lora, salt: req.salt }) : tokens;
   }
 
   commit(req: RouteRequest, pick: Candidate): void {
@@ -156,6 +209,36 @@ export class CacheAwarePolicy implements Policy {
   }
 
   forget(source: string): void {
+    this.rateCache.delete(source);
     this.rates?.forget(source);
   }
+}
+
+const r2 = (v: number) => Math.round(v * 100) / 100;
+
+/** One token sequence's match, per source: tokens held, and by tier (a fresh record; undefined: unknown source). */
+interface Lookup {
+  matched(source: string): number;
+  byMedium(source: string): Record<string, number> | undefined;
+}
+
+/**
+ * tierLoadMs(byMedium, rates).total (router/cost/tiers.ts) term for term, in the same order, without
+ * building its by-tier record; `memo` caches each medium's rate of one rates object (null: none).
+ * test/router/cache-aware-fast.test.ts holds the two equal.
+ */
+export function tierTotalMs(byMedium: Readonly<Record<string, number>>, rates: Readonly<TierRates>, memo: Map<string, number> | null): number {
+  let total = 0;
+  for (const medium in byMedium) {
+    const tokens = byMedium[medium]!;
+    if (medium === 'provisional' || tokens <= 0) continue;
+    let rate = memo?.get(medium);
+    if (rate === undefined) {
+      rate = tierRate(medium, rates);
+      memo?.set(medium, rate);
+    }
+    if (!Number.isFinite(rate)) continue;
+    total += (tokens / rate) * 1000;
+  }
+  return total;
 }

@@ -10,12 +10,22 @@ export interface PromptKeysRef {
   readonly blockSize: number;
 }
 
+/** One match read per source (src/index MatchView): what match() reports, without a result per source. */
+export interface MatchViewRef {
+  matchedTokens(source: string): number;
+  /** A fresh record; undefined for a source the index does not know. */
+  byMedium(source: string): Record<string, number> | undefined;
+  provisionalTokens(source: string): number;
+}
+
 export interface MatchIndex {
   /** Given keys from promptKeys, their lora/salt apply; maxTokens bounds the hit (pass prompt length - 1, as vLLM). */
   match(
     prompt: ArrayLike<number> | PromptKeysRef,
     opts?: { lora?: string | null; salt?: string | null; maxTokens?: number },
   ): Map<string, MatchResult>;
+  /** match() read per source (optional: test fakes need only match). */
+  matchView?(prompt: ArrayLike<number> | PromptKeysRef, opts?: { lora?: string | null; salt?: string | null; maxTokens?: number }): MatchViewRef;
   markProvisional(source: string, tokenIds: number[] | PromptKeysRef, blockSize?: number, lora?: string | null, salt?: string | null): void;
   /** Optional so test fakes need not hash: the real index hashes the prompt once here. */
   promptKeys?(tokenIds: number[], blockSize: number, opts?: { lora?: string | null; salt?: string | null }): PromptKeysRef;

@@ -1,4 +1,5 @@
 import type { WorkerLoad } from '../load.js';
+import { allFinite, stableSortIndices } from './sort.js';
 
 /** One place a request can go: a (worker, dp rank) stream with its current load. */
 export interface Candidate {
@@ -120,17 +121,38 @@ export function costTerms(
  * held: a new prefix evicts less there), then at random.
  */
 export function sortByCost(scored: Scored[], tolerance = 0, rnd: () => number = Math.random): Scored[] {
-  const keyed = scored.map((s) => ({ s, r: rnd() }));
-  keyed.sort((a, b) => a.s.cost - b.s.cost);
-  // Group into tie bands (relative to each band's first member), then order inside a band.
-  const out: Scored[] = [];
+  // Indices sorted by flat keys (router/policies/sort.ts): the order sorting { s, r } pairs with the
+  // comparators below gives, without calling a comparator per comparison.
+  const n = scored.length;
+  const r = new Float64Array(n);
+  const cost = new Float64Array(n);
+  const inFlight = new Float64Array(n);
+  const held = new Float64Array(n);
+  const idx = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const s = scored[i]!;
+    r[i] = rnd();
+    cost[i] = s.cost;
+    inFlight[i] = s.candidate.load.inFlight;
+    held[i] = s.candidate.heldBlocks ?? 0;
+    idx[i] = i;
+  }
+  const tmp = new Int32Array(n);
+  if (allFinite(cost)) stableSortIndices(idx, 0, n, cost, null, null, tmp);
+  else idx.set(Array.from(idx).sort((a, b) => cost[a]! - cost[b]!));
+  const finiteLoad = allFinite(inFlight) && allFinite(held) && allFinite(r);
+  // Group into tie bands (relative to each band's first member), then order inside a band:
+  // fewer in flight, then fewer blocks held, then the coin.
+  const out = new Array<Scored>(n);
   let i = 0;
-  while (i < keyed.length) {
+  while (i < n) {
     let j = i + 1;
-    while (j < keyed.length && keyed[j]!.s.cost - keyed[i]!.s.cost <= tolerance) j++;
-    const band = keyed.slice(i, j);
-    band.sort((a, b) => a.s.candidate.load.inFlight - b.s.candidate.load.inFlight || (a.s.candidate.heldBlocks ?? 0) - (b.s.candidate.heldBlocks ?? 0) || a.r - b.r);
-    for (const k of band) out.push(k.s);
+    while (j < n && cost[idx[j]!]! - cost[idx[i]!]! <= tolerance) j++;
+    if (j - i > 1) {
+      if (finiteLoad) stableSortIndices(idx, i, j, inFlight, held, r, tmp);
+      else idx.set(Array.from(idx.subarray(i, j)).sort((a, b) => inFlight[a]! - inFlight[b]! || held[a]! - held[b]! || r[a]! - r[b]!), i);
+    }
+    for (let k = i; k < j; k++) out[k] = scored[idx[k]!]!;
     i = j;
   }
   return out;

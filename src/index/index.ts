@@ -1,7 +1,9 @@
 export {
   PrefixIndex,
   PromptKeys,
+  promptKeysOf,
   PROVISIONAL,
+  MatchView,
   type SourceId,
   type LoraRef,
   type PrefixIndexOptions,

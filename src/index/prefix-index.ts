@@ -6,10 +6,10 @@ import { K_HI, K_LO, NodeStore } from './node-store.js';
 import { SourceState, type SourceId } from './source-state.js';
 import { dumpSource, type SourceDump } from './dump.js';
 import { PromptWalker } from './walk.js';
-import { PromptKeys } from './prompt-keys.js';
+import { PromptKeys, promptKeysOf } from './prompt-keys.js';
 import { hybridHit, type GroupView } from './hybrid.js';
 
-export { PromptKeys } from './prompt-keys.js';
+export { PromptKeys, promptKeysOf } from './prompt-keys.js';
 
 /** One KV cache group of a hybrid source (vLLM's hybrid KV cache manager tags its events with group_idx). */
 interface HybridGroup {
@@ -99,7 +99,6 @@ export class PrefixIndex {
   private readonly walker = new PromptWalker(this.nodes);
   private readonly key = new Uint32Array(2);
   private readonly ekey = new Uint32Array(2);
-  private counts = new Float64Array(0);
   private readonly unknown: UnknownSourceCounts = { batches: 0, provisionalMarks: 0 };
   /** Source -> group_idx -> its group (only sources whose events carry group_idx). */
   private readonly hybrid = new Map<SourceId, Map<number, HybridGroup>>();
@@ -121,9 +120,12 @@ export class PrefixIndex {
     this.groups = null;
   }
 
-  /** Prompt keys for one request: pass them to match and markProvisional so the prompt is hashed once. */
+  /**
+   * Prompt keys for one request: pass them to match and markProvisional so the prompt is hashed once.
+   * The same token array gets the same keys (promptKeysOf), whoever asks: the hit bound shares them too.
+   */
   promptKeys(tokenIds: ArrayLike<number>, blockSize: number, opts: { lora?: LoraRef; salt?: string | null } = {}): PromptKeys {
-    return new PromptKeys(tokenIds, blockSize, opts.lora ?? null, opts.salt ?? null);
+    return promptKeysOf(tokenIds, blockSize, opts.lora ?? null, opts.salt ?? null);
   }
 
   private newState(source: SourceId): SourceState {
@@ -198,30 +200,24 @@ export class PrefixIndex {
    * hybrid hit: what every full-attention group and every sliding window allow.
    */
   match(prompt: ArrayLike<number> | PromptKeys, opts: MatchOptions = {}): Map<SourceId, SourceMatch> {
+    return this.matchView(prompt, opts).all();
+  }
+
+  /**
+   * match() without building a result per source: the walk's counts, read per source on demand
+   * (a router ranking a few candidates of a large fleet pays for those only). The view owns its
+   * counts: later matches do not change it.
+   */
+  matchView(prompt: ArrayLike<number> | PromptKeys, opts: MatchOptions = {}): MatchView {
     const keys = prompt instanceof PromptKeys ? prompt : new PromptKeys(prompt, 1, opts.lora ?? null, opts.salt ?? null);
     const tokenIds = keys.tokens;
     this.expire();
     const M = this.nodes.media;
     const K = M + 1; // media, then provisional
-    const nSlots = this.slots.length;
-    if (this.counts.length < nSlots * K) this.counts = new Float64Array(nSlots * K * 2);
-    this.counts.fill(0, 0, nSlots * K);
+    const counts = new Float64Array(this.slots.length * K);
     const n = opts.maxTokens === undefined ? tokenIds.length : Math.max(0, Math.floor(opts.maxTokens));
-    for (const [bs, members] of this.blockSizeGroups()) this.walker.walk(keys, n, bs, members, this.counts);
-
-    const counts = this.counts;
-    const out = new Map<SourceId, SourceMatch>();
-    for (const s of this.bySource.values()) {
-      const byMedium: Record<string, number> = {};
-      let matchedTokens = 0;
-      for (let m = 0; m < K; m++) {
-        const c = counts[s.slot * K + m];
-        if (c === 0) continue;
-        byMedium[m < M ? this.mediumNames[m] : PROVISIONAL] = c;
-        matchedTokens += c;
-      }
-      out.set(s.id, { matchedTokens, byMedium });
-    }
+    for (const [bs, members] of this.blockSizeGroups()) this.walker.walk(keys, n, bs, members, counts);
+    let hybrid: Map<SourceId, SourceMatch> | null = null;
     for (const [id, groups] of this.hybrid) {
       if (groups.size === 0) continue;
       const views = [...groups.values()].map((g) => this.groupView(g, keys, n));
@@ -233,9 +229,9 @@ export class PrefixIndex {
       const byMedium: Record<string, number> = {};
       if (real > 0) byMedium.GPU = real * ref.blockSize;
       if (hit > real * ref.blockSize) byMedium[PROVISIONAL] = hit - real * ref.blockSize;
-      out.set(id, { matchedTokens: hit, byMedium });
+      (hybrid ??= new Map()).set(id, { matchedTokens: hit, byMedium });
     }
-    return out;
+    return new MatchView(counts, K, this.mediumNames, this.bySource, hybrid);
   }
 
   /** A group's view of the prompt: block i is held when the group holds its key, in any medium or provisionally. */
@@ -329,6 +325,21 @@ export class PrefixIndex {
       return { blocks: 0, copies: {}, unknownParent: 0, nodes: 0, unknownRemoval: 0, invalid: 0, provisionalBlocks: 0, blockSize: null };
     }
     const copies: Record<string, number> = {};
+    const groups = this.hybrid.get(source);
+    if (groups === undefined || groups.size === 0) {
+      // The common case, read directly (the registry asks for every candidate of every request).
+      for (let m = 0; m < this.mediumNames.length; m++) if (s.copies[m] !== 0) copies[this.mediumNames[m]] = s.copies[m];
+      return {
+        blocks: s.blocks,
+        copies,
+        nodes: s.realNodes,
+        unknownParent: s.unknownParent,
+        unknownRemoval: s.unknownRemoval,
+        invalid: s.invalid,
+        provisionalBlocks: s.prov.size,
+        blockSize: s.blockSize,
+      };
+    }
     // A hybrid source's groups add up (its blockSize stays the ungrouped one).
     const all = [s, ...[...(this.hybrid.get(source)?.values() ?? [])].map((g) => g.state)];
     const sum = (f: (x: SourceState) => number): number => all.reduce((a, x) => a + f(x), 0);
@@ -515,5 +526,76 @@ export class PrefixIndex {
     if (this.queue.size === 0) return;
     this.queue.popExpired(this.now(), (slot, node, expiry) => this.slots[slot]?.expireProvisional(node, expiry));
     this.compact();
+  }
+}
+
+/** One match's per-source answers (PrefixIndex.matchView): what match() reports, read per source. */
+export class MatchView {
+  constructor(
+    private readonly counts: Float64Array,
+    private readonly K: number,
+    private readonly names: readonly string[],
+    private readonly bySource: ReadonlyMap<SourceId, SourceState>,
+    private readonly hybrid: ReadonlyMap<SourceId, SourceMatch> | null,
+  ) {}
+
+  /** Leading prompt tokens the source holds (0 for a source the index does not know). */
+  matchedTokens(source: SourceId): number {
+    const h = this.hybrid?.get(source);
+    if (h !== undefined) return h.matchedTokens;
+    const s = this.bySource.get(source);
+    if (s === undefined) return 0;
+    const c = this.counts;
+    let t = 0;
+    for (let m = 0, i = s.slot * this.K; m < this.K; m++, i++) t += c[i];
+    return t;
+  }
+
+  /** The source's tokens by tier, as SourceMatch.byMedium (a fresh object); undefined for an unknown source. */
+  byMedium(source: SourceId): Record<string, number> | undefined {
+    const h = this.hybrid?.get(source);
+    if (h !== undefined) return { ...h.byMedium };
+    const s = this.bySource.get(source);
+    if (s === undefined) return undefined;
+    const out: Record<string, number> = {};
+    const M = this.K - 1;
+    for (let m = 0; m < this.K; m++) {
+      const c = this.counts[s.slot * this.K + m];
+      if (c !== 0) out[m < M ? this.names[m] : PROVISIONAL] = c;
+    }
+    return out;
+  }
+
+  /** Every source's match, as PrefixIndex.match returns it (one pass over the sources, no lookups). */
+  all(): Map<SourceId, SourceMatch> {
+    const out = new Map<SourceId, SourceMatch>();
+    const K = this.K;
+    const M = K - 1;
+    const counts = this.counts;
+    for (const s of this.bySource.values()) {
+      const h = this.hybrid?.get(s.id);
+      if (h !== undefined) {
+        out.set(s.id, { matchedTokens: h.matchedTokens, byMedium: { ...h.byMedium } });
+        continue;
+      }
+      const byMedium: Record<string, number> = {};
+      let matchedTokens = 0;
+      for (let m = 0; m < K; m++) {
+        const c = counts[s.slot * K + m];
+        if (c === 0) continue;
+        byMedium[m < M ? this.names[m] : PROVISIONAL] = c;
+        matchedTokens += c;
+      }
+      out.set(s.id, { matchedTokens, byMedium });
+    }
+    return out;
+  }
+
+  /** Tokens matched only through provisional marks. */
+  provisionalTokens(source: SourceId): number {
+    const h = this.hybrid?.get(source);
+    if (h !== undefined) return h.byMedium[PROVISIONAL] ?? 0;
+    const s = this.bySource.get(source);
+    return s === undefined ? 0 : this.counts[s.slot * this.K + this.K - 1];
   }
 }

@@ -13,6 +13,8 @@ const MAX_CHUNK = 64;
 export class PromptWalker {
   private readonly found = new Int32Array(MAX_CHUNK);
   private scratch = new Uint32Array(0);
+  /** Indices of the words of `alive` that are not zero (the only words a block can change). */
+  private live = new Int32Array(0);
 
   constructor(private readonly nodes: NodeStore) {}
 
@@ -33,6 +35,10 @@ export class PromptWalker {
     const tier = this.scratch.subarray(W, W + K * W);
     alive.set(members);
     tier.fill(0);
+    if (this.live.length < W) this.live = new Int32Array(W * 2);
+    const live = this.live;
+    let nLive = 0;
+    for (let w = 0; w < W; w++) if (alive[w] !== 0) live[nLive++] = w;
     const found = this.found;
     const nBlocks = Math.floor(Math.min(nTokens, prompt.tokens.length) / bs);
     let done = 0; // blocks walked
@@ -53,36 +59,47 @@ export class PromptWalker {
       for (let k = 0; k < nFound; k++) {
         const base = found[k] * ns.stride + HEADER;
         // Along a chain most blocks have the previous block's holders: then no source changes tier.
+        // Only the words of sources still matching can change anything (a dead word's tiers are all zero),
+        // so only they are compared: the check costs what the surviving sources cost, not the fleet.
         let same = prev >= 0;
-        for (let j = 0; same && j < span; j++) same = rec[base + j] === rec[prev + j];
+        for (let i = 0; same && i < nLive; i++) {
+          const w = live[i];
+          for (let j = w; j < span; j += W) {
+            if (rec[base + j] !== rec[prev + j]) {
+              same = false;
+              break;
+            }
+          }
+        }
         prev = base;
         if (same) {
           done++;
           continue;
         }
         const at = done * bs;
-        let any = 0;
-        for (let w = 0; w < W; w++) {
+        let kept = 0;
+        for (let i = 0; i < nLive; i++) {
+          const w = live[i];
           let rest = alive[w];
-          if (rest === 0) continue; // its tier words are all zero already
           for (let m = 0; m <= M; m++) {
             // media words sit after the provisional words; provisional (m = M) is tried last
             const t = rec[m < M ? base + W * (1 + m) + w : base + w] & rest;
             rest &= ~t;
-            const i = m * W + w;
-            const was = tier[i];
+            const ti = m * W + w;
+            const was = tier[ti];
             if (t !== was) {
               // Only sources changing tier cost anything: a source's tokens in a tier are (left - entered) blocks.
               addBits(t & ~was, w, m, K, -at, counts);
               addBits(was & ~t, w, m, K, at, counts);
-              tier[i] = t;
+              tier[ti] = t;
             }
           }
           alive[w] &= ~rest; // sources holding this block in no tier drop out
-          any |= alive[w];
+          if (alive[w] !== 0) live[kept++] = w;
         }
+        nLive = kept;
         done++;
-        if (any === 0) break walk;
+        if (nLive === 0) break walk;
       }
       if (nFound < c) break;
     }

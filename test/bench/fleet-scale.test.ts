@@ -100,12 +100,14 @@ test('fleet-scale --quick writes every result key and leaves no child process be
   for (const k of ['8-sources', '4-sources']) {
     const r = j.results[k];
     assert.ok(r, `results.${k}`);
-    for (const m of ['bytes_per_block_heap', 'bytes_per_block_rss', 'decision_p50_ms', 'decision_p99_ms', 'route_client_p99_ms', 'lag_p50_ms', 'lag_p99_ms', 'applied_block_events_per_s', 'held_blocks']) {
+    for (const m of ['bytes_per_block_heap', 'bytes_per_block_heap_and_buffers', 'bytes_per_block_rss', 'decision_p50_ms', 'decision_p99_ms', 'route_client_p99_ms', 'lag_p50_ms', 'lag_p99_ms', 'applied_block_events_per_s', 'held_blocks']) {
       assert.equal(r[m].runs.length, 3, `${k}.${m}`);
       for (const f of ['median', 'min', 'max']) assert.equal(typeof r[m][f], 'number', `${k}.${m}.${f}`);
     }
     assert.equal(r.held_blocks.median, r.sources * j.config.blocks_per_source);
     assert.ok(r.applied_block_events_per_s.median > 0);
+    assert.ok(r.bytes_per_block_heap_and_buffers.median > r.bytes_per_block_heap.median, 'the node store lives in ArrayBuffers');
+    assert.equal(typeof r.quiet.routeP99Ms, 'number', `${k}.quiet`);
   }
   for (const k of ['decision_p99', 'route_client_p99', 'bytes_per_block_heap', 'lag_p99', 'applied_block_events_per_s']) assert.equal(typeof j.summary.ratio_vs_baseline[k], 'number', k);
   assert.equal(typeof j.summary.decision_p99_under_1ms, 'boolean');
