@@ -2,12 +2,13 @@
 import { rmSync } from 'node:fs';
 import type * as zmq from 'zeromq';
 import { assertEndpoint, isBindEndpoint } from './config.js';
+import { retryEintr } from './eintr.js';
 
 /** Binds or connects `sock`; returns the actual address (a bound port 0 resolved). */
 export async function attach(sock: zmq.Socket, endpoint: string, bind = isBindEndpoint(endpoint)): Promise<string> {
   assertEndpoint(endpoint);
   if (!bind) {
-    sock.connect(endpoint);
+    retryEintr(() => sock.connect(endpoint));
     return endpoint;
   }
   try {

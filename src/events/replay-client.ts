@@ -3,6 +3,7 @@
  * until the end marker. A fresh socket per request keeps a late answer to an
  * abandoned request from being read as the answer to the next one.
  */
+import { retryEintr } from './eintr.js';
 import * as zmq from 'zeromq';
 import { decodeBatch, type DecodeOptions } from './codec.js';
 import { applyCurveClient, type CurveClientOptions } from './curve.js';
@@ -79,7 +80,7 @@ export async function requestReplay(endpoint: string, from: bigint, opts: Replay
   const onAbort = () => dealer.close();
   opts.signal?.addEventListener('abort', onAbort);
   try {
-    dealer.connect(endpoint);
+    retryEintr(() => dealer.connect(endpoint));
     await dealer.send([EMPTY, encodeSeq(from)]);
     for (let n = 0; n < maxReplies; n++) {
       const left = deadline - Date.now();

@@ -4,6 +4,7 @@
  * one topic per worker. Each topic's messages go to the one subscriber registered for it,
  * which keeps its own seq tracking, replay and restart detection (KVEventSubscriber).
  */
+import { retryEintr } from './eintr.js';
 import * as zmq from 'zeromq';
 import { attach, removeIpcFile, yieldToLoop } from './endpoint.js';
 
@@ -28,7 +29,7 @@ export class SharedSubscriber {
 
   static async bind(endpoint: string, opts: { hwm?: number; maxMessageSize?: number } = {}): Promise<SharedSubscriber> {
     const sub = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: opts.hwm ?? 100_000, maxMessageSize: opts.maxMessageSize ?? 64 * 1024 * 1024 });
-    sub.subscribe();
+    retryEintr(() => sub.subscribe());
     try {
       const actual = await attach(sub, endpoint, true);
       return new SharedSubscriber(sub, actual);

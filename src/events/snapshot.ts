@@ -13,6 +13,7 @@
  * after every batch with seq < at_seq and before any batch with seq >= at_seq: a subscriber
  * replaces its tree with it and applies live batches from at_seq on.
  */
+import { retryEintr } from './eintr.js';
 import * as zmq from 'zeromq';
 import { decodeBatch, type DecodeOptions } from './codec.js';
 import { applyCurveClient, type CurveClientOptions } from './curve.js';
@@ -57,7 +58,7 @@ export async function requestSnapshot(endpoint: string, opts: SnapshotRequestOpt
   let bytes = 0;
   let atSeq: bigint | null = null;
   try {
-    dealer.connect(endpoint);
+    retryEintr(() => dealer.connect(endpoint));
     await dealer.send([EMPTY, SNAPSHOT_REQUEST]);
     for (;;) {
       const msg = await dealer.receive();

@@ -5,6 +5,7 @@
  * missed, a timer for idle probes; it runs the actions the state machine returns
  * (apply / notice → onItem, replay → requestReplay, whose outcome goes back in).
  */
+import { retryEintr } from './eintr.js';
 import * as zmq from 'zeromq';
 import { decodeBatch, type ArrayLayout } from './codec.js';
 import { assertEndpoint, connectAddressFor } from './config.js';
@@ -154,7 +155,7 @@ export class KVEventSubscriber {
       this.connected = false;
       this.state.disconnected();
     });
-    sub.subscribe(this.topic);
+    retryEintr(() => sub.subscribe(this.topic));
     try {
       await attach(sub, this.opts.bind ? this.endpoint : connectAddressFor(this.endpoint), this.opts.bind ?? false);
     } catch (err) {
