@@ -42,7 +42,7 @@ export class RouterMetrics {
       name: 'kv_router_decision_seconds',
       help: 'Time to rank the candidates (index walk + cost), tokenization excluded',
       labelNames: ['policy'],
-      buckets: [1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2],
+      buckets: [1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2.5e-2],
       registers: [r],
     });
     this.tokenizeSeconds = new Histogram({
