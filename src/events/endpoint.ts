@@ -4,6 +4,12 @@ import type * as zmq from 'zeromq';
 import { assertEndpoint, isBindEndpoint } from './config.js';
 import { retryEintr } from './eintr.js';
 
+/**
+ * How long a bind waits for an address in use to be freed: a socket closed a moment ago (an engine
+ * restarting on its own endpoints) releases its port on ZeroMQ's I/O thread, after close returns.
+ */
+const BIND_RETRY_MS = 3000;
+
 /** Binds or connects `sock`; returns the actual address (a bound port 0 resolved). */
 export async function attach(sock: zmq.Socket, endpoint: string, bind = isBindEndpoint(endpoint)): Promise<string> {
   assertEndpoint(endpoint);
@@ -11,8 +17,17 @@ export async function attach(sock: zmq.Socket, endpoint: string, bind = isBindEn
     retryEintr(() => sock.connect(endpoint));
     return endpoint;
   }
+  const deadline = Date.now() + BIND_RETRY_MS;
   try {
-    await sock.bind(endpoint);
+    for (;;) {
+      try {
+        await sock.bind(endpoint);
+        break;
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'EADDRINUSE' || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
   } catch (err) {
     throw Object.assign(new Error(`cannot bind ${endpoint}: ${(err as Error).message}`, { cause: err }), { code: (err as { code?: string }).code });
   }

@@ -262,9 +262,9 @@ export class KVEventPublisher {
     }
     if (this.router) {
       releaseCurveServer(this.router);
-      // close() frees the port later, on ZeroMQ's I/O thread; unbinding first lets a restarted
-      // engine bind the same replay endpoint as soon as this returns.
-      if (this.replayEndpoint) await this.router.unbind(this.replayEndpoint).catch(() => {});
+      // No unbind first: unbinding a ROUTER whose peers are still connected can trip libzmq's own
+      // assertion (socket_base.cpp "erased") and abort the process. close() frees the port a little
+      // later, on ZeroMQ's I/O thread; a restarted publisher's bind waits for it (attach, BIND_RETRY_MS).
       this.router.close();
       if (this.replayEndpoint) removeIpcFile(this.replayEndpoint);
     }
