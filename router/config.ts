@@ -111,8 +111,8 @@ const TtftCostSchema = z.object({
   prior: RatePriorSchema.prefault({}).describe("The rates every worker starts from until it has min_samples observations (then the fleet median, then its own)."),
   min_samples: z.number().int().min(1).default(8).describe("Observations of a worker before its learned rates replace the prior."),
   window: z.number().int().min(4).max(4096).default(64).describe("Observations per worker the online fit keeps (older ones are forgotten)."),
-  fleet_pooling: z.number().min(0).max(1).default(0.5).describe("How far (0..1) each worker's learned rates are pulled to the fleet's median: noise must not tell identical workers apart."),
-  delay_weight: z.number().min(0).default(1).describe("Weight of the delay this request's prefill adds to each request decoding on the worker."),
+  fleet_pooling: z.number().min(0).max(1).default(1).describe("How far (0..1) each worker's rates go from its own fit to the fleet's median fit scaled by the worker's measured speed (median of measured / fleet-predicted TTFT): noise must not tell identical workers apart, a really faster one still stands out."),
+  delay_weight: z.number().min(0).default(0.2).describe("Weight of the delay this request's prefill adds to each request decoding on the worker (their inter-token gap, which no TTFT sees). At 1, a worker with 10 decodes charged a cold prompt 10× its own prefill, so big prompts went to whichever worker had the fewest decodes whatever its queue; 0.2 was best of 0, 0.2 and 1 on the Mooncake run."),
   tie_tolerance_ms: z.number().min(0).default(1).describe("Costs within this many ms of each other are ties."),
   workers: z.record(z.string().min(1), z.object(RateFields).partial().strict()).default({}).describe('Fixed rates by worker id (no learning for that worker): e.g. {"gpu-a": {"prefill_tokens_per_s": 40000}}.'),
 }).strict();

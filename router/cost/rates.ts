@@ -95,6 +95,8 @@ const ITL_OPTS = (p: RatePrior, window: number): FitOptions => ({
 /** Own uncached and queued-ahead tokens apart: the queue count is the noisier one (its requests may be partly done). */
 const ttftX = (o: Omit<TtftObservation, 'ttftMs'>) => [1, o.uncachedTokens / 1000, o.runningDecodes, o.waitingRequests ?? 0, o.aheadTokens / 1000];
 
+type FleetFit = Pick<WorkerRates, 'overheadMs' | 'msPerKtok' | 'msPerKtokAhead' | 'msPerRunning' | 'msPerWaiting'>;
+
 interface PerSource {
   ttft: FitState;
   itl: FitState;
@@ -104,7 +106,9 @@ export class RateLearner {
   private readonly per = new Map<string, PerSource>();
   private readonly ttftOpts: FitOptions;
   private readonly itlOpts: FitOptions;
-  private fleet: ReturnType<RateLearner['fleetMedian']> | undefined;
+  private fleet: FleetFit | null | undefined;
+  /** Each worker's speed against the fleet fit (speedOf), valid until the next observation. */
+  private readonly speeds = new Map<string, number>();
   private rev = 0;
 
   constructor(
@@ -116,12 +120,13 @@ export class RateLearner {
   }
 
   /**
-   * The rates the cost uses for `source` (`workerId:rank`): every parameter of its own fit pulled
-   * `fleet_pooling` of the way to the fleet's median fit, so identical workers are not told apart
-   * by noise while a really faster or slower one still stands out. Every parameter by the same
-   * factor: a prediction is then the same mix of the worker's and the fleet's, so two workers keep
-   * their order (pooling only the overhead let a slow worker whose fit put its slowness in the
-   * overhead look fast).
+   * The rates the cost uses for `source` (`workerId:rank`): between its own fit and the fleet's
+   * median fit scaled by the worker's speed (`fleet_pooling` of the way to the latter). The speed
+   * is one number per worker, the median of measured / fleet-predicted TTFT over its window, shrunk
+   * toward 1 while few are seen: a 5-parameter fit per worker is noisy (identical sims learned 11 to
+   * 26 ms per 1k tokens on the Mooncake run, and the one that looked fast got the big prompts),
+   * while a median ratio over 64 requests is stable, and a really faster worker still shows (0.5).
+   * Every parameter by the same factor: two workers keep their order.
    */
   ratesOf(source: string): WorkerRates {
     const own = this.learnedOf(source);
@@ -132,7 +137,8 @@ export class RateLearner {
     // still at the configured prior next to learned ones would look faster or slower by mistake).
     if (own.ttftSamples < this.s.min_samples) return { ...own, ...fleet, basis: 'fleet' };
     const a = this.s.fleet_pooling;
-    const mix = (x: number, m: number) => (1 - a) * x + a * m;
+    const k = this.speedOf(source, fleet);
+    const mix = (x: number, m: number) => (1 - a) * x + a * m * k;
     return {
       ...own,
       overheadMs: mix(own.overheadMs, fleet.overheadMs),
@@ -141,6 +147,30 @@ export class RateLearner {
       msPerRunning: mix(own.msPerRunning, fleet.msPerRunning),
       msPerWaiting: mix(own.msPerWaiting, fleet.msPerWaiting),
     };
+  }
+
+  /** Measured over fleet-predicted TTFT for this worker: the median ratio, shrunk toward 1 by min_samples pseudo-observations (cached until the next observation). */
+  private speedOf(source: string, fleet: FleetFit): number {
+    const hit = this.speeds.get(source);
+    if (hit !== undefined) return hit;
+    const st = this.per.get(source);
+    const theta = [fleet.overheadMs, fleet.msPerKtok, fleet.msPerRunning, fleet.msPerWaiting, fleet.msPerKtokAhead];
+    const logs: number[] = [];
+    for (let i = 0; st && i < st.ttft.xs.length; i++) {
+      const x = st.ttft.xs[i]!;
+      let pred = 0;
+      for (let j = 0; j < theta.length; j++) pred += theta[j]! * x[j]!;
+      const y = st.ttft.ys[i]!;
+      if (pred > 0 && y > 0) logs.push(Math.log(y / pred));
+    }
+    let k = 1;
+    if (logs.length > 0) {
+      logs.sort((x, y) => x - y);
+      const m = logs.length % 2 ? logs[(logs.length - 1) / 2]! : (logs[logs.length / 2 - 1]! + logs[logs.length / 2]!) / 2;
+      k = Math.exp((m * logs.length) / (logs.length + this.s.min_samples));
+    }
+    this.speeds.set(source, k);
+    return k;
   }
 
   /** The worker's own fit (or its override, or the prior before min_samples), not pooled. */
@@ -158,7 +188,7 @@ export class RateLearner {
   }
 
   /** Per-parameter median of the learned (not overridden) workers' TTFT fits; cached until the next observation. */
-  private fleetMedian(): Pick<WorkerRates, 'overheadMs' | 'msPerKtok' | 'msPerKtokAhead' | 'msPerRunning' | 'msPerWaiting'> | null {
+  private fleetMedian(): FleetFit | null {
     if (this.fleet !== undefined) return this.fleet;
     const fits = [...this.per.keys()].map((k) => this.learnedOf(k)).filter((r) => r.basis === 'learned' && r.ttftSamples >= this.s.min_samples);
     const med = (f: (r: WorkerRates) => number) => {
@@ -184,6 +214,7 @@ export class RateLearner {
     this.rev++;
     const st = this.state(source);
     this.fleet = undefined;
+    this.speeds.clear();
     st.ttft = fitUpdate(st.ttft, ttftX(o), o.ttftMs, this.ttftOpts);
   }
 
@@ -240,6 +271,7 @@ export class RateLearner {
     this.rev++;
     this.per.delete(source);
     this.fleet = undefined;
+    this.speeds.clear();
   }
 
   /** Every source's rates (GET-able snapshot, tests). */
