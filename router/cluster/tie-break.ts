@@ -5,6 +5,7 @@
  * of their provisional marks reached the others) then starts on one worker, not on one per replica.
  * Different prompts still spread: their heads hash differently.
  */
+import { fmix32 } from '../../src/hash/fmix32.js';
 const HEAD_TOKENS = 64;
 
 /**
@@ -22,13 +23,8 @@ export function tieHead(tokens: ArrayLike<number>): number {
 export function tieRankFrom(head: number, source: string): number {
   let h = head;
   for (let i = 0; i < source.length; i++) h = Math.imul(h ^ source.charCodeAt(i), 0x01000193);
-  // Final avalanche (murmur3 fmix32): FNV alone leaves the low bits of the last characters weak.
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  // Final avalanche (murmur3's fmix32): FNV alone leaves the low bits of the last characters weak.
+  return fmix32(h) >>> 0;
 }
 
 export function tieRank(tokens: ArrayLike<number>, source: string): number {

@@ -27,6 +27,7 @@
  * restart), and held + parked batches are bounded in bytes (maxHeldBytes): beyond it they
  * are dropped and announced (history_missing: held_overflow).
  */
+import { fmix32 } from '../hash/fmix32.js';
 import type { KVEventBatch } from './types.js';
 
 export type HistoryMissingReason =
@@ -169,14 +170,6 @@ export function payloadDigest(payload: Uint8Array): bigint {
   h1 = (h1 + h2) | 0;
   h2 = (h2 + h1) | 0;
   return (BigInt(h1 >>> 0) << 32n) | BigInt(h2 >>> 0);
-}
-
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  return h ^ (h >>> 16);
 }
 
 /** Applied digests remembered to tell a duplicate (same bytes) from a restart (new bytes). */

@@ -12,6 +12,7 @@
  * separates block sizes. Only departure from the reference: the four lanes start
  * from distinct constants instead of one seed.
  */
+import { fmix32 } from '../hash/fmix32.js';
 
 const C1 = 0x239b961b;
 const C2 = 0xab0e9789;
@@ -169,14 +170,6 @@ export function chainKeys(
     pLo = h1;
     pHi = h2;
   }
-}
-
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  return h ^ (h >>> 16);
 }
 
 const EMPTY: number[] = [];

@@ -1,0 +1,8 @@
+/** murmur3's 32-bit finaliser: every input bit reaches every output bit (the last step of our JS hashes). */
+export function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
