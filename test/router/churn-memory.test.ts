@@ -53,6 +53,8 @@ describe('memory under churn', { timeout: 240_000 }, () => {
       const pub = await KVEventPublisher.create({
         config: parseKVEventsConfig({ endpoint: `ipc://${dir}/pub-${cycle}.sock`, replay_endpoint: 'tcp://127.0.0.1:0', topic: 'kv' }),
       });
+      // Closed below; also at the end if an assertion fails mid-cycle (an open publisher would keep this file's process, and the whole serial run, alive).
+      closers.push(() => pub.close(0));
       // History before the router subscribes: replayed as a late join.
       for (let i = 0; i < BATCHES / 2; i++) pub.publish([stored(cycle * 1000 + i, 4)]);
       await pub.flush();
