@@ -144,6 +144,9 @@ test('tokenization parity: same tokenizer and template agree; a different chat t
   const logs: string[] = [];
   const other = await router({ workers: [{ ...workerEntry(A), id: 'A2' }], tokenizer: { tokenizer_json: join(dir, 'tokenizer.json'), tokenizer_config: join(dir, 'tokenizer_config.json') } }, logs);
   await connected(other);
+  // Caught up with A's earlier traffic first: the check compares the next chain-starting BlockStored, which must be this request's.
+  // (A stream still replaying its late join would deliver an older prompt's chain start after this one is routed.)
+  await waitUntil('caught up with A', 10_000, async () => other.service.registry.list()[0]!.streams.get(0)!.health().trusted && other.service.index.stats('A2:0').blocks === ((await (await fetch(`${A.url}/cache`)).json()) as unknown[]).length);
   assert.equal((await post(other, '/v1/chat/completions', chat(`par${uniq++}-`))).status, 200);
   await waitUntil('parity mismatch logged', 10_000, () => logs.some((l) => l.includes('tokenization parity')));
   const line = logs.find((l) => l.includes('tokenization parity'))!;
