@@ -2,23 +2,22 @@
 import { Hono, type Context } from 'hono';
 import { modelCards } from '../adapters.js';
 import { ApiError } from './errors.js';
-import { tokenizerFilesOf } from '../tokenizer.js';
 import { generate, type GenerateDeps } from './generate.js';
-import { EncodeError, ThreadTokenizer } from './tokenize.js';
+import { EncodeError, type ThreadTokenizer } from './tokenize.js';
 import { requestIdAndAccessLog } from '../../src/http/access-log.js';
 import { methodNotAllowed } from '../../src/http/method-not-allowed.js';
 import { loggerFromEnv, type Logger } from '../../src/log/logger.js';
 
 /**
  * `accessLog`: where the line per request (with the request id the router sent) goes; none without.
- * `encoder`: the prompt tokenizer thread, warmed by the caller before it listens; a lazy one without.
+ * `encoder`: the prompt tokenizer thread, warmed by the caller before it listens.
  */
-export function createApp(d: GenerateDeps, opts: { accessLog?: Logger; encoder?: ThreadTokenizer } = {}): Hono {
+export function createApp(d: GenerateDeps, opts: { accessLog?: Logger; encoder: ThreadTokenizer }): Hono {
   const app = new Hono();
   const log = loggerFromEnv('kv-worker api');
   app.use('*', requestIdAndAccessLog(opts.accessLog ?? null));
   // Prompts are encoded on a thread: a huge one must not stop /health and every other request.
-  const enc = opts.encoder ?? new ThreadTokenizer(tokenizerFilesOf(d.config));
+  const enc = opts.encoder;
 
   const post = (path: string, kind: 'completion' | 'chat') =>
     app.post(path, async (c) => generate(kind, await jsonBody(c), d, enc, c.req.raw.signal));
