@@ -5,7 +5,7 @@
  * baseline bench/fleet-scale-decision.bench.ts times it against. Its cost and hot-prefix steps are
  * the policy's own (reached through its private members), so only the parts that changed are kept here.
  */
-import type { CacheAwarePolicy, CacheAwareSettings } from '../../router/policies/cache-aware.js';
+import { meanWaiting, type CacheAwarePolicy, type CacheAwareSettings } from '../../router/policies/cache-aware.js';
 import { demoteOverloaded, type Candidate, type RouteRequest, type Scored } from '../../router/policies/policy.js';
 import { mediumRecord, provisionalOf, type MatchIndex, type MatchResult } from '../../router/policies/match-index.js';
 import { priceHotCopy } from '../../router/policies/hot-prefixes.js';
@@ -43,7 +43,7 @@ export function sortByCostReference(scored: Scored[], tolerance = 0, rnd: () => 
 }
 
 interface Internals {
-  costOf(c: Candidate, promptTokens: number, matched: number, sharedPending: number, tierMs: number): { terms: Record<string, number>; cost: number };
+  costOf(c: Candidate, promptTokens: number, matched: number, sharedPending: number, tierMs: number, laterRequests: number): { terms: Record<string, number>; cost: number };
   hotPrefix(req: RouteRequest, scored: Scored[]): boolean;
   rates: unknown;
   w: CacheAwareSettings;
@@ -55,6 +55,7 @@ export function rankReference(policy: CacheAwarePolicy, index: MatchIndex, req: 
   const p = policy as unknown as Internals;
   const w = p.w;
   const matches = new Map<number[], Map<string, MatchResult>>();
+  const later = p.rates !== null ? meanWaiting(candidates) : 0;
   const scored = candidates.map((c): Scored => {
     const tokens = req.tokensFor(c);
     let m = matches.get(tokens);
@@ -68,7 +69,7 @@ export function rankReference(policy: CacheAwarePolicy, index: MatchIndex, req: 
     const matched = c.trusted ? indexMatched : prov === indexMatched ? prov : 0;
     const byMedium = mediumRecord(r?.byMedium);
     const tier = tierLoadMs(c.trusted ? byMedium : undefined, ratesFor(w.tiers, c.tierRates));
-    const { terms, cost } = p.costOf(c, tokens.length, matched, Math.min(prov, matched), tier.total);
+    const { terms, cost } = p.costOf(c, tokens.length, matched, Math.min(prov, matched), tier.total, later);
     return { candidate: c, matchedTokens: matched, indexMatchedTokens: indexMatched, byMedium, promptTokens: tokens.length, terms, cost };
   });
   const ttft = p.rates !== null;

@@ -13,7 +13,12 @@ import type { WorkerRates } from './rates.js';
  *   predicted_ttft_ms = overhead + wait + prefill + running + queued_requests
  *   delay_to_others_ms = each request decoding there waits out this prefill too (steps are
  *               shared), weighted by delay_weight
- *   cost_ms = predicted_ttft_ms + delay_to_others_ms (what the fleet pays)
+ *   delay_to_later_ms = each request that will queue behind it there waits out its prefill:
+ *               `laterRequests` of them (the fleet's mean count of requests waiting for a first
+ *               token per worker: by Little's law about how many arrive at a worker while one
+ *               waits), weighted by later_weight. What makes a miss cost more than its own time:
+ *               the fleet computes it, and everyone queued after it pays.
+ *   cost_ms = predicted_ttft_ms + delay_to_others_ms + delay_to_later_ms (what the fleet pays)
  */
 export interface TtftParts {
   predicted_ttft_ms: number;
@@ -24,6 +29,7 @@ export interface TtftParts {
   queued_requests_ms: number;
   overhead_ms: number;
   delay_to_others_ms: number;
+  delay_to_later_ms: number;
   /** Prefill tokens counted as ahead of it (what the learner regresses on). */
   ahead_tokens: number;
   cost_ms: number;
@@ -37,6 +43,9 @@ export interface TtftInput {
   load: WorkerLoad;
   rates: WorkerRates;
   delayWeight: number;
+  /** Requests expected to queue behind it (see delay_to_later_ms). */
+  laterRequests: number;
+  laterWeight: number;
 }
 
 export function predictTtft(i: TtftInput): TtftParts {
@@ -49,6 +58,7 @@ export function predictTtft(i: TtftInput): TtftParts {
   const queued = Math.max(0, i.load.inFlight - i.load.activeDecodes) * r.msPerWaiting;
   const predicted = r.overheadMs + wait + prefill + running + queued;
   const delay = i.delayWeight * i.load.activeDecodes * prefill;
+  const later = i.laterWeight * i.laterRequests * prefill;
   return {
     predicted_ttft_ms: round(predicted),
     wait_ms: round(wait),
@@ -57,8 +67,9 @@ export function predictTtft(i: TtftInput): TtftParts {
     queued_requests_ms: round(queued),
     overhead_ms: round(r.overheadMs),
     delay_to_others_ms: round(delay),
+    delay_to_later_ms: round(later),
     ahead_tokens: ahead,
-    cost_ms: predicted + delay,
+    cost_ms: predicted + delay + later,
   };
 }
 

@@ -12,7 +12,7 @@ import { ratesFor, tierRate, type TierRates } from '../cost/tiers.js';
 /** cache_aware's settings: the weighted cost's weights, and the ttft cost's (router/config.ts). */
 export interface CacheAwareSettings extends CostWeights {
   cost?: 'ttft' | 'weighted';
-  ttft?: RateSettings & { delay_weight: number; tie_tolerance_ms: number };
+  ttft?: RateSettings & { delay_weight: number; later_weight: number; tie_tolerance_ms: number };
   /** Transfer rates of slower cache tiers, tokens/s by medium (router/cost/tiers.ts). */
   tiers?: Record<string, number>;
 }
@@ -59,6 +59,7 @@ export class CacheAwarePolicy implements Policy {
     const fleetRate = new Map<string, number>();
     const n = candidates.length;
     const scored = new Array<Scored>(n);
+    const later = this.rates ? meanWaiting(candidates) : 0;
     for (let i = 0; i < n; i++) {
       const c = candidates[i]!;
       const tokens = req.tokensFor(c);
@@ -79,7 +80,7 @@ export class CacheAwarePolicy implements Policy {
       const matched = c.trusted ? indexMatched : prov === indexMatched ? prov : 0;
       // Only real hits load from a tier (an untrusted stream's real blocks count as zero).
       const tierMs = c.trusted && byMedium !== undefined ? tierTotalMs(byMedium, c.tierRates ? ratesFor(this.w.tiers, c.tierRates) : fleetRates, c.tierRates ? null : fleetRate) : 0;
-      const { terms, cost } = this.costOf(c, tokens.length, matched, Math.min(prov, matched), tierMs);
+      const { terms, cost } = this.costOf(c, tokens.length, matched, Math.min(prov, matched), tierMs, later);
       scored[i] = {
         candidate: c,
         matchedTokens: matched,
@@ -128,7 +129,7 @@ export class CacheAwarePolicy implements Policy {
     return { matched: (s) => m.get(s)?.matchedTokens ?? 0, byMedium: (s) => mediumRecord(m.get(s)?.byMedium) };
   }
 
-  private costOf(c: Candidate, promptTokens: number, matched: number, sharedPending: number, tierMs: number): { terms: Record<string, number>; cost: number } {
+  private costOf(c: Candidate, promptTokens: number, matched: number, sharedPending: number, tierMs: number, laterRequests: number): { terms: Record<string, number>; cost: number } {
     if (!this.rates) {
       const base = costTerms(this.w, promptTokens, matched, c.load, sharedPending);
       if (tierMs <= 0) return base;
@@ -137,7 +138,8 @@ export class CacheAwarePolicy implements Policy {
       return { terms: { ...base.terms, tier_load: Math.round(tierLoad * 100) / 100 }, cost: base.cost + tierLoad };
     }
     const rates = this.ratesOf(c.source);
-    const p = predictTtft({ promptTokens, matchedTokens: matched, sharedPending, load: c.load, rates, delayWeight: this.w.ttft!.delay_weight });
+    const t = this.w.ttft!;
+    const p = predictTtft({ promptTokens, matchedTokens: matched, sharedPending, load: c.load, rates, delayWeight: t.delay_weight, laterRequests, laterWeight: t.later_weight });
     // The parts but cost_ms, in their order (a plain copy: object rest and spread were a good part of a 512-candidate decision).
     const terms: Record<string, number> = {};
     for (const k in p) if (k !== 'cost_ms') terms[k] = p[k as keyof TtftParts];
@@ -215,6 +217,14 @@ export class CacheAwarePolicy implements Policy {
 }
 
 const r2 = (v: number) => Math.round(v * 100) / 100;
+
+/** The candidates' mean count of requests sent and still before their first token (the ttft cost's delay_to_later_ms). */
+export function meanWaiting(candidates: Candidate[]): number {
+  if (candidates.length === 0) return 0;
+  let sum = 0;
+  for (const c of candidates) sum += Math.max(0, c.load.inFlight - c.load.activeDecodes);
+  return sum / candidates.length;
+}
 
 /** One token sequence's match, per source: tokens held, and by tier (a fresh record; undefined: unknown source). */
 interface Lookup {
