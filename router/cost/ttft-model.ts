@@ -13,12 +13,16 @@ import type { WorkerRates } from './rates.js';
  *   predicted_ttft_ms = overhead + wait + prefill + running + queued_requests
  *   delay_to_others_ms = each request decoding there waits out this prefill too (steps are
  *               shared), weighted by delay_weight
+ *   delay_to_waiting_ms = each request already there without its first token waits out this
+ *               prefill too when the engine admits every waiting prefill into its next step (a
+ *               token budget that holds them: the bench's sim by default; vLLM with a 2048-token
+ *               budget admits in order, so a later arrival delays them little), weighted by waiting_weight
  *   delay_to_later_ms = each request that will queue behind it there waits out its prefill:
  *               `laterRequests` of them (the fleet's mean count of requests waiting for a first
  *               token per worker: by Little's law about how many arrive at a worker while one
  *               waits), weighted by later_weight. What makes a miss cost more than its own time:
  *               the fleet computes it, and everyone queued after it pays.
- *   cost_ms = predicted_ttft_ms + delay_to_others_ms + delay_to_later_ms (what the fleet pays)
+ *   cost_ms = predicted_ttft_ms + delay_to_others_ms + delay_to_waiting_ms + delay_to_later_ms (what the fleet pays)
  */
 export interface TtftParts {
   predicted_ttft_ms: number;
@@ -29,6 +33,7 @@ export interface TtftParts {
   queued_requests_ms: number;
   overhead_ms: number;
   delay_to_others_ms: number;
+  delay_to_waiting_ms: number;
   delay_to_later_ms: number;
   /** Prefill tokens counted as ahead of it (what the learner regresses on). */
   ahead_tokens: number;
@@ -46,6 +51,7 @@ export interface TtftInput {
   /** Requests expected to queue behind it (see delay_to_later_ms). */
   laterRequests: number;
   laterWeight: number;
+  waitingWeight: number;
 }
 
 export function predictTtft(i: TtftInput): TtftParts {
@@ -55,9 +61,11 @@ export function predictTtft(i: TtftInput): TtftParts {
   const wait = (ahead / 1000) * r.msPerKtokAhead;
   const prefill = (uncached / 1000) * r.msPerKtok;
   const running = i.load.activeDecodes * r.msPerRunning;
-  const queued = Math.max(0, i.load.inFlight - i.load.activeDecodes) * r.msPerWaiting;
+  const waiting = Math.max(0, i.load.inFlight - i.load.activeDecodes);
+  const queued = waiting * r.msPerWaiting;
   const predicted = r.overheadMs + wait + prefill + running + queued;
   const delay = i.delayWeight * i.load.activeDecodes * prefill;
+  const delayWaiting = i.waitingWeight * waiting * prefill;
   const later = i.laterWeight * i.laterRequests * prefill;
   return {
     predicted_ttft_ms: round(predicted),
@@ -67,9 +75,10 @@ export function predictTtft(i: TtftInput): TtftParts {
     queued_requests_ms: round(queued),
     overhead_ms: round(r.overheadMs),
     delay_to_others_ms: round(delay),
+    delay_to_waiting_ms: round(delayWaiting),
     delay_to_later_ms: round(later),
     ahead_tokens: ahead,
-    cost_ms: predicted + delay + later,
+    cost_ms: predicted + delay + delayWaiting + later,
   };
 }
 

@@ -12,7 +12,7 @@ import { ratesFor, tierRate, type TierRates } from '../cost/tiers.js';
 /** cache_aware's settings: the weighted cost's weights, and the ttft cost's (router/config.ts). */
 export interface CacheAwareSettings extends CostWeights {
   cost?: 'ttft' | 'weighted';
-  ttft?: RateSettings & { delay_weight: number; later_weight: number; tie_tolerance_ms: number };
+  ttft?: RateSettings & { delay_weight: number; waiting_weight: number; later_weight: number; tie_tolerance_ms: number };
   /** Transfer rates of slower cache tiers, tokens/s by medium (router/cost/tiers.ts). */
   tiers?: Record<string, number>;
 }
@@ -139,7 +139,7 @@ export class CacheAwarePolicy implements Policy {
     }
     const rates = this.ratesOf(c.source);
     const t = this.w.ttft!;
-    const p = predictTtft({ promptTokens, matchedTokens: matched, sharedPending, load: c.load, rates, delayWeight: t.delay_weight, laterRequests, laterWeight: t.later_weight });
+    const p = predictTtft({ promptTokens, matchedTokens: matched, sharedPending, load: c.load, rates, delayWeight: t.delay_weight, laterRequests, laterWeight: t.later_weight, waitingWeight: t.waiting_weight });
     // The parts but cost_ms, in their order (a plain copy: object rest and spread were a good part of a 512-candidate decision).
     const terms: Record<string, number> = {};
     for (const k in p) if (k !== 'cost_ms') terms[k] = p[k as keyof TtftParts];

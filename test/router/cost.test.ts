@@ -31,7 +31,7 @@ function feed(r: RateLearner, source: string, msPerKtok: number, n: number, over
 
 test('ttft model: wait, own prefill, running decodes and the delays to others and to later requests, at the given rates', () => {
   const rates: WorkerRates = { msPerKtok: 50, msPerKtokAhead: 50, overheadMs: 5, msPerRunning: 2, msPerWaiting: 4, decodeStepMs: 10, decodeMsPerSeq: 0.2, basis: 'prior', ttftSamples: 0, itlSamples: 0 };
-  const p = predictTtft({ promptTokens: 3000, matchedTokens: 1000, sharedPending: 1000, load: load(4, 5000, 3), rates, delayWeight: 1, laterRequests: 1.5, laterWeight: 2 });
+  const p = predictTtft({ promptTokens: 3000, matchedTokens: 1000, sharedPending: 1000, load: load(4, 5000, 3), rates, delayWeight: 1, laterRequests: 1.5, laterWeight: 2, waitingWeight: 0.5 });
   assert.equal(p.wait_ms, 200, '4000 tokens ahead (5000 queued minus 1000 computing this prefix) at 50 ms/ktok');
   assert.equal(p.prefill_ms, 100, '2000 uncached tokens');
   assert.equal(p.running_ms, 6);
@@ -39,9 +39,10 @@ test('ttft model: wait, own prefill, running decodes and the delays to others an
   assert.equal(p.predicted_ttft_ms, 5 + 200 + 100 + 6 + 4);
   assert.equal(p.delay_to_others_ms, 300, 'each of the 3 decoding requests waits out the 100 ms prefill');
   assert.equal(p.delay_to_later_ms, 300, '1.5 requests expected behind it, each waits out the 100 ms prefill, at weight 2');
-  assert.equal(p.cost_ms, 315 + 300 + 300);
-  assert.equal(predictTtft({ promptTokens: 3000, matchedTokens: 1000, sharedPending: 0, load: load(4, 5000, 3), rates, delayWeight: 0, laterRequests: 3, laterWeight: 0 }).cost_ms, 5 + 250 + 100 + 6 + 4);
-  const idle = predictTtft({ promptTokens: 100, matchedTokens: 400, sharedPending: 0, load: load(), rates, delayWeight: 1, laterRequests: 2, laterWeight: 1 });
+  assert.equal(p.delay_to_waiting_ms, 50, 'the one waiting there waits out the 100 ms prefill too, at weight 0.5');
+  assert.equal(p.cost_ms, 315 + 300 + 50 + 300);
+  assert.equal(predictTtft({ promptTokens: 3000, matchedTokens: 1000, sharedPending: 0, load: load(4, 5000, 3), rates, delayWeight: 0, laterRequests: 3, laterWeight: 0, waitingWeight: 0 }).cost_ms, 5 + 250 + 100 + 6 + 4);
+  const idle = predictTtft({ promptTokens: 100, matchedTokens: 400, sharedPending: 0, load: load(), rates, delayWeight: 1, laterRequests: 2, laterWeight: 1, waitingWeight: 1 });
   assert.equal(idle.prefill_ms, 0, 'more matched than the prompt: nothing to compute');
   assert.equal(idle.predicted_ttft_ms, 5);
   assert.equal(idle.delay_to_later_ms, 0, 'nothing to compute delays no one');
@@ -158,13 +159,13 @@ test('cache_aware ttft: a cold prompt goes to the worker learned to be faster; t
   feed(p.rates!, 'b:0', 30, 40);
   const r = p.rank(prompt, [cand('a'), cand('b')]);
   assert.equal(r[0]!.candidate.source, 'b:0');
-  for (const k of ['predicted_ttft_ms', 'wait_ms', 'prefill_ms', 'running_ms', 'overhead_ms', 'delay_to_others_ms', 'delay_to_later_ms', 'ms_per_ktok']) assert.ok(k in r[0]!.terms, k);
+  for (const k of ['predicted_ttft_ms', 'wait_ms', 'prefill_ms', 'running_ms', 'overhead_ms', 'delay_to_others_ms', 'delay_to_waiting_ms', 'delay_to_later_ms', 'ms_per_ktok']) assert.ok(k in r[0]!.terms, k);
   assert.equal(r[0]!.terms.rates_learned, 1);
   assert.ok(r[1]!.terms.prefill_ms! > 1.5 * r[0]!.terms.prefill_ms!, JSON.stringify(r.map((s) => s.terms)));
   // Enough queued on the fast one, and the slow idle one is quicker for this request alone
   // (later_weight 0); counting the requests that will queue behind its slower prefill, the fleet
   // is better off waiting at the fast one.
-  const alone = ttftPolicy({ ttft: { later_weight: 0 } }).p;
+  const alone = ttftPolicy({ ttft: { later_weight: 0, waiting_weight: 0 } }).p;
   feed(alone.rates!, 'a:0', 150, 40);
   feed(alone.rates!, 'b:0', 30, 40);
   const busyLoad = load(6, 40_000, 0);
@@ -220,6 +221,6 @@ test('rates: pooling keeps two workers in order even when one fit puts its slown
     r.observeTtft('fast:0', { uncachedTokens: 500 + 100 * i, aheadTokens: 0, runningDecodes: 0, ttftMs: 5 + (500 + 100 * i) * 0.025 });
   }
   const rates = { slow: r.ratesOf('slow:0'), fast: r.ratesOf('fast:0') };
-  const at = (x: WorkerRates) => predictTtft({ promptTokens: 1200, matchedTokens: 0, sharedPending: 0, load: load(), rates: x, delayWeight: 1, laterRequests: 0, laterWeight: 1 }).predicted_ttft_ms;
+  const at = (x: WorkerRates) => predictTtft({ promptTokens: 1200, matchedTokens: 0, sharedPending: 0, load: load(), rates: x, delayWeight: 1, laterRequests: 0, laterWeight: 1, waitingWeight: 1 }).predicted_ttft_ms;
   assert.ok(at(rates.fast) < at(rates.slow), JSON.stringify(rates));
 });
