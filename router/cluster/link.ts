@@ -257,4 +257,3 @@ export class ClusterLink {
     return true;
   }
 }
-
