@@ -11,6 +11,15 @@ export interface WorkerLoad {
   pendingPrefillTokens: number;
   /** Requests past their first byte (decoding). */
   activeDecodes: number;
+  /** Which prompt blocks part of pendingPrefillTokens computes, where known (shared load: router/cluster/pending-blocks.ts). */
+  pending?: PendingPrefill;
+}
+
+/** The keyed part of a source's pending prefill: how many pending prefills compute the block with this key. */
+export interface PendingPrefill {
+  /** Pending prefill tokens whose blocks are known (full blocks only); the rest of pendingPrefillTokens is unkeyed. */
+  readonly keyedTokens: number;
+  count(lo: number, hi: number): number;
 }
 
 /** What a worker reported on GET /load (our workers; engines without it report nothing). */
@@ -69,6 +78,7 @@ export function mergeReported(own: WorkerLoad, rep: Report | undefined, now: num
   const foreignPrefill = Math.max(0, rep.pendingPrefillTokens - rep.own.pendingPrefillTokens);
   if (foreignInFlight === 0 && foreignDecodes === 0 && foreignPrefill === 0) return own;
   return {
+    ...own,
     inFlight: own.inFlight + foreignInFlight,
     pendingPrefillTokens: own.pendingPrefillTokens + foreignPrefill,
     activeDecodes: own.activeDecodes + foreignDecodes,
@@ -80,7 +90,7 @@ export class WorkerReports {
   private readonly reports = new Map<string, Report>();
 
   record(source: string, r: Omit<ReportedLoad, 'at'>, own: WorkerLoad, at: number): void {
-    this.reports.set(source, { ...r, at, own: { ...own } });
+    this.reports.set(source, { ...r, at, own: { inFlight: own.inFlight, pendingPrefillTokens: own.pendingPrefillTokens, activeDecodes: own.activeDecodes } });
   }
 
   /** `own` raised by the foreign part of a fresh report (see mergeReported). */

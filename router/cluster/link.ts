@@ -2,7 +2,8 @@ import { connect, type NatsConnection, type Subscription } from 'nats';
 import type { RouterConfig } from '../config.js';
 import type { MatchIndex } from '../policies/match-index.js';
 import type { SharedLoad } from './shared-load.js';
-import { encodeTokens, parseLoadMessage, parseProvisionalMessage, toTotals, type LoadMessage, type ProvisionalMessage, type Totals } from './messages.js';
+import { parseLoadMessage, parseProvisionalMessage, type LoadMessage } from './messages.js';
+import { applyProvisional, loadMessage, provisionalMessage } from './wire.js';
 
 export type ClusterConfig = NonNullable<RouterConfig['cluster']>;
 export type ClusterState = 'connecting' | 'connected' | 'disconnected' | 'closed';
@@ -83,13 +84,11 @@ export class ClusterLink {
     };
   }
 
-  /** A request was routed to `source`: the others mark its prompt provisional there too. */
+  /** A request was routed to `source` (right after its load.start): the others mark its prompt provisional there too. */
   routed(source: string, tokens: number[], blockSize: number, lora: string | null, salt: string | null): void {
     if (!this.cfg.share_provisional) return;
-    const n = Math.floor(tokens.length / blockSize) * blockSize;
-    if (n === 0) return;
-    const m: ProvisionalMessage = { r: this.replicaId, s: source, bs: blockSize, lora, salt, t: encodeTokens(tokens, n) };
-    this.publish(`${this.cfg.subject_prefix}.prov.${this.replicaId}`, m, 'provisional');
+    const m = provisionalMessage(this.replicaId, this.load, source, tokens, blockSize, lora, salt);
+    if (m) this.publish(`${this.cfg.subject_prefix}.prov.${this.replicaId}`, m, 'provisional');
   }
 
   async close(goodbye = true): Promise<void> {
@@ -157,7 +156,7 @@ export class ClusterLink {
     void this.consume(provSub, (v) => {
       const m = parseProvisionalMessage(v);
       if (!m) return false;
-      if (m.r !== this.replicaId) this.index.markProvisional(m.s, m.tokens, m.bs, m.lora, m.salt);
+      if (m.r !== this.replicaId) applyProvisional(m, this.index, this.load);
       return true;
     });
   }
@@ -220,24 +219,18 @@ export class ClusterLink {
   private flush(): void {
     this.flushScheduled = false;
     if (this.dirty.size === 0) return;
-    const s: Record<string, Totals> = {};
-    for (const src of this.dirty) s[src] = toTotals(this.load.local.get(src));
+    const sources = [...this.dirty];
     this.dirty.clear();
-    this.publishLoad('d', s);
+    this.publishLoad('d', sources);
   }
 
   private sendHeartbeat(): void {
-    const s: Record<string, Totals> = {};
-    for (const src of this.load.local.sources()) {
-      const t = toTotals(this.load.local.get(src));
-      if (t[0] !== 0 || t[1] !== 0 || t[2] !== 0) s[src] = t;
-    }
     this.dirty.clear();
-    this.publishLoad('h', s);
+    this.publishLoad('h', this.load.local.sources());
   }
 
-  private publishLoad(k: 'd' | 'h', s: Record<string, Totals>): void {
-    const m: LoadMessage = { r: this.replicaId, q: this.seq + 1, ttl: this.cfg.share_ttl_ms, k, s };
+  private publishLoad(k: 'd' | 'h', sources: Iterable<string>): void {
+    const m = loadMessage(this.replicaId, this.seq + 1, this.cfg.share_ttl_ms, k, this.load, sources);
     if (this.publish(`${this.cfg.subject_prefix}.load.${this.replicaId}`, m, k === 'd' ? 'delta' : 'heartbeat')) this.seq++;
   }
 

@@ -23,9 +23,20 @@ export interface LoadMessage {
   k: 'd' | 'h' | 'b';
   /** Source id → totals (absent for 'b'). */
   s?: Record<string, Totals>;
+  /**
+   * Source id → ids of the sender's pending prefills there that its provisional messages keyed
+   * (`i`), for the sources `s` names: an id no longer listed has had its first byte or ended.
+   * Absent (older senders, or none keyed): no keyed pending there.
+   */
+  p?: Record<string, number[]>;
 }
 
+/**
+ * Version 2 (`v: 2`) carries the prompt's block keys (`k`, 8 bytes a block: an eighth of the
+ * token ids of a 16-token block); version 1 (no `v`) carried the token ids (`t`), still decoded.
+ */
 export interface ProvisionalMessage {
+  v?: 2;
   r: string;
   /** Source the prompt was routed to. */
   s: string;
@@ -33,8 +44,27 @@ export interface ProvisionalMessage {
   bs: number;
   lora: string | null;
   salt: string | null;
-  /** The prompt's token ids, full blocks only, as little-endian uint32, base64. */
-  t: string;
+  /** v1: the prompt's token ids, full blocks only, as little-endian uint32, base64. */
+  t?: string;
+  /** v2: the prompt's block keys (src/index: chained under its LoRA and salt) as little-endian uint32 pairs [lo, hi], base64. */
+  k?: string;
+  /** The sender's id of the pending prefill this routing started (listed in its load messages' `p` while pending). */
+  i?: number;
+  /** First block that pending prefill computes (the blocks before it were cached or pending there already). */
+  f?: number;
+}
+
+export interface ParsedProvisional {
+  r: string;
+  s: string;
+  bs: number;
+  lora: string | null;
+  salt: string | null;
+  /** v1 */
+  tokens?: number[];
+  /** v2: [lo0, hi0, …], one pair per full block. */
+  keys?: Uint32Array;
+  pending?: { id: number; from: number };
 }
 
 export const toTotals = (l: WorkerLoad): Totals => [l.inFlight, l.pendingPrefillTokens, l.activeDecodes];
@@ -55,6 +85,10 @@ export function parseLoadMessage(v: unknown): LoadMessage | null {
     if (typeof m.s !== 'object' || m.s === null) return null;
     for (const t of Object.values(m.s)) if (!isTotals(t)) return null;
   }
+  if (m.p !== undefined) {
+    if (typeof m.p !== 'object' || m.p === null) return null;
+    for (const ids of Object.values(m.p)) if (!Array.isArray(ids) || !ids.every((n) => Number.isSafeInteger(n) && n >= 0)) return null;
+  }
   return m as unknown as LoadMessage;
 }
 
@@ -72,14 +106,44 @@ export function decodeTokens(b64: string): number[] | null {
   return out;
 }
 
-export function parseProvisionalMessage(v: unknown): { r: string; s: string; bs: number; lora: string | null; salt: string | null; tokens: number[] } | null {
+/** The first n block keys ([lo, hi] pairs) as little-endian uint32, base64. */
+export function encodeKeys(keys: Uint32Array, n: number): string {
+  const buf = Buffer.allocUnsafe(n * 8);
+  for (let i = 0; i < 2 * n; i++) buf.writeUInt32LE(keys[i]!, i * 4);
+  return buf.toString('base64');
+}
+
+export function decodeKeys(b64: string): Uint32Array | null {
+  const buf = Buffer.from(b64, 'base64');
+  if (buf.length % 8 !== 0) return null;
+  const out = new Uint32Array(buf.length / 4);
+  for (let i = 0; i < out.length; i++) out[i] = buf.readUInt32LE(i * 4);
+  return out;
+}
+
+export function parseProvisionalMessage(v: unknown): ParsedProvisional | null {
   if (typeof v !== 'object' || v === null) return null;
   const m = v as Record<string, unknown>;
-  if (typeof m.r !== 'string' || typeof m.s !== 'string' || typeof m.t !== 'string') return null;
+  if (typeof m.r !== 'string' || typeof m.s !== 'string') return null;
   if (!Number.isInteger(m.bs) || (m.bs as number) < 1) return null;
   if (m.lora !== null && typeof m.lora !== 'string') return null;
   if (m.salt !== null && typeof m.salt !== 'string') return null;
+  const out: ParsedProvisional = { r: m.r, s: m.s, bs: m.bs as number, lora: m.lora as string | null, salt: m.salt as string | null };
+  if (m.v === 2) {
+    if (typeof m.k !== 'string') return null;
+    const keys = decodeKeys(m.k);
+    if (keys === null) return null;
+    out.keys = keys;
+    if (m.i !== undefined) {
+      const blocks = keys.length / 2;
+      if (!Number.isSafeInteger(m.i) || (m.i as number) < 0 || !Number.isInteger(m.f) || (m.f as number) < 0 || (m.f as number) > blocks) return null;
+      out.pending = { id: m.i as number, from: m.f as number };
+    }
+    return out;
+  }
+  if (m.v !== undefined || typeof m.t !== 'string') return null;
   const tokens = decodeTokens(m.t);
   if (tokens === null) return null;
-  return { r: m.r, s: m.s, bs: m.bs as number, lora: m.lora as string | null, salt: m.salt as string | null, tokens };
+  out.tokens = tokens;
+  return out;
 }

@@ -5,11 +5,14 @@
  */
 import type { WorkerLoad } from '../load.js';
 import type { LoadMessage, Totals } from './messages.js';
+import type { PendingBlocks, PendingEntry } from './pending-blocks.js';
 
 interface Share {
   seq: number;
   expiresAt: number;
   sources: Map<string, Totals>;
+  /** Its keyed pending prefills (from its provisional messages), by its id, while its load messages list them. */
+  pending: Map<number, PendingEntry>;
 }
 
 export type ApplyResult = 'applied' | 'stale' | 'own' | 'joined' | 'left';
@@ -17,7 +20,22 @@ export type ApplyResult = 'applied' | 'stale' | 'own' | 'joined' | 'left';
 export class RemoteShares {
   private readonly replicas = new Map<string, Share>();
 
-  constructor(private readonly self: string) {}
+  constructor(
+    private readonly self: string,
+    /** Where the keyed pending entries go (shared with this replica's own). */
+    private readonly blocks: PendingBlocks | null = null,
+  ) {}
+
+  /**
+   * A provisional message keyed a pending prefill of `replica`: counted until a load message of
+   * that replica names its source without the id. A replica not heard from yet is ignored.
+   */
+  addPending(replica: string, id: number, e: PendingEntry): void {
+    const sh = this.replicas.get(replica);
+    if (!sh || !this.blocks || sh.pending.has(id)) return;
+    sh.pending.set(id, e);
+    this.blocks.add(e);
+  }
 
   /** Applies one message; stale (seq not above the last applied) and own messages change nothing. */
   apply(m: LoadMessage, now: number): ApplyResult {
@@ -26,19 +44,32 @@ export class RemoteShares {
     if (sh && m.q <= sh.seq) return 'stale';
     if (m.k === 'b') {
       if (!sh) return 'stale';
-      this.replicas.delete(m.r);
+      this.drop(m.r, sh);
       return 'left';
     }
     const joined = !sh;
-    if (!sh) this.replicas.set(m.r, (sh = { seq: 0, expiresAt: 0, sources: new Map() }));
+    if (!sh) this.replicas.set(m.r, (sh = { seq: 0, expiresAt: 0, sources: new Map(), pending: new Map() }));
     sh.seq = m.q;
     sh.expiresAt = now + m.ttl;
     if (m.k === 'h') sh.sources.clear();
-    for (const [src, t] of Object.entries(m.s ?? {})) {
+    const named = m.s ?? {};
+    for (const [src, t] of Object.entries(named)) {
       if (t[0] === 0 && t[1] === 0 && t[2] === 0) sh.sources.delete(src);
       else sh.sources.set(src, [t[0], t[1], t[2]]);
     }
+    // Keyed pending entries of the sources the message restates (a heartbeat restates all) that it no longer lists.
+    for (const [id, e] of sh.pending) {
+      if (m.k !== 'h' && !Object.hasOwn(named, e.source)) continue;
+      if (m.p?.[e.source]?.includes(id)) continue;
+      sh.pending.delete(id);
+      this.blocks?.remove(e);
+    }
     return joined ? 'joined' : 'applied';
+  }
+
+  private drop(id: string, sh: Share): void {
+    this.replicas.delete(id);
+    for (const e of sh.pending.values()) this.blocks?.remove(e);
   }
 
   /** Drops the shares whose TTL passed; returns the replica ids dropped. */
@@ -46,7 +77,7 @@ export class RemoteShares {
     const gone: string[] = [];
     for (const [id, sh] of this.replicas) {
       if (sh.expiresAt <= now) {
-        this.replicas.delete(id);
+        this.drop(id, sh);
         gone.push(id);
       }
     }
@@ -55,7 +86,7 @@ export class RemoteShares {
 
   /** Every remote share dropped (NATS lost: route on the local view). */
   clear(): void {
-    this.replicas.clear();
+    for (const [id, sh] of this.replicas) this.drop(id, sh);
   }
 
   /** The sum of the live remote shares on `source`. */
@@ -87,6 +118,17 @@ export class RemoteShares {
   }
 
   forget(source: string): void {
-    for (const sh of this.replicas.values()) sh.sources.delete(source);
+    for (const sh of this.replicas.values()) {
+      sh.sources.delete(source);
+      for (const [id, e] of sh.pending) if (e.source === source) sh.pending.delete(id);
+    }
+    this.blocks?.forget(source);
+  }
+
+  /** Keyed pending entries held for other replicas (tests). */
+  pendingEntries(): number {
+    let n = 0;
+    for (const sh of this.replicas.values()) n += sh.pending.size;
+    return n;
   }
 }

@@ -1,10 +1,12 @@
 import type { Candidate, CostWeights, Policy, RouteRequest, Scored } from './policy.js';
-import { costTerms, demoteOverloaded, sortByCost } from './policy.js';
+import { costTerms, sortByCost } from './policy.js';
 import { stableSortIndices } from './sort.js';
 import type { MatchIndex, PromptKeysRef } from './match-index.js';
 import { mediumRecord } from './match-index.js';
-import { HotPrefixes, prefixKey, priceHotCopy, type HotPrefixView } from './hot-prefixes.js';
+import { guardHotSpot, HotPrefixes, prefixKey, priceHotCopy, type HotPrefixView } from './hot-prefixes.js';
 import { tieHead, tieRankFrom } from '../cluster/tie-break.js';
+import { pendingOverlap } from '../cluster/pending-blocks.js';
+import { promptKeysOf } from '../../src/index/prefix-index.js';
 import { RateLearner, type RateSettings, type WorkerRates } from '../cost/rates.js';
 import { predictTtft, type TtftParts } from '../cost/ttft-model.js';
 import { ratesFor, tierRate, type TierRates } from '../cost/tiers.js';
@@ -60,6 +62,8 @@ export class CacheAwarePolicy implements Policy {
     const n = candidates.length;
     const scored = new Array<Scored>(n);
     const later = this.rates ? meanWaiting(candidates) : 0;
+    // Candidates whose pending prefill computes part of this prompt's matched prefix (the hot-spot guard leaves them alone).
+    let computing: Set<Scored> | null = null;
     for (let i = 0; i < n; i++) {
       const c = candidates[i]!;
       const tokens = req.tokensFor(c);
@@ -77,10 +81,20 @@ export class CacheAwarePolicy implements Policy {
       // Untrusted stream: its real blocks count as zero; what this router itself predicted
       // (provisional marks) still counts while nothing real is known for the prompt.
       const prov = Math.min(byMedium?.provisional ?? 0, indexMatched);
-      const matched = c.trusted ? indexMatched : prov === indexMatched ? prov : 0;
+      let matched = c.trusted ? indexMatched : prov === indexMatched ? prov : 0;
       // Only real hits load from a tier (an untrusted stream's real blocks count as zero).
       const tierMs = c.trusted && byMedium !== undefined ? tierTotalMs(byMedium, c.tierRates ? ratesFor(this.w.tiers, c.tierRates) : fleetRates, c.tierRates ? null : fleetRate) : 0;
-      const { terms, cost } = this.costOf(c, tokens.length, matched, Math.min(prov, matched), tierMs, later);
+      // Queued prefill computing this prompt's prefix is shared, not extra: known by block keys
+      // where the load says which blocks it computes (shared load), else as the provisional match.
+      let sharedPending = Math.min(prov, matched);
+      const pend = c.load.pending;
+      if (pend !== undefined && pend.keyedTokens > 0 && c.load.pendingPrefillTokens > 0) {
+        const maxBlocks = Math.floor((tokens.length - 1) / c.blockSize);
+        const o = pendingOverlap(pend, promptKeysOf(tokens, c.blockSize, req.lora, req.salt).keys(c.blockSize, maxBlocks), c.blockSize, matched, maxBlocks);
+        matched = o.matchedTokens;
+        sharedPending = o.sharedTokens + Math.min(sharedPending, Math.max(0, c.load.pendingPrefillTokens - pend.keyedTokens));
+      }
+      const { terms, cost } = this.costOf(c, tokens.length, matched, sharedPending, tierMs, later);
       scored[i] = {
         candidate: c,
         matchedTokens: matched,
@@ -90,6 +104,7 @@ export class CacheAwarePolicy implements Policy {
         terms,
         cost,
       };
+      if (sharedPending > 0 && c.load.pendingPrefillTokens > 0) (computing ??= new Set()).add(scored[i]!);
     }
     const ttft = this.rates !== null;
     const hot = this.hotPrefix(req, scored);
@@ -114,7 +129,7 @@ export class CacheAwarePolicy implements Policy {
     const pre = new Array<Scored>(n);
     for (let i = 0; i < n; i++) pre[i] = scored[order[i]!]!;
     const ranked = sortByCost(pre, ttft ? this.w.ttft!.tie_tolerance_ms : this.w.tie_tolerance, () => 0);
-    return hot && !ttft ? demoteOverloaded(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold) : ranked;
+    return hot && !ttft ? guardHotSpot(ranked, this.w.balance_abs_threshold, this.w.balance_rel_threshold, computing) : ranked;
   }
 
   /** The index's answers for one token sequence, per source (a view when the index has one, else match()'s Map). */

@@ -4,6 +4,8 @@
  * that holds it is a hot spot, and copying it to another worker pays for itself. A prefix one
  * conversation owns is not: its next turn is worth waiting for.
  */
+import { demoteOverloaded, type Scored } from './policy.js';
+
 /** One hot prefix as the dashboard shows it: its key (length and hash, never token ids), its count, where copies were. */
 export interface HotPrefixView {
   key: string;
@@ -104,4 +106,30 @@ export function priceHotCopy(scored: { matchedTokens: number; terms: Record<stri
     s.cost = s.terms.predicted_ttft_ms;
     s.terms.hot_copy = 1;
   }
+}
+
+/**
+ * The weighted cost's hot-spot guard: demoteOverloaded, except for a holder whose pending prefill
+ * is still computing the prompt's matched prefix (`computing`). Its requests in flight are that
+ * prefix's siblings waiting for the same computation: a copy elsewhere relieves nothing (the
+ * prefix is cached nowhere yet) and computes it again, so a burst of siblings of a new prefix
+ * stays where its prefix is being computed until its first request got its first token; from
+ * then on the guard spreads the decodes as before. The weighted cost itself still moves a sibling
+ * on when the queue there outweighs recomputing the prefix.
+ */
+export function guardHotSpot(ranked: Scored[], abs: number | undefined, rel: number | undefined, computing: ReadonlySet<Scored> | null): Scored[] {
+  const out = demoteOverloaded(ranked, abs, rel);
+  if (out === ranked || computing === null) return out;
+  let spared = false;
+  for (const s of computing) {
+    if (s.terms.overloaded !== 1) continue;
+    delete s.terms.overloaded;
+    s.terms.computing_prefix = 1;
+    spared = true;
+  }
+  if (!spared) return out;
+  const ok: Scored[] = [];
+  const over: Scored[] = [];
+  for (const s of ranked) (s.terms.overloaded === 1 ? over : ok).push(s);
+  return [...ok, ...over];
 }

@@ -155,16 +155,21 @@ test('shared load over NATS: in-flight, completion, provisional prefixes, TTL ex
   assert.equal(seen.get(other)!.matched_tokens, 0);
   assert.equal((await routeOn(b, prompt(2))).get(picked)!.matched_tokens, 0, 'another prompt is not predicted');
   assert.equal(b.service.load.get(`${picked}:0`).inFlight, 1);
+  // B knows which blocks that pending prefill computes (A's provisional message keyed it; A's deltas list it).
+  assert.equal(b.service.load.get(`${picked}:0`).pending?.keyedTokens, 64);
+  assert.equal(b.service.load.get(`${other}:0`).pending, undefined);
 
   // Completion removes it.
   workers[Number(picked.slice(1))]!.releaseAll();
   assert.equal((await r1).status, 200);
   await waitUntil('B sees the completion', 5_000, async () => (await routeOn(b, p1)).get(picked)!.load.in_flight === 0);
+  assert.equal(b.service.load.get(`${picked}:0`).pending, undefined, 'no longer pending: unkeyed');
   const bytes1 = a.service.cluster!.counters.bytes_by_kind;
   const perRequest = { delta: bytes1.delta - bytes0.delta, provisional: bytes1.provisional - bytes0.provisional };
   t.diagnostic(`NATS bytes published for one 64-token request: deltas ${perRequest.delta} B (start, first byte, end), provisional ${perRequest.provisional} B; heartbeat ${bytes1.heartbeat} B so far`);
   assert.ok(perRequest.delta > 0 && perRequest.delta < 600, `deltas ${perRequest.delta} B`);
-  assert.ok(perRequest.provisional > 64 * 4 && perRequest.provisional < 600, `provisional ${perRequest.provisional} B`);
+  // Block keys, not token ids: 4 blocks × 8 bytes (the ids alone were 256 bytes).
+  assert.ok(perRequest.provisional > 4 * 8 && perRequest.provisional < 250, `provisional ${perRequest.provisional} B`);
 
   // A dies without a goodbye while a request is in flight: B keeps its share until the TTL passes.
   const before2 = workers.map((w) => w.requests.length);
