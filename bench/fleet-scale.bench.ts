@@ -31,6 +31,17 @@
  * every second); block events/s applied against offered. Median and min-max over windows; ratio
  * 512 vs 32 sources. Writes bench/results/fleet.json.
  *
+ * What "decision" is: kv_router_decision_seconds times policy.rank alone (the pipeline's rank step:
+ * index walk, costs, sort), wall clock. It is synchronous, so it holds no waiting behind event
+ * batches (that shows in /route at the client and in the loop delay); it does hold a GC pause or
+ * the OS running another process in the middle of it. The probe in the router
+ * (bench/fleet-scale/router-probe.mjs) reports, per window: every decision exactly (not from
+ * buckets), how many of the slow ones had a GC pause inside, the whole synchronous decision
+ * (decideNow: registry.candidates() + fit + rank) and candidates() alone, GC pauses, event-loop
+ * delay and utilisation; with --sched also which decisions waited for a CPU (the main thread's
+ * schedstat wait grew) and the p99 of the undisturbed ones (no GC, no wait): the decision's own time.
+ * --sched adds two preads (~10 µs each) inside every timed decision.
+ *
  * Run: flock /work/bench.lock npm run bench:fleet
  *      flags: --workers N --baseline-workers N --ranks N --hosts N --repeats N --window-s S
  *             --blocks-per-source N --rate BLOCKS_PER_S_PER_RANK --fill-rate BLOCKS_PER_S
