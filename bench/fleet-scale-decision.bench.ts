@@ -117,7 +117,7 @@ interface Row {
   identical: boolean;
 }
 
-function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
+async function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Promise<Row> {
   const { index, sources } = fleet(n);
   const cfg = RouterConfigSchema.parse({ cache_aware: cost === 'ttft' ? { cost: 'ttft' } : {} }).cache_aware;
   const policy = new CacheAwarePolicy(index, cfg);
@@ -127,6 +127,8 @@ function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
   const rank: number[] = [];
   const rankNoGc: number[] = [];
   const rankCalm: number[] = [];
+  /** Each timed rank: start (performance.now() ms), wall ms, µs waiting for a CPU. */
+  const timed: [number, number, number][] = [];
   let over = 0;
   let overGc = 0;
   let overWait = 0;
@@ -178,6 +180,14 @@ function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
     identical &&= same(mine, theirs);
     if (k < 50) continue; // warm-up
     rank.push(tm * 1000);
+    timed.push([m0, tm, wait]);
+    ref.push(tr * 1000);
+    cand.push((t1 - t0) * 1000);
+    json.push((j1 - j0) * 1000);
+  }
+  // GC entries reach the observer only once the loop turns: matched against the ranks afterwards.
+  await new Promise((r) => setTimeout(r, 20));
+  for (const [m0, tm, wait] of timed) {
     const gc = gcInside(m0, m0 + tm);
     if (!gc) rankNoGc.push(tm * 1000);
     if (!gc && wait === 0) rankCalm.push(tm * 1000);
@@ -186,10 +196,8 @@ function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
       if (gc) overGc++;
       if (wait > 200) overWait++;
     }
-    ref.push(tr * 1000);
-    cand.push((t1 - t0) * 1000);
-    json.push((j1 - j0) * 1000);
   }
+  gcs.length = 0;
   return {
     sources: n,
     cost,
@@ -217,7 +225,7 @@ const runs: Row[] = [];
 for (let r = 0; r < REPEATS; r++) {
   for (const cost of COSTS) {
     for (const n of SOURCES) {
-      const row = runOne(n, cost, bodyList);
+      const row = await runOne(n, cost, bodyList);
       runs.push(row);
       log(
         `repeat ${r + 1} ${cost.padEnd(8)} ${String(n).padStart(4)} sources: rank p50 ${row.rankP50us.toFixed(0)} p99 ${row.rankP99us.toFixed(0)} us (no GC inside p99 ${row.rankNoGcP99us.toFixed(0)}; undisturbed (${(row.undisturbed * 100).toFixed(0)}%) p99 ${row.rankUndisturbedP99us.toFixed(0)}; >1 ms ${(row.over1ms * 100).toFixed(1)}%: ${row.over1msGc} with GC, ${row.over1msPreempted} descheduled) | before p50 ${row.referenceP50us.toFixed(0)} p99 ${row.referenceP99us.toFixed(0)} us | ` +
