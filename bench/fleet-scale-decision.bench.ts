@@ -12,6 +12,10 @@
  * values, so many costs tie). Also timed, for context: the registry's per-request stats() reads and
  * serialising the ranked candidates as /route does.
  *
+ * Which slow ranks were not the rank's own doing: a GC pause inside (PerformanceObserver 'gc') or
+ * time waiting for a CPU (the main thread's schedstat wait grew: the OS ran another process).
+ * "Undisturbed" ranks are those with neither: their p99 is the decision's own.
+ *
  * Run: flock /work/bench.lock node --import tsx bench/fleet-scale-decision.bench.ts
  *      flags: --sources 32,128,512 --blocks-per-source N --requests N --repeats N --cost weighted|ttft|both --quick
  * Writes bench/results/fleet-decision.json.
@@ -28,6 +32,15 @@ import { CacheAwarePolicy } from '../router/policies/cache-aware.js';
 import { RouterConfigSchema } from '../router/config.js';
 import type { Candidate, RouteRequest, Scored } from '../router/policies/policy.js';
 import { summarize, type Summary } from './fleet-scale/stats.js';
+import { threadClock } from './fleet-scale/thread-clock.js';
+import { PerformanceObserver } from 'node:perf_hooks';
+
+/** GC pauses (start, end in performance.now() ms), to tell which timed ranks had one inside. */
+const gcs: [number, number][] = [];
+new PerformanceObserver((l) => {
+  for (const e of l.getEntries()) gcs.push([e.startTime, e.startTime + e.duration]);
+}).observe({ entryTypes: ['gc'] });
+const gcInside = (a: number, b: number) => gcs.some(([s, e]) => s < b && e > a);
 
 const { values: a } = parseArgs({
   options: {
@@ -88,9 +101,15 @@ interface Row {
   cost: string;
   rankP50us: number;
   rankP99us: number;
-  /** The same ranks in process CPU time (getrusage): immune to being descheduled, GC included. */
-  rankCpuP50us: number;
-  rankCpuP99us: number;
+  /** Ranks with no GC pause inside: wall time. */
+  rankNoGcP99us: number;
+  /** Ranks neither descheduled (no wait for a CPU in schedstat) nor with a GC pause inside: the decision's own time; and their share. */
+  rankUndisturbedP99us: number;
+  undisturbed: number;
+  /** Share of ranks over 1 ms (wall), and of those: with a GC pause inside, with > 0.2 ms waiting for a CPU. */
+  over1ms: number;
+  over1msGc: number;
+  over1msPreempted: number;
   referenceP50us: number;
   referenceP99us: number;
   candidatesP50us: number;
@@ -98,7 +117,7 @@ interface Row {
   identical: boolean;
 }
 
-function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
+async function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Promise<Row> {
   const { index, sources } = fleet(n);
   const cfg = RouterConfigSchema.parse({ cache_aware: cost === 'ttft' ? { cost: 'ttft' } : {} }).cache_aware;
   const policy = new CacheAwarePolicy(index, cfg);
@@ -106,7 +125,13 @@ function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
   const candidates = (): Candidate[] =>
     sources.map((s, i) => ({ workerId: s.slice(0, s.indexOf(':')), rank: i % 2, source: s, trusted: true, blockSize: 16, tokenizerKey: 'k', load: loads[i]!, heldBlocks: index.stats(s).blocks }));
   const rank: number[] = [];
-  const rankCpu: number[] = [];
+  const rankNoGc: number[] = [];
+  const rankCalm: number[] = [];
+  /** Each timed rank: start (performance.now() ms), wall ms, µs waiting for a CPU. */
+  const timed: [number, number, number][] = [];
+  let over = 0;
+  let overGc = 0;
+  let overWait = 0;
   const ref: number[] = [];
   const cand: number[] = [];
   const json: number[] = [];
@@ -123,26 +148,30 @@ function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
     let theirs: Scored[];
     let tm: number;
     let tr: number;
-    let cpu: number;
+    let wait: number;
+    let m0: number;
     if (k % 2 === 0) {
-      const c0 = process.cpuUsage();
+      const c0 = threadClock();
       const a0 = performance.now();
       mine = policy.rank(req, c);
       const a1 = performance.now();
-      const cu = process.cpuUsage(c0);
-      cpu = cu.user + cu.system;
+      const c1 = threadClock();
+      wait = c0 && c1 ? (c1.waitNs - c0.waitNs) / 1000 : NaN;
+      m0 = a0;
       theirs = rankReference(policy, index, req, c);
       tm = a1 - a0;
       tr = performance.now() - a1;
     } else {
       const a0 = performance.now();
       theirs = rankReference(policy, index, req, c);
-      const c0 = process.cpuUsage();
+      const c0 = threadClock();
       const a1 = performance.now();
       mine = policy.rank(req, c);
-      tm = performance.now() - a1;
-      const cu = process.cpuUsage(c0);
-      cpu = cu.user + cu.system;
+      const a2 = performance.now();
+      const c1 = threadClock();
+      tm = a2 - a1;
+      wait = c0 && c1 ? (c1.waitNs - c0.waitNs) / 1000 : NaN;
+      m0 = a1;
       tr = a1 - a0;
     }
     const j0 = performance.now();
@@ -151,18 +180,35 @@ function runOne(n: number, cost: 'weighted' | 'ttft', bodyList: string[]): Row {
     identical &&= same(mine, theirs);
     if (k < 50) continue; // warm-up
     rank.push(tm * 1000);
-    rankCpu.push(cpu);
+    timed.push([m0, tm, wait]);
     ref.push(tr * 1000);
     cand.push((t1 - t0) * 1000);
     json.push((j1 - j0) * 1000);
   }
+  // GC entries reach the observer only once the loop turns: matched against the ranks afterwards.
+  await new Promise((r) => setTimeout(r, 20));
+  for (const [m0, tm, wait] of timed) {
+    const gc = gcInside(m0, m0 + tm);
+    if (!gc) rankNoGc.push(tm * 1000);
+    if (!gc && wait === 0) rankCalm.push(tm * 1000);
+    if (tm > 1) {
+      over++;
+      if (gc) overGc++;
+      if (wait > 200) overWait++;
+    }
+  }
+  gcs.length = 0;
   return {
     sources: n,
     cost,
     rankP50us: q(rank, 0.5),
     rankP99us: q(rank, 0.99),
-    rankCpuP50us: q(rankCpu, 0.5),
-    rankCpuP99us: q(rankCpu, 0.99),
+    rankNoGcP99us: q(rankNoGc, 0.99),
+    rankUndisturbedP99us: rankCalm.length ? q(rankCalm, 0.99) : NaN,
+    undisturbed: rankCalm.length / rank.length,
+    over1ms: over / rank.length,
+    over1msGc: overGc,
+    over1msPreempted: overWait,
     referenceP50us: q(ref, 0.5),
     referenceP99us: q(ref, 0.99),
     candidatesP50us: q(cand, 0.5),
@@ -179,10 +225,10 @@ const runs: Row[] = [];
 for (let r = 0; r < REPEATS; r++) {
   for (const cost of COSTS) {
     for (const n of SOURCES) {
-      const row = runOne(n, cost, bodyList);
+      const row = await runOne(n, cost, bodyList);
       runs.push(row);
       log(
-        `repeat ${r + 1} ${cost.padEnd(8)} ${String(n).padStart(4)} sources: rank p50 ${row.rankP50us.toFixed(0)} p99 ${row.rankP99us.toFixed(0)} us (CPU p50 ${row.rankCpuP50us.toFixed(0)} p99 ${row.rankCpuP99us.toFixed(0)}) | before p50 ${row.referenceP50us.toFixed(0)} p99 ${row.referenceP99us.toFixed(0)} us | ` +
+        `repeat ${r + 1} ${cost.padEnd(8)} ${String(n).padStart(4)} sources: rank p50 ${row.rankP50us.toFixed(0)} p99 ${row.rankP99us.toFixed(0)} us (no GC inside p99 ${row.rankNoGcP99us.toFixed(0)}; undisturbed (${(row.undisturbed * 100).toFixed(0)}%) p99 ${row.rankUndisturbedP99us.toFixed(0)}; >1 ms ${(row.over1ms * 100).toFixed(1)}%: ${row.over1msGc} with GC, ${row.over1msPreempted} descheduled) | before p50 ${row.referenceP50us.toFixed(0)} p99 ${row.referenceP99us.toFixed(0)} us | ` +
           `registry stats() for all ${row.candidatesP50us.toFixed(0)} us, /route JSON ${row.routeJsonP50us.toFixed(0)} us | identical ${row.identical}`,
       );
     }
@@ -197,8 +243,10 @@ for (const cost of COSTS) {
     const row = {
       rank_p50_us: s('rankP50us'),
       rank_p99_us: s('rankP99us'),
-      rank_cpu_p50_us: s('rankCpuP50us'),
-      rank_cpu_p99_us: s('rankCpuP99us'),
+      rank_no_gc_p99_us: s('rankNoGcP99us'),
+      rank_share_over_1ms: s('over1ms'),
+      rank_undisturbed_p99_us: s('rankUndisturbedP99us'),
+      rank_undisturbed_share: s('undisturbed'),
       before_p50_us: s('referenceP50us'),
       before_p99_us: s('referenceP99us'),
       speedup_p50: summarize(rs.map((x) => x.referenceP50us / x.rankP50us)),
@@ -210,7 +258,7 @@ for (const cost of COSTS) {
     results[`${cost}-${n}`] = row;
     const f = (v: Summary) => `${v.median.toFixed(0)} [${v.min.toFixed(0)}-${v.max.toFixed(0)}]`;
     log(
-      `  ${cost.padEnd(8)} ${String(n).padStart(4)}: rank p50 ${f(row.rank_p50_us)} p99 ${f(row.rank_p99_us)} (CPU p50 ${f(row.rank_cpu_p50_us)} p99 ${f(row.rank_cpu_p99_us)}) | before p50 ${f(row.before_p50_us)} p99 ${f(row.before_p99_us)} | x${row.speedup_p50.median.toFixed(2)} p50, x${row.speedup_p99.median.toFixed(2)} p99 | identical ${row.identical}`,
+      `  ${cost.padEnd(8)} ${String(n).padStart(4)}: rank p50 ${f(row.rank_p50_us)} p99 ${f(row.rank_p99_us)} (undisturbed p99 ${f(row.rank_undisturbed_p99_us)}, >1 ms ${(row.rank_share_over_1ms.median * 100).toFixed(1)}%) | before p50 ${f(row.before_p50_us)} p99 ${f(row.before_p99_us)} | x${row.speedup_p50.median.toFixed(2)} p50, x${row.speedup_p99.median.toFixed(2)} p99 | identical ${row.identical}`,
     );
   }
   const lo = results[`${cost}-${SOURCES[0]}`]!.rank_p50_us as Summary;

@@ -31,17 +31,29 @@
  * every second); block events/s applied against offered. Median and min-max over windows; ratio
  * 512 vs 32 sources. Writes bench/results/fleet.json.
  *
+ * What "decision" is: kv_router_decision_seconds times policy.rank alone (the pipeline's rank step:
+ * index walk, costs, sort), wall clock. It is synchronous, so it holds no waiting behind event
+ * batches (that shows in /route at the client and in the loop delay); it does hold a GC pause or
+ * the OS running another process in the middle of it. The probe in the router
+ * (bench/fleet-scale/router-probe.mjs) reports, per window: every decision exactly (not from
+ * buckets), how many of the slow ones had a GC pause inside, the whole synchronous decision
+ * (decideNow: registry.candidates() + fit + rank) and candidates() alone, GC pauses, event-loop
+ * delay and utilisation; with --sched also which decisions waited for a CPU (the main thread's
+ * schedstat wait grew) and the p99 of the undisturbed ones (no GC, no wait): the decision's own time.
+ * --sched adds two preads (~10 µs each) inside every timed decision.
+ *
  * Run: flock /work/bench.lock npm run bench:fleet
  *      flags: --workers N --baseline-workers N --ranks N --hosts N --repeats N --window-s S
  *             --blocks-per-source N --rate BLOCKS_PER_S_PER_RANK --fill-rate BLOCKS_PER_S
  *             --route-rps N --cpu-prof DIR (router profile) --out FILE --quick (tiny, seconds)
+ *             --sched (the router's probe also reads the main thread's CPU wait around each decision)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { livePids } from './fleet-scale/children.js';
+import { livePids, type ProbeStats } from './fleet-scale/children.js';
 import { runFleet, type FleetParams, type FleetResult, type WindowResult } from './fleet-scale/fleet.js';
 import { fmt, summarize, type Summary } from './fleet-scale/stats.js';
 
@@ -60,10 +72,13 @@ const { values: a } = parseArgs({
     'route-rps': { type: 'string' },
     'cpu-prof': { type: 'string' },
     'no-quiet': { type: 'boolean', default: false },
+    sched: { type: 'boolean', default: false },
     out: { type: 'string' },
   },
 });
 const quick = a.quick!;
+// router-probe.mjs: time each decision's wait for a CPU too (two preads inside every timed decision).
+if (a.sched) process.env.KV_FLEET_SCHED = '1';
 const num = (v: string | undefined, full: number, q: number) => (v === undefined ? (quick ? q : full) : Number(v));
 const root = fileURLToPath(new URL('..', import.meta.url));
 const out = resolve(a.out ?? join(root, 'bench/results/fleet.json'));
@@ -90,7 +105,8 @@ const fullWorkers = num(a.workers, 256, 4);
 const baseWorkers = num(a['baseline-workers'], 16, 2);
 
 function summary(f: FleetResult) {
-  const s = (k: keyof WindowResult) => summarize(f.windows.map((w) => w[k]));
+  const s = (k: Exclude<keyof WindowResult, 'probe'>) => summarize(f.windows.map((w) => w[k]));
+  const sp = (k: Exclude<keyof ProbeStats, 'gc' | 'decisions_over_1ms_descheduled' | 'decisions_undisturbed' | 'decision_undisturbed_p99_ms' | 'decision_undisturbed_max_ms'>) => summarize(f.windows.map((w) => w.probe[k]));
   return {
     sources: f.sources,
     workers: f.workers,
@@ -109,6 +125,23 @@ function summary(f: FleetResult) {
     decision_p99_ms: s('decisionP99Ms'),
     decision_p99_bucket_bound_ms: s('decisionP99UpperBoundMs'),
     decision_share_under_1ms: s('decisionShareUnder1ms'),
+    // Every observation of the histogram, exact (router-probe.mjs); "own": minus the GC pauses inside it.
+    decision_exact_p50_ms: sp('decision_p50_ms'),
+    decision_exact_p99_ms: sp('decision_p99_ms'),
+    decision_exact_max_ms: sp('decision_max_ms'),
+    decision_own_p99_ms: sp('decision_own_p99_ms'),
+    decide_now_p50_ms: sp('decide_now_p50_ms'),
+    decide_now_p99_ms: sp('decide_now_p99_ms'),
+    candidates_p50_ms: sp('candidates_p50_ms'),
+    candidates_p99_ms: sp('candidates_p99_ms'),
+    decisions_over_1ms: sp('decisions_over_1ms'),
+    decisions_over_1ms_with_gc: sp('decisions_over_1ms_with_gc'),
+    decisions_over_1ms_descheduled: summarize(f.windows.map((w) => w.probe.decisions_over_1ms_descheduled ?? NaN)),
+    decision_undisturbed_p99_ms: summarize(f.windows.map((w) => w.probe.decision_undisturbed_p99_ms ?? NaN)),
+    gc_pause_ms_per_s: summarize(f.windows.map((w) => w.probe.gc_pause_ms_total / (common.windowMs / 1000))),
+    loop_delay_p99_ms: sp('loop_delay_p99_ms'),
+    loop_delay_max_ms: sp('loop_delay_max_ms'),
+    loop_utilization: sp('loop_utilization'),
     route_client_p50_ms: s('routeP50Ms'),
     route_client_p99_ms: s('routeP99Ms'),
     lag_p50_ms: s('lagP50Ms'),
@@ -198,6 +231,20 @@ async function main(): Promise<void> {
   row('decision p50 ms', f.decision_p50_ms, b.decision_p50_ms, 3);
   row('decision p99 ms', f.decision_p99_ms, b.decision_p99_ms, 3);
   row('decision ≤1 ms share', f.decision_share_under_1ms, b.decision_share_under_1ms, 3);
+  row('decision p99 ms (exact)', f.decision_exact_p99_ms, b.decision_exact_p99_ms, 3);
+  row('decision max ms (exact)', f.decision_exact_max_ms, b.decision_exact_max_ms, 3);
+  row('decision p99 ms w/o GC', f.decision_own_p99_ms, b.decision_own_p99_ms, 3);
+  row('decideNow p50 ms', f.decide_now_p50_ms, b.decide_now_p50_ms, 3);
+  row('decideNow p99 ms', f.decide_now_p99_ms, b.decide_now_p99_ms, 3);
+  row('candidates() p50 ms', f.candidates_p50_ms, b.candidates_p50_ms, 3);
+  row('decisions >1 ms', f.decisions_over_1ms, b.decisions_over_1ms, 0);
+  row('  of them with a GC in', f.decisions_over_1ms_with_gc, b.decisions_over_1ms_with_gc, 0);
+  row('  descheduled (--sched)', f.decisions_over_1ms_descheduled, b.decisions_over_1ms_descheduled, 0);
+  row('undisturbed p99 (--sched)', f.decision_undisturbed_p99_ms, b.decision_undisturbed_p99_ms, 3);
+  row('GC pause ms/s', f.gc_pause_ms_per_s, b.gc_pause_ms_per_s, 1);
+  row('loop delay p99 ms', f.loop_delay_p99_ms, b.loop_delay_p99_ms, 1);
+  row('loop delay max ms', f.loop_delay_max_ms, b.loop_delay_max_ms, 1);
+  row('loop utilization', f.loop_utilization, b.loop_utilization, 2);
   row('/route p50 ms (client)', f.route_client_p50_ms, b.route_client_p50_ms);
   row('/route p99 ms (client)', f.route_client_p99_ms, b.route_client_p99_ms);
   row('lag p50 ms', f.lag_p50_ms, b.lag_p50_ms, 1);

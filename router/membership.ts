@@ -19,6 +19,12 @@ export interface WorkerEntry {
   url: string;
   config: WorkerConfig;
   ranks: number[];
+  /**
+   * sourceId(id, rank) of each rank, in `ranks` order: made once, so the index, the load maps and
+   * every decision key their maps by the same string (a fresh one per candidate per decision was
+   * allocated and hashed again, and compared by content at every lookup).
+   */
+  sources: string[];
   streams: Map<number, StreamFeed>;
   state: HealthState;
   consecutiveFailures: number;
@@ -73,11 +79,13 @@ export class Membership {
     const id = workerIdOf(cfg);
     if (this.workers.has(id)) throw new ConfigError(`worker "${id}" already exists`);
     const url = cfg.url.replace(/\/+$/, '');
+    const ranks = ranksOf(cfg);
     const w: WorkerEntry = {
       id,
       url,
       config: cfg,
-      ranks: ranksOf(cfg),
+      ranks,
+      sources: ranks.map((r) => sourceId(id, r)),
       streams: new Map(),
       state: 'unknown',
       consecutiveFailures: 0,
@@ -103,15 +111,15 @@ export class Membership {
         const clash = this.list().find((o) => o.config.kv_events?.topic === ev.topic);
         if (clash) throw new ConfigError(`worker "${id}": topic "${ev.topic}" is already worker "${clash.id}"'s; with events_bind every worker needs its own topic`);
       }
-      for (const r of w.ranks) {
+      for (const [i, r] of w.ranks.entries()) {
         const ep = streamEndpoint(ev.endpoint, url, r);
         const rep = ev.replay_endpoint ? streamEndpoint(ev.replay_endpoint, url, r) : null;
         const shared = this.shared ? await this.shared.forRank(r) : undefined;
-        feeds.push(new StreamFeed(sourceId(id, r), ep, rep, ev.topic, this.opts.sources, this.log, curve, { ...(shared ? { shared } : {}), arrayLayout: ev.array_layout }));
+        feeds.push(new StreamFeed(w.sources[i]!, ep, rep, ev.topic, this.opts.sources, this.log, curve, { ...(shared ? { shared } : {}), arrayLayout: ev.array_layout }));
       }
     }
     this.workers.set(id, w);
-    for (const r of w.ranks) this.opts.sources.addSource(sourceId(id, r));
+    for (const s of w.sources) this.opts.sources.addSource(s);
     feeds.forEach((f, i) => w.streams.set(w.ranks[i]!, f));
     try {
       await Promise.all(feeds.map((f) => f.start()));
@@ -128,7 +136,7 @@ export class Membership {
     if (!w) return false;
     this.workers.delete(id);
     await Promise.all([...w.streams.values()].map((f) => f.close().catch(() => {})));
-    for (const r of w.ranks) this.opts.sources.removeSource(sourceId(id, r));
+    for (const s of w.sources) this.opts.sources.removeSource(s);
     for (const fn of this.leaveHandlers) fn(w);
     this.log(`worker ${id} removed`);
     return true;

@@ -4,7 +4,7 @@ import type { Candidate } from './policies/policy.js';
 import type { StreamHealth } from './streams.js';
 import { tokenizerKeyOf } from './tokenize-pool.js';
 import { Health } from './health.js';
-import { Membership, sourceId, type SourceLifecycle, type WorkerEntry } from './membership.js';
+import { Membership, type SourceLifecycle, type WorkerEntry } from './membership.js';
 
 export type { HealthState, WorkerEntry, ServedModel } from './membership.js';
 export { sourceId } from './membership.js';
@@ -38,8 +38,7 @@ export class Registry {
     this.membership = new Membership({ sources: opts.index, eventsBind: opts.eventsBind ?? null, ...(opts.log ? { log: opts.log } : {}) });
     this.health = new Health({ membership: this.membership, load: opts.load, health: opts.health, ...(opts.log ? { log: opts.log } : {}) });
     this.membership.onLeave((w) => {
-      for (const r of w.ranks) {
-        const s = sourceId(w.id, r);
+      for (const s of w.sources) {
         opts.load.forget(s);
         opts.onSourceRemoved?.(s);
       }
@@ -80,20 +79,23 @@ export class Registry {
     for (const w of this.membership.list()) {
       if (w.state !== 'healthy' || w.draining) continue;
       const tk = tokenizerKeyOf(w.config.tokenizer);
-      for (const r of w.ranks) {
-        const source = sourceId(w.id, r);
+      for (let i = 0; i < w.ranks.length; i++) {
+        const r = w.ranks[i]!;
+        const source = w.sources[i]!;
         const feed = w.streams.get(r);
-        out.push({
+        const c: Candidate = {
           workerId: w.id,
           rank: r,
           source,
-          trusted: feed ? feed.health().trusted : false,
+          trusted: feed ? feed.trusted : false,
           blockSize: feed?.blockSize ?? w.config.block_size,
           tokenizerKey: tk,
           load: this.opts.load.effective(source),
           heldBlocks: this.opts.index.stats(source).blocks,
-          ...(w.config.tiers ? { tierRates: w.config.tiers } : {}),
-        });
+        };
+        // Assigned, not spread in: an object literal with a spread is built on V8's slow path.
+        if (w.config.tiers) c.tierRates = w.config.tiers;
+        out.push(c);
       }
     }
     return out;

@@ -226,6 +226,14 @@ export class StreamFeed {
     await this.sub.start();
   }
 
+  /**
+   * health().trusted without the rest: the registry asks for every candidate of every decision (at
+   * 512 sources, building the whole health record per candidate cost more than ranking them).
+   */
+  get trusted(): boolean {
+    return this.sub?.health().trusted ?? false;
+  }
+
   health(): StreamHealth {
     const h = this.sub?.health();
     return {

@@ -97,11 +97,44 @@ export interface RouterProc {
   /** Full-GC heap (SIGUSR2: the router prints it when started with --expose-gc). */
   /** The router's JS heap and ArrayBuffer bytes after a full GC (buffers 0 from a router that reports only the heap). */
   heapAfterGc(): Promise<{ heap: number; buffers: number }>;
+  /** bench/fleet-scale/router-probe.mjs (loaded with --import): start a window, or read the one since. */
+  probeReset(): void;
+  probeRead(): Promise<ProbeStats>;
 }
+
+/** What router-probe.mjs reports for a window (times in ms). */
+export interface ProbeStats {
+  decisions: number;
+  decision_p50_ms: number;
+  decision_p99_ms: number;
+  decision_max_ms: number;
+  decision_own_p50_ms: number;
+  decision_own_p99_ms: number;
+  decisions_over_1ms: number;
+  decisions_over_1ms_with_gc: number;
+  decisions_with_gc: number;
+  decide_now_p50_ms: number;
+  decide_now_p99_ms: number;
+  candidates_p50_ms: number;
+  candidates_p99_ms: number;
+  decisions_over_1ms_descheduled: number | null;
+  decisions_undisturbed: number | null;
+  decision_undisturbed_p99_ms: number | null;
+  decision_undisturbed_max_ms: number | null;
+  gc: Record<string, { count: number; total_ms: number; max_ms: number; p99_ms: number }>;
+  gc_pause_ms_total: number;
+  loop_delay_p50_ms: number;
+  loop_delay_p99_ms: number;
+  loop_delay_max_ms: number;
+  loop_utilization: number;
+}
+
+/** Node flags loading the probe into the router. */
+export const probeArgs = ['--import', new URL('./router-probe.mjs', import.meta.url).href];
 
 /** `node [--expose-gc] [extra] bin/kv-router.js --config FILE --quiet`, with an IPC channel so it dies with the bench. */
 export function startRouter(configFile: string, nodeArgs: string[]): RouterProc {
-  const proc = spawn(process.execPath, ['--expose-gc', ...nodeArgs, 'bin/kv-router.js', '--config', configFile, '--quiet'], {
+  const proc = spawn(process.execPath, ['--expose-gc', ...probeArgs, ...nodeArgs, 'bin/kv-router.js', '--config', configFile, '--quiet'], {
     cwd: root,
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
   });
@@ -123,9 +156,23 @@ export function startRouter(configFile: string, nodeArgs: string[]): RouterProc 
       }
     }
   });
+  const probeWaiters: ((s: ProbeStats) => void)[] = [];
+  proc.on('message', (m: { probe?: string } & ProbeStats) => {
+    if (m?.probe === 'stats') probeWaiters.shift()?.(m);
+  });
   return {
     proc,
     tail,
+    probeReset: () => proc.send({ probe: 'reset' }),
+    probeRead: () =>
+      new Promise<ProbeStats>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('router probe did not answer')), 30_000);
+        probeWaiters.push((s) => {
+          clearTimeout(t);
+          resolve(s);
+        });
+        proc.send({ probe: 'read' });
+      }),
     heapAfterGc: () =>
       new Promise<{ heap: number; buffers: number }>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error('router did not report its heap')), 30_000);

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../src/net/free-port.js';
 import { familyTokens, type CacheShape } from './cache-sim.js';
-import { Host, rssOf, startRouter, stopProcess, type RouterProc } from './children.js';
+import { Host, rssOf, startRouter, stopProcess, type ProbeStats, type RouterProc } from './children.js';
 import { bucketsOf, quantileBetween, sumOf } from './prom.js';
 import type { HostStats, HostWorker } from './protocol.js';
 import { percentile } from './stats.js';
@@ -68,6 +68,11 @@ export interface WindowResult {
   gaps: number;
   historyMissing: number;
   dropped: number;
+  /**
+   * The same decisions as timed inside the router (every observation, exact quantiles), the GC
+   * pauses that overlapped them, the event loop's delay and utilisation (bench/fleet-scale/router-probe.mjs).
+   */
+  probe: ProbeStats;
 }
 
 export interface FleetResult {
@@ -203,6 +208,7 @@ export async function runFleet(p: FleetParams): Promise<FleetResult> {
           `decision p50 ${w.decisionP50Ms.toFixed(3)} p99 ${w.decisionP99Ms.toFixed(3)} ms (≤1 ms: ${(w.decisionShareUnder1ms * 100).toFixed(1)}%), /route p50 ${w.routeP50Ms.toFixed(2)} p99 ${w.routeP99Ms.toFixed(2)} ms; ` +
           `lag p50 ${w.lagP50Ms.toFixed(1)} p99 ${w.lagP99Ms.toFixed(1)} ms; applied ${Math.round(w.appliedBlockEventsPerS)} of ${Math.round(w.offeredBlockEventsPerS)} block events/s`,
       );
+      p.log(`  ${probeLine(w.probe)}`);
     }
     let quiet: WindowResult | null = null;
     if (p.quietWindow) {
@@ -213,6 +219,7 @@ export async function runFleet(p: FleetParams): Promise<FleetResult> {
       p.log(
         `${label} quiet window (no events): decision p50 ${w.decisionP50Ms.toFixed(3)} p99 ${w.decisionP99Ms.toFixed(3)} ms (≤1 ms: ${(w.decisionShareUnder1ms * 100).toFixed(1)}%), /route p50 ${w.routeP50Ms.toFixed(2)} p99 ${w.routeP99Ms.toFixed(2)} ms; applied ${Math.round(w.appliedBlockEventsPerS)} block events/s`,
       );
+      p.log(`  ${probeLine(w.probe)}`);
     }
     return {
       sources: p.workers * p.ranks,
@@ -236,8 +243,22 @@ export async function runFleet(p: FleetParams): Promise<FleetResult> {
   }
 }
 
+function probeLine(x: ProbeStats): string {
+  const gc = Object.entries(x.gc)
+    .map(([k, g]) => `${k} ${g.count}x p99 ${g.p99_ms.toFixed(2)} max ${g.max_ms.toFixed(2)} ms`)
+    .join(', ');
+  return (
+    `in the router: decision p50 ${x.decision_p50_ms.toFixed(3)} p99 ${x.decision_p99_ms.toFixed(3)} max ${x.decision_max_ms.toFixed(2)} ms, without the GC inside p99 ${x.decision_own_p99_ms.toFixed(3)} ms; ` +
+    `whole decideNow p50 ${x.decide_now_p50_ms?.toFixed(3)} p99 ${x.decide_now_p99_ms?.toFixed(3)} ms (registry.candidates() p50 ${x.candidates_p50_ms?.toFixed(3)} p99 ${x.candidates_p99_ms?.toFixed(3)}); ` +
+    `>1 ms ${x.decisions_over_1ms} of ${x.decisions} (${x.decisions_over_1ms_with_gc} with a GC pause in` +
+    (x.decisions_over_1ms_descheduled === null ? '' : `, ${x.decisions_over_1ms_descheduled} descheduled; undisturbed ${x.decisions_undisturbed}: p99 ${x.decision_undisturbed_p99_ms?.toFixed(3)} max ${x.decision_undisturbed_max_ms?.toFixed(2)} ms`) +
+    `); GC ${gc}; loop delay p99 ${x.loop_delay_p99_ms.toFixed(1)} max ${x.loop_delay_max_ms.toFixed(1)} ms, utilisation ${x.loop_utilization.toFixed(2)}`
+  );
+}
+
 async function measureWindow(p: FleetParams, base: string, hosts: Host[], r: RouterProc, baseMem: { heap: number; buffers: number }, baseRss: number, bodies: string[]): Promise<WindowResult> {
   const m0 = await getText(`${base}/metrics`);
+  r.probeReset();
   const s0 = sumStats(await Promise.all(hosts.map((h) => h.stats())));
   const t0 = performance.now();
   const end = t0 + p.windowMs;
@@ -277,6 +298,7 @@ async function measureWindow(p: FleetParams, base: string, hosts: Host[], r: Rou
   })();
   await Promise.all([client, sampler]);
   const m1 = await getText(`${base}/metrics`);
+  const probe = await r.probeRead();
   const s1 = sumStats(await Promise.all(hosts.map((h) => h.stats())));
   const secs = (performance.now() - t0) / 1000;
   const mem = await r.heapAfterGc();
@@ -318,5 +340,6 @@ async function measureWindow(p: FleetParams, base: string, hosts: Host[], r: Rou
     gaps: sumOf(m1, 'kv_router_stream_gaps_total') - sumOf(m0, 'kv_router_stream_gaps_total'),
     historyMissing: sumOf(m1, 'kv_router_stream_history_missing_total') - sumOf(m0, 'kv_router_stream_history_missing_total'),
     dropped: s1.dropped - s0.dropped,
+    probe,
   };
 }
